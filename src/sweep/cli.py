@@ -1,0 +1,73 @@
+"""What the command line adds around a trial: input checks before Hydra starts, and output."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from hydra import compose, initialize_config_module
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = ["check_overrides", "fail", "summary"]
+
+CONFIG_MODULE = "sweep.conf"
+
+
+def check_overrides(argv: Sequence[str]) -> None:
+    """Compose the config the way Hydra will, and exit with one line if that cannot work.
+
+    Hydra reports an unknown option or key over many lines with a config search path; this
+    names the bad value and what is accepted. Flags that change the config source are left to
+    Hydra, and so are multirun sweeps (each job is checked when it starts).
+    """
+    if any(a.startswith("-") for a in argv):
+        return
+    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra.")]
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            compose("config", overrides=overrides)
+    except MissingConfigException as e:
+        group = (e.missing_cfg_file or "").split("/")[0]
+        value = _override_value(overrides, group)
+        if e.options:
+            fail(f"{group}={value!r} is unknown; accepted: {', '.join(sorted(e.options))}")
+        fail(str(e).strip().splitlines()[0])
+    except (HydraException, OmegaConfBaseException) as e:
+        fail(_first_line(e))
+
+
+def summary(row: Mapping[str, Any]) -> str:
+    """One line: method, amount, sparsity, accuracy dense -> pruned -> finetuned, time."""
+    head = f"{row['method']} amount={row['amount']}"
+    if row["status"] == "failed":
+        return f"{head}: FAILED: {row['error']} ({row['time_total_s']:.1f} s)"
+    acc = " -> ".join(
+        f"{row[k]:.3f}"
+        for k in ("acc_dense", "acc_pruned", "acc_finetuned")
+        if row.get(k) is not None
+    )
+    return (
+        f"{head}: {row['status']}, sparsity {row['sparsity']:.3f}, "
+        f"accuracy dense -> pruned -> finetuned {acc}, {row['time_total_s']:.1f} s "
+        f"[{row.get('store_file', row['trial_key'])}]"
+    )
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _override_value(overrides: Sequence[str], group: str) -> str:
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key == group:
+            return value
+    return group
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " ".join(lines[:2]) if lines else type(e).__name__

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from sweep.data._split import Dataset, Split, holdout
+from sweep.errors import ConfigError
+
+# Per-channel mean and std of each training set, as commonly used with these datasets.
+_MNIST_STATS = ((0.1307,), (0.3081,))
+_FASHION_STATS = ((0.2860,), (0.3530,))
+_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+def digits(val_fraction: float, test_fraction: float, split_seed: int) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images), scaled to [0, 1].
+
+    ``test_fraction`` of all images is held out for testing, then ``val_fraction`` of the rest
+    for validation; ``split_seed`` fixes both.
+
+    Example:
+        >>> ds = digits(val_fraction=0.15, test_fraction=0.2, split_seed=0)
+        >>> len(ds.train) + len(ds.val) + len(ds.test), ds.num_classes, ds.image_size
+        (1797, 10, 8)
+    """
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = torch.from_numpy(x.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = torch.from_numpy(y.astype(np.int64))
+    return _three_way(x, y, val_fraction, test_fraction, split_seed, num_classes=10)
+
+
+def synthetic(
+    num_samples: int,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    noise: float,
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+) -> Dataset:
+    """One random prototype image per class plus Gaussian ``noise``; fixed by ``split_seed``."""
+    g = torch.Generator().manual_seed(split_seed)
+    prototypes = torch.randn(num_classes, in_channels, image_size, image_size, generator=g)
+    y = torch.randint(num_classes, (num_samples,), generator=g)
+    x = prototypes[y] + noise * torch.randn(num_samples, *prototypes.shape[1:], generator=g)
+    return _three_way(x, y, val_fraction, test_fraction, split_seed, num_classes)
+
+
+def mnist(root: str, val_fraction: float, split_seed: int) -> Dataset:
+    """MNIST from ``root`` (torchvision layout: ``<root>/MNIST/raw/*-ubyte``)."""
+    return _torchvision_grayscale(
+        torchvision.datasets.MNIST, "MNIST", root, val_fraction, split_seed, _MNIST_STATS
+    )
+
+
+def fashion_mnist(root: str, val_fraction: float, split_seed: int) -> Dataset:
+    """Fashion-MNIST from ``root`` (torchvision layout: ``<root>/FashionMNIST/raw/*-ubyte``)."""
+    return _torchvision_grayscale(
+        torchvision.datasets.FashionMNIST,
+        "FashionMNIST",
+        root,
+        val_fraction,
+        split_seed,
+        _FASHION_STATS,
+    )
+
+
+def cifar10(
+    root: str, val_fraction: float, split_seed: int, verify_checksums: bool = True
+) -> Dataset:
+    """CIFAR-10 from ``root`` (torchvision layout: ``<root>/cifar-10-batches-py/``).
+
+    ``verify_checksums=False`` skips torchvision's md5 check of the batch files (for re-packed
+    copies); the files are still parsed by torchvision's reader.
+    """
+    cls = torchvision.datasets.CIFAR10 if verify_checksums else _UncheckedCIFAR10
+    train, test = _open(cls, "cifar-10-batches-py", root)
+
+    def tensors(ds: torchvision.datasets.CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255)
+        return _normalize(x, _CIFAR10_STATS), torch.tensor(ds.targets, dtype=torch.long)
+
+    return _two_way(tensors(train), tensors(test), val_fraction, split_seed, len(train.classes))
+
+
+class _UncheckedCIFAR10(torchvision.datasets.CIFAR10):
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root) / self.base_folder
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+
+def _torchvision_grayscale(cls, folder, root, val_fraction, split_seed, stats) -> Dataset:
+    train, test = _open(cls, f"{folder}/raw", root)
+
+    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        x = ds.data.unsqueeze(1).float().div_(255)
+        return _normalize(x, stats), ds.targets.long()
+
+    return _two_way(tensors(train), tensors(test), val_fraction, split_seed, len(train.classes))
+
+
+def _open(cls, layout: str, root: str):
+    if root is None or not Path(root).is_dir():
+        raise ConfigError(
+            f"dataset.root={root!r} is not a folder; accepted: a local folder holding "
+            f"<root>/{layout}/ as torchvision lays it out (prune-sweep never downloads)"
+        )
+    try:
+        return cls(root, train=True, download=False), cls(root, train=False, download=False)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"dataset.root={root!r} has no readable {cls.__name__} files in <root>/{layout}/ "
+            f"({str(e).splitlines()[0]}); accepted: torchvision's on-disk layout"
+        ) from None
+
+
+def _normalize(x: torch.Tensor, stats) -> torch.Tensor:
+    mean = torch.tensor(stats[0]).view(1, -1, 1, 1)
+    std = torch.tensor(stats[1]).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def _three_way(x, y, val_fraction, test_fraction, split_seed, num_classes) -> Dataset:
+    rest, test = holdout(x, y, test_fraction, split_seed)
+    train, val = holdout(rest.x, rest.y, val_fraction, split_seed + 1)
+    return Dataset(train, val, test, num_classes, x.shape[1], x.shape[-1])
+
+
+def _two_way(train, test, val_fraction, split_seed, num_classes) -> Dataset:
+    kept, val = holdout(*train, val_fraction, split_seed)
+    x = train[0]
+    return Dataset(kept, val, Split(*test), num_classes, x.shape[1], x.shape[-1])

@@ -1,0 +1,20 @@
+"""Pruning in the vocabulary of ``torch.nn.utils.prune``.
+
+A `PruningMethod` names a `BasePruningMethod` subclass (built-in or the user's own) and its
+arguments; a `Scope` decides which tensors it touches and with which amount; `prune_model`
+applies it, and `make_permanent` folds the masks into the weights before deployment.
+"""
+
+from sweep.pruning._apply import Target, make_permanent, plan_pruning, prune_model, sparsity
+from sweep.pruning._method import PruningMethod
+from sweep.pruning._scope import Scope
+
+__all__ = [
+    "PruningMethod",
+    "Scope",
+    "Target",
+    "make_permanent",
+    "plan_pruning",
+    "prune_model",
+    "sparsity",
+]

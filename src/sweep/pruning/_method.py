@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.utils import prune
+
+from sweep._imports import locate
+from sweep.errors import ConfigError
+
+# Keys of a method config that describe it rather than being constructor arguments.
+_RESERVED = {"name", "_target_", "global", "pruning_method"}
+_GLOBAL_CRITERIA = {"l1": prune.L1Unstructured, "random": prune.RandomUnstructured}
+
+
+@dataclass(frozen=True)
+class PruningMethod:
+    """What removes weights: a ``BasePruningMethod`` subclass and its arguments besides ``amount``.
+
+    Args:
+        name: Label recorded in the results store (``l1_unstructured``, ``my_method``...).
+        cls: The pruning method class; ``None`` prunes nothing.
+        kwargs: Constructor arguments other than ``amount`` (``n``, ``dim``...).
+        is_global: Rank entries of all tensors in scope together (``global_unstructured``).
+
+    Example:
+        >>> from torch.nn.utils import prune
+        >>> PruningMethod("ln_structured", prune.LnStructured, {"n": 2, "dim": 0}).structured
+        True
+    """
+
+    name: str
+    cls: type[prune.BasePruningMethod] | None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    is_global: bool = False
+
+    @property
+    def structured(self) -> bool:
+        return self.cls is not None and self.cls.PRUNING_TYPE == "structured"
+
+    @property
+    def dim(self) -> int | None:
+        return self.kwargs.get("dim") if self.structured else None
+
+    def make(self, amount: float | int) -> prune.BasePruningMethod:
+        """An instance of the method for one tensor, as ``cls.apply`` would build it."""
+        return self.cls(**self.arguments(amount))
+
+    def arguments(self, amount: float | int) -> dict[str, Any]:
+        kwargs = dict(self.kwargs)
+        if "amount" in inspect.signature(self.cls).parameters:
+            kwargs["amount"] = amount
+        return kwargs
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | Mapping[str, Any]) -> PruningMethod:
+        """Build from a ``conf/method`` node; raises `ConfigError` naming what is wrong."""
+        node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+        target = node.get("_target_")
+        name = node.get("name") or (target.rsplit(".", 1)[-1] if target else "none")
+        kwargs = {k: v for k, v in node.items() if k not in _RESERVED}
+        if node.get("global"):
+            criterion = node.get("pruning_method", "l1")
+            method_cls = _GLOBAL_CRITERIA.get(criterion) or _import_method(
+                criterion, "method.pruning_method", f"{' | '.join(_GLOBAL_CRITERIA)} | "
+            )
+            if method_cls.PRUNING_TYPE != "unstructured":
+                raise ConfigError(
+                    f"method.pruning_method={criterion!r} is {method_cls.PRUNING_TYPE}; "
+                    "global pruning accepts only unstructured methods (l1, random, or your own)"
+                )
+            return cls(name, method_cls, kwargs, is_global=True)
+        if target is None:
+            return cls(name, None, {})
+        method_cls = _import_method(target, "method._target_", "")
+        method = cls(name, method_cls, kwargs)
+        _check_constructs(method)
+        return method
+
+
+def _import_method(path: str, key: str, builtin: str) -> type[prune.BasePruningMethod]:
+    try:
+        obj = locate(path)
+    except ImportError as e:
+        reason = str(e)
+        raise ConfigError(
+            f"{key}={path!r} does not import ({reason}); accepted: {builtin}"
+            "a dotted path to a torch.nn.utils.prune.BasePruningMethod subclass"
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, prune.BasePruningMethod)):
+        raise ConfigError(
+            f"{key}={path!r} is not a torch.nn.utils.prune.BasePruningMethod subclass"
+        )
+    if getattr(obj, "PRUNING_TYPE", None) not in {"unstructured", "structured"}:
+        raise ConfigError(
+            f"{key}={path!r} needs PRUNING_TYPE = 'unstructured' or 'structured' "
+            f"(has {getattr(obj, 'PRUNING_TYPE', None)!r})"
+        )
+    return obj
+
+
+def _check_constructs(method: PruningMethod) -> None:
+    """Construct once with a harmless amount so a wrong argument fails before any training."""
+    try:
+        method.make(0.0)
+    except TypeError as e:
+        raise ConfigError(f"method {method.name!r}: {e}") from None
+    except ValueError:
+        pass  # a constructor may reject amount=0.0; the real amount is checked later

@@ -1,0 +1,123 @@
+"""Training and evaluation loops: one device, in-memory batches, optional bf16 autocast on CUDA."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sweep._imports import locate
+from sweep.data import Split, batches
+from sweep.errors import ConfigError, TrialFailed
+
+__all__ = ["evaluate", "make_optimizer", "train"]
+
+_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+# Called after each epoch with (epoch, validation accuracy); may raise optuna.TrialPruned.
+EpochCallback = Callable[[int, float], None]
+
+
+def train(
+    model: nn.Module,
+    train_split: Split,
+    settings: Mapping[str, Any],
+    *,
+    seed: int,
+    val_split: Split | None = None,
+    on_epoch: EpochCallback | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> float:
+    """Train ``model`` in place with cross-entropy; return the mean loss of the last epoch.
+
+    Args:
+        model: Already on the device of ``train_split``; pruning masks stay applied.
+        train_split: Training data.
+        settings: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``momentum``,
+            ``weight_decay``, ``amp`` (a ``conf/finetune`` or ``conf/pretrain`` node).
+        seed: Fixes the order of batches.
+        val_split: Evaluated after every epoch (shown, and passed to ``on_epoch``).
+        on_epoch: Receives (epoch, validation accuracy); may stop training by raising.
+        desc: Progress bar label.
+        progress: Show a progress bar.
+
+    Raises:
+        TrialFailed: The loss is NaN or infinite at the end of an epoch.
+    """
+    epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
+    optimizer = make_optimizer(model, settings)
+    generator = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    steps = math.ceil(len(train_split) / batch_size)
+    autocast = _autocast(train_split.x.device, settings.get("amp", False))
+    mean_loss = float("nan")
+    bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
+    with bar:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            total = torch.zeros((), device=train_split.x.device)
+            for x, y in batches(train_split, batch_size, shuffle=True, generator=generator):
+                with autocast:
+                    loss = loss_fn(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach() * len(y)
+                bar.update()
+            mean_loss = total.item() / len(train_split)
+            if not math.isfinite(mean_loss):
+                raise TrialFailed(f"{desc}: loss became {mean_loss} in epoch {epoch}")
+            postfix = {"epoch": epoch, "loss": f"{mean_loss:.4f}"}
+            if val_split is not None:
+                acc, _ = evaluate(model, val_split)
+                postfix["val_acc"] = f"{acc:.4f}"
+            bar.set_postfix(postfix)
+            if on_epoch is not None and val_split is not None:
+                on_epoch(epoch, acc)
+    return mean_loss
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1024) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``split``, in eval mode."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+    loss = torch.zeros((), device=split.x.device)
+    for x, y in batches(split, batch_size):
+        logits = model(x).float()
+        correct += (logits.argmax(1) == y).sum()
+        loss += nn.functional.cross_entropy(logits, y, reduction="sum")
+    n = len(split)
+    return correct.item() / n, loss.item() / n
+
+
+def make_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """Build the optimizer named by ``settings.optimizer`` (sgd, adam, adamw or a dotted path)."""
+    name = settings["optimizer"]
+    cls = _OPTIMIZERS.get(name)
+    if cls is None:
+        try:
+            cls = locate(name)
+        except ImportError:
+            cls = None
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            raise ConfigError(
+                f"optimizer={name!r} is unknown; accepted: {' | '.join(_OPTIMIZERS)} "
+                "| a dotted path to a torch.optim.Optimizer subclass"
+            )
+    kwargs = {"lr": settings["lr"], "weight_decay": settings.get("weight_decay", 0.0)}
+    if cls is torch.optim.SGD:
+        kwargs["momentum"] = settings.get("momentum", 0.0)
+    return cls(model.parameters(), **kwargs)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()

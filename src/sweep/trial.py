@@ -1,0 +1,240 @@
+"""One trial: build, load the dense baseline, prune, finetune, evaluate, store a row.
+
+`run_trial` is the whole pipeline and nothing else; each step lives in its own module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import platform
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+import torch
+import torchvision
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sweep import baseline, metrics
+from sweep.data import Dataset
+from sweep.errors import ConfigError, TrialFailed
+from sweep.hashing import config_hash
+from sweep.pruning import PruningMethod, Scope, make_permanent, plan_pruning, prune_model, sparsity
+from sweep.store import read_row, write_trial
+from sweep.training import EpochCallback, evaluate, train
+
+__all__ = ["resolve_device", "run_trial", "trial_key"]
+
+log = logging.getLogger(__name__)
+
+# Config keys that say where results go or how a run looks, not what it computes.
+_NOT_IN_KEY = ("store", "progress", "skip_completed")
+
+
+def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+    """Run the trial described by ``cfg`` and write its row to the results store.
+
+    Every input is checked before anything is trained or written: a bad value raises
+    `ConfigError` and leaves the store untouched. A trial that fails once running (a NaN loss)
+    or is stopped by a trial pruner is written with ``status`` ``failed`` or ``pruned``.
+
+    Args:
+        cfg: A composed ``conf/config.yaml``.
+        on_epoch: Receives (epoch, validation accuracy) after each finetuning epoch; it may
+            raise ``optuna.TrialPruned`` to stop the trial.
+
+    Returns:
+        The row as written: metric columns plus the flattened config.
+
+    Example:
+        >>> from hydra import compose, initialize_config_module
+        >>> with initialize_config_module("sweep.conf", version_base="1.3"):  # doctest: +SKIP
+        ...     row = run_trial(compose("config", ["method=ln_structured", "amount=0.5"]))
+    """
+    started_at = dt.datetime.now(dt.timezone.utc)
+    start = time.perf_counter()
+    _check_complete(cfg)
+    device = resolve_device(str(cfg.device))
+    method = PruningMethod.from_config(cfg.method)
+    scope = Scope.from_config(cfg.scope)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    key = trial_key(resolved, device)
+    done = read_row(cfg.store.path, key) if cfg.skip_completed else None
+    if done is not None and done["status"] == "complete":
+        log.info("trial %s is already complete in %s; skipped", key, cfg.store.path)
+        return done
+
+    data = _build_dataset(cfg.dataset).to(device)
+    torch.manual_seed(cfg.seed)
+    model = _build_model(cfg.model, data).to(device)
+    targets = plan_pruning(model, method, cfg.amount, scope)  # bad amount/dim: fail before training
+
+    row: dict[str, Any] = {
+        **_flatten(resolved),
+        "trial_key": key,
+        "status": "running",
+        "error": None,
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "method": method.name,
+        "amount": cfg.amount,
+        "seed": cfg.seed,
+        "device": str(device),
+        "started_at": started_at,
+        **_versions(),
+    }
+    settings = {
+        "model": resolved["model"],
+        "dataset": resolved["dataset"],
+        "seed": cfg.seed,
+        "pretrain": resolved["pretrain"],
+        "device_type": device.type,
+    }
+    baseline.load_or_train(model, data, settings, cfg.store.baselines, progress=cfg.progress)
+    example = data.test.x[:1]
+    latency_batch = _latency_batch(data, cfg.latency.batch_size)
+    row["acc_dense"], _ = evaluate(model, data.test)
+    row["flops_dense"] = metrics.count_flops(model, example)
+    row["latency_ms_dense"] = _latency(model, latency_batch, cfg.latency)
+
+    try:
+        t = time.perf_counter()
+        torch.manual_seed(cfg.seed)  # random methods draw the same masks however the baseline came
+        targets = prune_model(model, method, cfg.amount, scope)
+        row["time_prune_s"] = time.perf_counter() - t
+        row["acc_pruned"], _ = evaluate(model, data.test)
+
+        t = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        train(
+            model,
+            data.train,
+            cfg.finetune,
+            seed=cfg.seed,
+            val_split=data.val,
+            on_epoch=on_epoch,
+            desc="finetune",
+            progress=cfg.progress,
+        )
+        row["time_finetune_s"] = time.perf_counter() - t
+        row["sparsity"] = sparsity(targets)
+        make_permanent(model)
+        row["acc_finetuned"], row["loss_finetuned"] = evaluate(model, data.test)
+        row["params"] = metrics.count_params(model)
+        row["params_nonzero"] = metrics.count_nonzero(model)
+        row["flops"] = metrics.count_flops(model, example)
+        row["latency_ms"] = _latency(model, latency_batch, cfg.latency)
+        row["status"] = "complete"
+        layers = metrics.layer_table(model, {t.name for t in targets})
+    except TrialFailed as e:
+        row.update(status="failed", error=str(e))
+        layers = []
+    except optuna.TrialPruned as e:
+        row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
+        row["sparsity"] = sparsity(targets)
+        layers = metrics.layer_table(model, {t.name for t in targets})
+    row["time_total_s"] = time.perf_counter() - start
+    row["store_file"] = str(write_trial(cfg.store.path, row, layers))
+    return row
+
+
+def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:
+    """Hash of the resolved config minus output settings, with the device type resolved."""
+    keyed = {k: v for k, v in resolved.items() if k not in _NOT_IN_KEY and k != "device"}
+    return config_hash({**keyed, "device_type": device.type})
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda``/``cuda:N`` only when that GPU exists."""
+    accepted = "auto | cpu | cuda | cuda:N"
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device={device!r} is not a device; accepted: {accepted}") from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type != "cuda":
+        raise ConfigError(f"device={device!r} is not supported; accepted: {accepted}")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={device!r} but no CUDA GPU is available here; accepted: auto | cpu"
+        )
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={device!r} but there are {torch.cuda.device_count()} GPUs; "
+            f"accepted: cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
+    return resolved
+
+
+def _check_complete(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required but not set; e.g. {missing[0]}=/path/to/data")
+
+
+def _build_dataset(node: DictConfig) -> Dataset:
+    return _instantiate(node, "dataset")
+
+
+def _build_model(node: DictConfig, data: Dataset) -> nn.Module:
+    return _instantiate(
+        node,
+        "model",
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+    )
+
+
+def _instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
+    spec = OmegaConf.to_container(node, resolve=True)
+    spec.pop("name", None)
+    try:
+        return instantiate(spec, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        reason = str(cause or e).strip().splitlines()[0]
+        raise ConfigError(f"{group}._target_={spec.get('_target_')!r} failed: {reason}") from None
+
+
+def _latency_batch(data: Dataset, batch_size: int) -> torch.Tensor:
+    x = data.test.x
+    reps = -(-batch_size // len(x))
+    return x.repeat(reps, 1, 1, 1)[:batch_size] if reps > 1 else x[:batch_size]
+
+
+def _latency(model: nn.Module, batch: torch.Tensor, settings: DictConfig) -> float:
+    return metrics.latency_ms(model, batch, warmup=settings.warmup, repeats=settings.repeats)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            flat.update(_flatten(v, f"{name}."))
+        else:
+            flat[name] = v
+    return flat
+
+
+def _versions() -> dict[str, str]:
+    from sweep import __version__
+
+    return {
+        "version.sweep": __version__,
+        "version.torch": torch.__version__,
+        "version.torchvision": torchvision.__version__,
+        "version.optuna": optuna.__version__,
+        "version.python": platform.python_version(),
+    }
