@@ -9,9 +9,19 @@ and in a notebook::
     layers = sweep.load_layers()       # per-layer sparsity, keyed by trial_key
 """
 
+from typing import Any
+
 from sweep.store import load_layers, load_results
-from sweep.trial import run_trial
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "load_layers", "load_results", "run_trial"]
+
+
+def __getattr__(name: str) -> Any:
+    # Reading results needs pandas only; importing torch for it would cost seconds.
+    if name == "run_trial":
+        from sweep.trial import run_trial
+
+        return run_trial
+    raise AttributeError(f"module 'sweep' has no attribute {name!r}")

@@ -119,7 +119,7 @@ def load_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
         >>> df.groupby("method").sparsity.max()  # doctest: +SKIP
     """
     df = _read_folder(Path(path or DEFAULT_PATH), "trials", METRIC_COLUMNS)
-    if len(df):
+    if len(df) and "started_at" in df.columns:
         df = df.sort_values("started_at", kind="stable").reset_index(drop=True)
     lead = [c for c in METRIC_COLUMNS if c in df.columns]
     return df[lead + sorted(c for c in df.columns if c not in METRIC_COLUMNS)]

@@ -95,7 +95,8 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         "pretrain": resolved["pretrain"],
         "device_type": device.type,
     }
-    baseline.load_or_train(model, data, settings, cfg.store.baselines, progress=cfg.progress)
+    dense = baseline.load_or_train(model, data, settings, cfg.store.baselines, progress=cfg.progress)
+    row["baseline_key"], row["baseline_trained"] = dense["key"], dense["trained"]
     example = data.test.x[:1]
     latency_batch = _latency_batch(data, cfg.latency.batch_size)
     row["acc_dense"], _ = evaluate(model, data.test)

@@ -90,9 +90,10 @@ def cifar10(
 
 
 class _UncheckedCIFAR10(torchvision.datasets.CIFAR10):
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root) / self.base_folder
-        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+    # torchvision's check_integrity(path, md5=None) only checks that the file exists.
+    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.test_list]
+    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
 
 
 def _torchvision_grayscale(cls, folder, root, val_fraction, split_seed, stats) -> Dataset:

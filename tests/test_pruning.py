@@ -1,0 +1,219 @@
+"""The pruning contract, checked for every conf/method option, plus scope and validation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from sweep.errors import ConfigError
+from sweep.models import small_cnn
+from sweep.pruning import PruningMethod, Scope, make_permanent, plan_pruning, prune_model, sparsity
+from tests.conftest import make_cfg
+
+METHODS = sorted(p.stem for p in (Path(__file__).parents[1] / "src/sweep/conf/method").glob("*.yaml"))
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return small_cnn(num_classes=10, in_channels=1, image_size=8)
+
+
+def _method(name: str, tmp_path) -> PruningMethod:
+    return PruningMethod.from_config(make_cfg(tmp_path, f"method={name}").method)
+
+
+def _masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: m.weight_mask.clone() for n, m in model.named_modules() if hasattr(m, "weight_mask")}
+
+
+def test_every_method_config_is_covered():
+    assert {"none", "random_unstructured", "l1_unstructured", "random_structured"} <= set(METHODS)
+    assert {"ln_structured", "global_unstructured"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_method_contract(name, tmp_path):
+    """Achieved sparsity matches the amount; pruning again only removes more; the model runs."""
+    method = _method(name, tmp_path)
+    model = _model()
+    targets = prune_model(model, method, 0.3, Scope())
+
+    for t in targets:
+        unit = t.weight.shape[method.dim] if method.structured else t.weight.numel()
+        if method.cls is None:
+            assert int((t.weight == 0).sum()) == 0
+        elif method.structured:
+            # whole slices along dim: exactly round(0.3 * slices) of them are zero
+            dims = [d for d in range(t.weight.dim()) if d != method.dim % t.weight.dim()]
+            dead = (t.weight.abs().sum(dim=dims) == 0).sum()
+            assert int(dead) == round(0.3 * unit)
+        elif not method.is_global:
+            assert int((t.weight == 0).sum()) == round(0.3 * unit)
+    if method.is_global:
+        total = sum(t.weight.numel() for t in targets)
+        assert sum(int((t.weight == 0).sum()) for t in targets) == round(0.3 * total)
+    first = sparsity(targets)
+    expected = 0.0 if method.cls is None else 0.3
+    assert first == pytest.approx(expected, abs=0.02)
+
+    before = _masks(model)
+    prune_model(model, method, 0.3, Scope())
+    after = _masks(model)
+    assert before.keys() == after.keys()
+    for layer, mask in before.items():
+        assert bool((after[layer] <= mask).all()), f"{name}: a pruned entry of {layer} came back"
+    assert sparsity(targets) >= first
+    if method.cls is not None:
+        assert sparsity(targets) > first
+
+    out = model(torch.randn(4, 1, 8, 8))
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    make_permanent(model)
+    assert not any(hasattr(m, "weight_mask") for m in model.modules())
+    assert torch.equal(model(torch.ones(2, 1, 8, 8)), model(torch.ones(2, 1, 8, 8)))
+
+
+def test_int_amount_is_a_count():
+    model = _model()
+    method = PruningMethod("l1_unstructured", prune.L1Unstructured)
+    targets = prune_model(model, method, 7, Scope())
+    assert [int((t.weight == 0).sum()) for t in targets] == [7] * len(targets)
+
+
+def test_l1_removes_smallest_magnitudes():
+    layer = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.1, -3.0, 0.2, -0.05]]))
+    model = nn.Sequential(layer)
+    prune_model(model, PruningMethod("l1", prune.L1Unstructured), 0.5, Scope())
+    assert (layer.weight != 0).tolist() == [[False, True, True, False]]
+
+
+def test_structured_methods_keep_classifier_outputs_by_default():
+    method = PruningMethod("ln_structured", prune.LnStructured, {"n": 2, "dim": 0})
+    model = _model()
+    names = [t.name for t in prune_model(model, method, 0.5, Scope())]
+    assert names == ["block1.conv", "block2.conv", "block3.conv"]
+    assert int((model.classifier.weight == 0).sum()) == 0
+
+    model = _model()
+    scope = Scope(prune_classifier_outputs=True)
+    names = [t.name for t in prune_model(model, method, 0.5, scope)]
+    assert names[-1] == "classifier"
+    assert int((model.classifier.weight.abs().sum(1) == 0).sum()) == 5
+
+
+def test_structured_along_inputs_may_prune_classifier():
+    method = PruningMethod("ln_structured", prune.LnStructured, {"n": 1, "dim": 1})
+    names = [t.name for t in prune_model(_model(), method, 0.25, Scope())]
+    assert names[-1] == "classifier"
+
+
+def test_unstructured_prunes_classifier():
+    method = PruningMethod("l1", prune.L1Unstructured)
+    names = [t.name for t in prune_model(_model(), method, 0.5, Scope())]
+    assert names == ["block1.conv", "block2.conv", "block3.conv", "classifier"]
+
+
+def test_per_type_amounts_and_exclusions():
+    model = _model()
+    scope = Scope(amounts={"Conv2d": 0.2, "Linear": 0.4}, exclude=("block1.*",))
+    targets = prune_model(model, PruningMethod("l1", prune.L1Unstructured), 0.9, scope)
+    got = {t.name: int((t.weight == 0).sum()) / t.weight.numel() for t in targets}
+    assert set(got) == {"block2.conv", "block3.conv", "classifier"}
+    assert got["block2.conv"] == pytest.approx(0.2, abs=1e-3)
+    assert got["classifier"] == pytest.approx(0.4, abs=1e-3)
+    assert int((model.block1.conv.weight == 0).sum()) == 0
+
+
+def test_layer_types_limit_scope():
+    targets = prune_model(_model(), PruningMethod("l1", prune.L1Unstructured), 0.5, Scope(("Linear",)))
+    assert [t.name for t in targets] == ["classifier"]
+
+
+def test_global_ranks_across_layers():
+    model = nn.Sequential(nn.Linear(10, 10, bias=False), nn.Linear(10, 10, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[1].weight.fill_(0.01)
+    method = PruningMethod("global", prune.L1Unstructured, is_global=True)
+    targets = prune_model(model, method, 0.5, Scope())
+    assert int((model[0].weight == 0).sum()) == 0
+    assert int((model[1].weight == 0).sum()) == 100
+    assert sparsity(targets) == 0.5
+
+
+def test_custom_method_from_config(tmp_path):
+    cfg = make_cfg(tmp_path, "method._target_=tests.custom_methods.EveryOther", "method.name=every_other")
+    method = PruningMethod.from_config(cfg.method)
+    model = _model()
+    targets = prune_model(model, method, 0.0, Scope())
+    for t in targets:
+        assert int((t.weight == 0).sum()) == math.ceil(t.weight.numel() / 2)
+    prune_model(model, method, 0.0, Scope())
+    for t in targets:
+        n = t.weight.numel()
+        assert int((t.weight == 0).sum()) == math.ceil(n / 2) + math.ceil((n - math.ceil(n / 2)) / 2)
+
+
+@pytest.mark.parametrize(
+    ("method", "amount", "scope", "message"),
+    [
+        ("l1", 1.0, Scope(), "amount=1.0 is outside [0, 1)"),
+        ("l1", -0.2, Scope(), "amount=-0.2 is outside [0, 1)"),
+        ("l1", -3, Scope(), "amount=-3 is negative"),
+        ("l1", 145, Scope(), "amount=145 is larger than layer 'block1.conv' (144 prunable units)"),
+        ("l1", "half", Scope(), "amount='half' is not a number"),
+        ("ln0", 17, Scope(), "amount=17 is larger than layer 'block1.conv' (16 prunable units)"),
+        ("ln4", 0.5, Scope(), "method.dim=4 does not exist for layer 'block1.conv'"),
+        ("l1", 0.5, Scope(amounts={"Linear": 1.5}), "scope.amounts.Linear=1.5 is outside [0, 1)"),
+        ("l1", 0.5, Scope(exclude=("nope*",)), "scope.exclude pattern 'nope*' matches no layer"),
+        ("l1", 0.5, Scope(exclude=("*",)), "no tensor in scope"),
+    ],
+)
+def test_bad_input_is_rejected_before_any_change(method, amount, scope, message):
+    methods = {
+        "l1": PruningMethod("l1", prune.L1Unstructured),
+        "ln0": PruningMethod("ln", prune.LnStructured, {"n": 2, "dim": 0}),
+        "ln4": PruningMethod("ln", prune.LnStructured, {"n": 2, "dim": 4}),
+    }
+    model = _model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError) as e:
+        prune_model(model, methods[method], amount, scope)
+    assert message in str(e.value)
+    assert "accepted" in str(e.value) or "layers are" in str(e.value) or "scope" in str(e.value)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method._target_=nope.Nope"], "method._target_='nope.Nope' does not import (no module named 'nope')"),
+        (["method._target_=torch.nn.Linear"], "is not a torch.nn.utils.prune.BasePruningMethod subclass"),
+        (["method=global_unstructured", "method.pruning_method=l2"], "method.pruning_method='l2' does not import"),
+        (["method=ln_structured", "+method.bogus=1"], "unexpected keyword argument 'bogus'"),
+    ],
+)
+def test_bad_method_configs(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=None) as e:
+        PruningMethod.from_config(make_cfg(tmp_path, *overrides).method)
+    assert message in str(e.value)
+
+
+def test_scope_rejects_unknown_layer_type():
+    with pytest.raises(ConfigError, match="scope.layers entry 'Conv9d' is not a module type"):
+        Scope(layers=("Conv9d",))
+    with pytest.raises(ConfigError, match="scope.amounts names Conv1d, not in scope.layers"):
+        Scope(amounts={"Conv1d": 0.1})
+
+
+def test_plan_pruning_touches_nothing():
+    model = _model()
+    plan_pruning(model, PruningMethod("l1", prune.L1Unstructured), 0.5, Scope())
+    assert not any(hasattr(m, "weight_mask") for m in model.modules())
