@@ -56,8 +56,9 @@ def test_writer_killed_mid_write_leaves_no_partial_row(tmp_path, delay):
     df = load_results(store)
     assert delay == 0.0 or len(df) > 0
     assert len(df) == len(files)
-    assert (df.blob.str.len() == 2_000_000).all()
-    assert df["index"].sort_values().tolist() == list(range(len(df)))
+    if len(df):
+        assert (df.blob.str.len() == 2_000_000).all()
+        assert df["index"].sort_values().tolist() == list(range(len(df)))
     # every row's layers are there; a trial killed between its two files has no row
     assert load_layers(store).groupby("trial_key").size().eq(50).all()
 
