@@ -67,6 +67,10 @@ def test_training_options(group, tmp_path):
 
 def test_top_level_defaults(tmp_path):
     cfg = make_cfg(tmp_path)
-    assert (cfg.model.name, cfg.dataset.name, cfg.method.name) == ("small_cnn", "digits", "l1_unstructured")
+    assert (cfg.model.name, cfg.dataset.name, cfg.method.name) == (
+        "small_cnn",
+        "digits",
+        "l1_unstructured",
+    )
     assert cfg.device == "auto" and cfg.seed == 0 and cfg.amount == 0.5
     assert Scope.from_config(cfg.scope) == Scope()

@@ -14,7 +14,7 @@ def test_digits_splits_are_disjoint_and_fixed():
     b = digits(val_fraction=0.15, test_fraction=0.2, split_seed=0)
     assert (len(a.train), len(a.val), len(a.test)) == (1222, 216, 359)
     assert torch.equal(a.test.x, b.test.x) and torch.equal(a.train.y, b.train.y)
-    assert a.train.x.shape[1:] == (1, 8, 8) and 0.0 <= a.train.x.min() and a.train.x.max() <= 1.0
+    assert a.train.x.shape[1:] == (1, 8, 8) and a.train.x.min() >= 0.0 and a.train.x.max() <= 1.0
     c = digits(val_fraction=0.15, test_fraction=0.2, split_seed=1)
     assert not torch.equal(a.test.y, c.test.y)
 
@@ -41,7 +41,9 @@ def test_cifar10_read_by_torchvision(data_roots):
 
 
 def test_cifar10_checksums_are_verified_by_default(data_roots):
-    with pytest.raises(ConfigError, match="no readable CIFAR10 files in <root>/cifar-10-batches-py/"):
+    with pytest.raises(
+        ConfigError, match="no readable CIFAR10 files in <root>/cifar-10-batches-py/"
+    ):
         cifar10(str(data_roots), val_fraction=0.1, split_seed=0)
 
 
@@ -58,7 +60,10 @@ def test_root_without_files_is_one_clear_error(tmp_path):
 
 def test_batches_cover_every_row_once():
     split = Split(torch.arange(10).float().view(10, 1, 1, 1), torch.arange(10))
-    seen = [y for _, ys in batches(split, 3, shuffle=True, generator=torch.Generator().manual_seed(0))
-            for y in ys.tolist()]
+    seen = [
+        y
+        for _, ys in batches(split, 3, shuffle=True, generator=torch.Generator().manual_seed(0))
+        for y in ys.tolist()
+    ]
     assert sorted(seen) == list(range(10)) and seen != list(range(10))
     assert [len(y) for _, y in batches(split, 4)] == [4, 4, 2]

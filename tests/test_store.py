@@ -77,8 +77,14 @@ def test_new_columns_over_time(tmp_path):
     write_trial(tmp_path, {"trial_key": "old", "status": "complete", "started_at": t0, "acc": 0.5})
     write_trial(
         tmp_path,
-        {"trial_key": "new", "status": "complete", "started_at": t0 + pd.Timedelta("1s"),
-         "acc": 0.7, "speedup": 2.0, "scope.layers": ["Conv2d", "Linear"]},
+        {
+            "trial_key": "new",
+            "status": "complete",
+            "started_at": t0 + pd.Timedelta("1s"),
+            "acc": 0.7,
+            "speedup": 2.0,
+            "scope.layers": ["Conv2d", "Linear"],
+        },
     )
     df = load_results(tmp_path)
     assert df.trial_key.tolist() == ["old", "new"]
@@ -91,5 +97,5 @@ def test_empty_and_missing_stores(tmp_path):
     (tmp_path / "trials").mkdir()
     df = load_results(tmp_path)
     assert len(df) == 0 and list(df.columns) == list(METRIC_COLUMNS)
-    with pytest.raises(FileNotFoundError, match="no results store at '.*nowhere'"):
+    with pytest.raises(FileNotFoundError, match=r"no results store at '.*nowhere'"):
         load_results(tmp_path / "nowhere")

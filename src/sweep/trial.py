@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import logging
 import platform
 import time
@@ -14,7 +15,6 @@ from typing import Any
 
 import optuna
 import torch
-import torchvision
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -95,7 +95,9 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         "pretrain": resolved["pretrain"],
         "device_type": device.type,
     }
-    dense = baseline.load_or_train(model, data, settings, cfg.store.baselines, progress=cfg.progress)
+    dense = baseline.load_or_train(
+        model, data, settings, cfg.store.baselines, progress=cfg.progress
+    )
     row["baseline_key"], row["baseline_trained"] = dense["key"], dense["trained"]
     example = data.test.x[:1]
     latency_batch = _latency_batch(data, cfg.latency.batch_size)
@@ -235,7 +237,7 @@ def _versions() -> dict[str, str]:
     return {
         "version.sweep": __version__,
         "version.torch": torch.__version__,
-        "version.torchvision": torchvision.__version__,
+        "version.torchvision": importlib.metadata.version("torchvision"),
         "version.optuna": optuna.__version__,
         "version.python": platform.python_version(),
     }

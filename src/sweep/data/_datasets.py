@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 from sweep.data._split import Dataset, Split, holdout
 from sweep.errors import ConfigError
@@ -54,15 +53,17 @@ def synthetic(
 
 def mnist(root: str, val_fraction: float, split_seed: int) -> Dataset:
     """MNIST from ``root`` (torchvision layout: ``<root>/MNIST/raw/*-ubyte``)."""
-    return _torchvision_grayscale(
-        torchvision.datasets.MNIST, "MNIST", root, val_fraction, split_seed, _MNIST_STATS
-    )
+    from torchvision.datasets import MNIST
+
+    return _torchvision_grayscale(MNIST, "MNIST", root, val_fraction, split_seed, _MNIST_STATS)
 
 
 def fashion_mnist(root: str, val_fraction: float, split_seed: int) -> Dataset:
     """Fashion-MNIST from ``root`` (torchvision layout: ``<root>/FashionMNIST/raw/*-ubyte``)."""
+    from torchvision.datasets import FashionMNIST
+
     return _torchvision_grayscale(
-        torchvision.datasets.FashionMNIST,
+        FashionMNIST,
         "FashionMNIST",
         root,
         val_fraction,
@@ -79,21 +80,26 @@ def cifar10(
     ``verify_checksums=False`` skips torchvision's md5 check of the batch files (for re-packed
     copies); the files are still parsed by torchvision's reader.
     """
-    cls = torchvision.datasets.CIFAR10 if verify_checksums else _UncheckedCIFAR10
-    train, test = _open(cls, "cifar-10-batches-py", root)
+    from torchvision.datasets import CIFAR10
 
-    def tensors(ds: torchvision.datasets.CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
+    if not verify_checksums:
+        # torchvision's check_integrity(path, md5=None) only checks that each file exists.
+        CIFAR10 = type(
+            "CIFAR10",
+            (CIFAR10,),
+            {
+                "train_list": [[name, None] for name, _ in CIFAR10.train_list],
+                "test_list": [[name, None] for name, _ in CIFAR10.test_list],
+                "meta": {**CIFAR10.meta, "md5": None},
+            },
+        )
+    train, test = _open(CIFAR10, "cifar-10-batches-py", root)
+
+    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255)
         return _normalize(x, _CIFAR10_STATS), torch.tensor(ds.targets, dtype=torch.long)
 
     return _two_way(tensors(train), tensors(test), val_fraction, split_seed, len(train.classes))
-
-
-class _UncheckedCIFAR10(torchvision.datasets.CIFAR10):
-    # torchvision's check_integrity(path, md5=None) only checks that the file exists.
-    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.test_list]
-    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
 
 
 def _torchvision_grayscale(cls, folder, root, val_fraction, split_seed, stats) -> Dataset:

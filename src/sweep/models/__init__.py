@@ -11,7 +11,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
-import torchvision
 from torch import nn
 
 __all__ = ["lenet", "mlp", "resnet18", "small_cnn", "vgg11"]
@@ -77,6 +76,8 @@ def resnet18(
     num_classes: int, in_channels: int, image_size: int, small_input_stem: bool | str = "auto"
 ) -> nn.Module:
     """torchvision's ResNet-18, with the CIFAR stem (3x3 stride 1, no max-pool) for small inputs."""
+    import torchvision  # 1 s to import: only for the models that need it
+
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     small = image_size <= 32 if small_input_stem == "auto" else bool(small_input_stem)
     if small:
@@ -99,6 +100,8 @@ def vgg11(
     Max-pools that would shrink the feature map below 1x1 become identities, so 8x8 and 28x28
     inputs work; ImageNet's 4096-wide classifier is replaced by a ``classifier_width`` one.
     """
+    import torchvision
+
     build = torchvision.models.vgg11_bn if batch_norm else torchvision.models.vgg11
     model = build(weights=None)
     first = model.features[0]

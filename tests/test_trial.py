@@ -1,0 +1,140 @@
+"""run_trial end to end, in process: the row, the baseline cache, determinism, failures."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from sweep import load_layers, load_results
+from sweep.errors import ConfigError
+from sweep.store import METRIC_COLUMNS
+from sweep.trial import run_trial
+
+TIMING = {"latency_ms_dense", "latency_ms", "time_prune_s", "time_finetune_s", "time_total_s"}
+
+
+def test_row_columns_and_store(cfg_factory, tmp_path):
+    row = run_trial(cfg_factory("method=l1_unstructured", "amount=0.3"))
+    assert set(METRIC_COLUMNS) <= set(row)
+    assert {"finetune.lr", "pretrain.epochs", "method.name", "model.width", "scope.layers"} <= set(
+        row
+    )
+    assert (row["status"], row["error"], row["model"], row["dataset"]) == (
+        "complete",
+        None,
+        "small_cnn",
+        "digits",
+    )
+    assert (row["method"], row["amount"], row["seed"], row["device"]) == (
+        "l1_unstructured",
+        0.3,
+        0,
+        "cpu",
+    )
+    df = load_results(tmp_path / "results")
+    assert len(df) == 1 and df.trial_key[0] == row["trial_key"]
+    assert list(df.columns[: len(METRIC_COLUMNS)]) == list(METRIC_COLUMNS)
+    assert df.started_at.dt.tz is not None and df.params.dtype == "int64"
+
+
+def test_unstructured_sparsity_is_exact(cfg_factory, tmp_path):
+    row = run_trial(cfg_factory("method=l1_unstructured", "amount=0.3"))
+    layers = load_layers(tmp_path / "results")
+    assert layers.layer.tolist() == ["block1.conv", "block2.conv", "block3.conv", "classifier"]
+    zeros = layers.numel - layers.nonzero
+    assert zeros.tolist() == [round(0.3 * n) for n in layers.numel]
+    assert row["sparsity"] == zeros.sum() / layers.numel.sum()
+    assert abs(row["sparsity"] - 0.3) * layers.numel.sum() <= len(layers)
+    assert row["params"] == 24058 and row["params_nonzero"] == 24058 - zeros.sum()
+    assert row["flops"] < row["flops_dense"] == 1199360
+
+
+def test_structured_trial_keeps_classifier(cfg_factory, tmp_path):
+    row = run_trial(cfg_factory("method=ln_structured", "amount=0.5"))
+    layers = load_layers(tmp_path / "results").set_index("layer")
+    assert layers.loc["classifier", "nonzero"] == layers.loc["classifier", "numel"]
+    assert not layers.loc["classifier", "in_scope"]
+    assert row["sparsity"] == 0.5
+
+
+def test_acc_pruned_is_measured_before_finetuning(cfg_factory):
+    no_finetune = run_trial(cfg_factory("method=ln_structured", "amount=0.5", "finetune.epochs=0"))
+    assert no_finetune["acc_pruned"] == no_finetune["acc_finetuned"]
+    finetuned = run_trial(cfg_factory("method=ln_structured", "amount=0.5", "finetune.epochs=2"))
+    assert finetuned["acc_pruned"] == no_finetune["acc_pruned"]
+    assert finetuned["acc_finetuned"] > finetuned["acc_pruned"] + 0.2
+
+
+def test_baseline_is_trained_once(cfg_factory, tmp_path):
+    first = run_trial(cfg_factory("method=l1_unstructured", "amount=0.5"))
+    second = run_trial(cfg_factory("method=ln_structured", "amount=0.25"))
+    assert (first["baseline_trained"], second["baseline_trained"]) == (True, False)
+    assert first["baseline_key"] == second["baseline_key"]
+    assert first["acc_dense"] == second["acc_dense"]
+    assert len(list((tmp_path / "results/baselines").glob("*.pt"))) == 1
+    other = run_trial(cfg_factory("method=l1_unstructured", "pretrain.lr=0.001"))
+    assert other["baseline_trained"] and other["baseline_key"] != first["baseline_key"]
+
+
+def test_same_config_gives_identical_metrics(tmp_path):
+    from tests.conftest import make_cfg
+
+    overrides = ("method=random_unstructured", "amount=0.6", "finetune.epochs=2")
+    a = run_trial(make_cfg(tmp_path / "a", *overrides))
+    b = run_trial(make_cfg(tmp_path / "b", *overrides))
+    assert a["baseline_trained"] and b["baseline_trained"]
+    same = [c for c in METRIC_COLUMNS if c not in TIMING | {"started_at"}]
+    assert {c: a[c] for c in same} == {c: b[c] for c in same}
+
+
+def test_nan_loss_fails_the_trial_with_reason(cfg_factory, tmp_path):
+    row = run_trial(cfg_factory("finetune.lr=1e30"))
+    assert row["status"] == "failed"
+    assert row["error"] == "finetune: loss became nan in epoch 1"
+    stored = load_results(tmp_path / "results")
+    assert stored.status.tolist() == ["failed"] and stored.error[0] == row["error"]
+
+
+def test_trial_pruner_stop_is_recorded(cfg_factory, tmp_path):
+    epochs = []
+
+    def stop_after_first(epoch: int, acc: float) -> None:
+        epochs.append((epoch, acc))
+        raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    row = run_trial(cfg_factory("finetune.epochs=3"), on_epoch=stop_after_first)
+    assert [e for e, _ in epochs] == [1] and 0.0 <= epochs[0][1] <= 1.0
+    assert (row["status"], row["error"]) == ("pruned", "pruned at epoch 1")
+    assert load_results(tmp_path / "results").status.tolist() == ["pruned"]
+
+
+def test_skip_completed(cfg_factory):
+    first = run_trial(cfg_factory())
+    again = run_trial(cfg_factory("skip_completed=true"))
+    assert again["started_at"] == first["started_at"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["amount=1.5"], "amount=1.5 is outside [0, 1)"),
+        (["method=ln_structured", "method.dim=3"], "method.dim=3 does not exist for layer"),
+        (["device=cuda:7"], "device='cuda:7'"),
+        (["dataset=mnist"], "dataset.root is required but not set"),
+        (
+            ["dataset=cifar10", "dataset.root=/no/such/dir"],
+            "dataset.root='/no/such/dir' is not a folder",
+        ),
+        (["model._target_=sweep.models.nope"], "model._target_='sweep.models.nope' failed"),
+        (["scope.amounts={Linear:2.5}"], "scope.amounts.Linear=2.5 is outside [0, 1)"),
+        (
+            ["finetune.optimizer=adagradx"],
+            "optimizer='adagradx' is unknown; accepted: sgd | adam | adamw",
+        ),
+    ],
+)
+def test_bad_input_writes_nothing(cfg_factory, tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as e:
+        run_trial(cfg_factory(*overrides))
+    assert message in str(e.value)
+    assert not (tmp_path / "results" / "trials").exists()
