@@ -12,11 +12,12 @@ from omegaconf import DictConfig
 
 from sweep.cli import check_overrides, fail, summary
 from sweep.errors import ConfigError
-from sweep.trial import run_trial
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
+    from sweep.trial import run_trial  # torch: imported once the command line is known good
+
     try:
         row = run_trial(cfg)
     except ConfigError as e:
