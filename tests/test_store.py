@@ -93,6 +93,14 @@ def test_new_columns_over_time(tmp_path):
     assert df.acc.dtype == "float64"
 
 
+def test_int_and_float_amounts_share_one_numeric_column(tmp_path):
+    write_trial(tmp_path, {"trial_key": "count", "amount": 100})
+    write_trial(tmp_path, {"trial_key": "fraction", "amount": 0.5})
+    df = load_results(tmp_path).set_index("trial_key")
+    assert df.amount.dtype == "float64"
+    assert df.amount.to_dict() == {"count": 100.0, "fraction": 0.5}
+
+
 def test_empty_and_missing_stores(tmp_path):
     (tmp_path / "trials").mkdir()
     df = load_results(tmp_path)
