@@ -22,8 +22,8 @@ from torch.nn.utils import prune
 from sweep.data import digits
 from sweep.models import small_cnn
 from sweep.pruning import PruningMethod, Scope, make_permanent, prune_model
-from sweep.trial import run_trial
 from sweep.training import evaluate, train
+from sweep.trial import run_trial
 
 
 def framework(dense: nn.Module, data, settings, seed: int) -> float:
