@@ -95,6 +95,15 @@ def test_nan_loss_fails_the_trial_with_reason(cfg_factory, tmp_path):
     assert stored.status.tolist() == ["failed"] and stored.error[0] == row["error"]
 
 
+def test_unexpected_exception_is_a_failed_row(cfg_factory, tmp_path):
+    def crash(epoch: int, acc: float) -> None:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    row = run_trial(cfg_factory(), on_epoch=crash)
+    assert (row["status"], row["error"]) == ("failed", "RuntimeError: CUDA out of memory (simulated)")
+    assert load_results(tmp_path / "results").status.tolist() == ["failed"]
+
+
 def test_trial_pruner_stop_is_recorded(cfg_factory, tmp_path):
     epochs = []
 

@@ -40,8 +40,9 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     """Run the trial described by ``cfg`` and write its row to the results store.
 
     Every input is checked before anything is trained or written: a bad value raises
-    `ConfigError` and leaves the store untouched. A trial that fails once running (a NaN loss)
-    or is stopped by a trial pruner is written with ``status`` ``failed`` or ``pruned``.
+    `ConfigError` and leaves the store untouched. A trial that fails once running (a NaN loss,
+    any exception) or is stopped by a trial pruner is written with ``status`` ``failed`` (and
+    the reason in ``error``) or ``pruned``.
 
     Args:
         cfg: A composed ``conf/config.yaml``.
@@ -134,13 +135,16 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         row["latency_ms"] = _latency(model, latency_batch, cfg.latency)
         row["status"] = "complete"
         layers = metrics.layer_table(model, {t.name for t in targets})
-    except TrialFailed as e:
-        row.update(status="failed", error=str(e))
-        layers = []
     except optuna.TrialPruned as e:
         row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
         row["sparsity"] = sparsity(targets)
         layers = metrics.layer_table(model, {t.name for t in targets})
+    except Exception as e:  # the row records any failure; the traceback goes to the log
+        if not isinstance(e, TrialFailed):
+            log.exception("trial %s failed", key)
+        reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
+        row.update(status="failed", error=reason)
+        layers = []
     row["time_total_s"] = time.perf_counter() - start
     row["store_file"] = str(write_trial(cfg.store.path, row, layers))
     return row
