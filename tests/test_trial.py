@@ -100,7 +100,10 @@ def test_unexpected_exception_is_a_failed_row(cfg_factory, tmp_path):
         raise RuntimeError("CUDA out of memory (simulated)")
 
     row = run_trial(cfg_factory(), on_epoch=crash)
-    assert (row["status"], row["error"]) == ("failed", "RuntimeError: CUDA out of memory (simulated)")
+    assert (row["status"], row["error"]) == (
+        "failed",
+        "RuntimeError: CUDA out of memory (simulated)",
+    )
     assert load_results(tmp_path / "results").status.tolist() == ["failed"]
 
 

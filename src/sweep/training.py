@@ -15,7 +15,7 @@ from sweep._imports import locate
 from sweep.data import Split, batches
 from sweep.errors import ConfigError, TrialFailed
 
-__all__ = ["evaluate", "make_optimizer", "train"]
+__all__ = ["evaluate", "make_optimizer", "optimizer_class", "train"]
 
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
@@ -99,22 +99,27 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1024) -> tuple[fl
 
 def make_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
     """Build the optimizer named by ``settings.optimizer`` (sgd, adam, adamw or a dotted path)."""
-    name = settings["optimizer"]
-    cls = _OPTIMIZERS.get(name)
-    if cls is None:
-        try:
-            cls = locate(name)
-        except ImportError:
-            cls = None
-        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-            raise ConfigError(
-                f"optimizer={name!r} is unknown; accepted: {' | '.join(_OPTIMIZERS)} "
-                "| a dotted path to a torch.optim.Optimizer subclass"
-            )
+    cls = optimizer_class(settings["optimizer"])
     kwargs = {"lr": settings["lr"], "weight_decay": settings.get("weight_decay", 0.0)}
     if cls is torch.optim.SGD:
         kwargs["momentum"] = settings.get("momentum", 0.0)
     return cls(model.parameters(), **kwargs)
+
+
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """The optimizer class for ``name``; raises `ConfigError` naming what is accepted."""
+    if name in _OPTIMIZERS:
+        return _OPTIMIZERS[name]
+    try:
+        cls = locate(name)
+    except ImportError:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(
+            f"optimizer={name!r} is unknown; accepted: {' | '.join(_OPTIMIZERS)} "
+            "| a dotted path to a torch.optim.Optimizer subclass"
+        )
+    return cls
 
 
 def _autocast(device: torch.device, amp: bool):

@@ -26,7 +26,7 @@ from sweep.errors import ConfigError, TrialFailed
 from sweep.hashing import config_hash
 from sweep.pruning import PruningMethod, Scope, make_permanent, plan_pruning, prune_model, sparsity
 from sweep.store import read_row, write_trial
-from sweep.training import EpochCallback, evaluate, train
+from sweep.training import EpochCallback, evaluate, optimizer_class, train
 
 __all__ = ["resolve_device", "run_trial", "trial_key"]
 
@@ -63,6 +63,8 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     device = resolve_device(str(cfg.device))
     method = PruningMethod.from_config(cfg.method)
     scope = Scope.from_config(cfg.scope)
+    for stage in ("pretrain", "finetune"):
+        optimizer_class(cfg[stage].optimizer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     key = trial_key(resolved, device)
     done = read_row(cfg.store.path, key) if cfg.skip_completed else None
@@ -139,6 +141,8 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
         row["sparsity"] = sparsity(targets)
         layers = metrics.layer_table(model, {t.name for t in targets})
+    except ConfigError:
+        raise
     except Exception as e:  # the row records any failure; the traceback goes to the log
         if not isinstance(e, TrialFailed):
             log.exception("trial %s failed", key)
