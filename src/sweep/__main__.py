@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sweep.cli import check_overrides, fail, summary
@@ -15,17 +17,24 @@ from sweep.errors import ConfigError
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def _main(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> dict:
     from sweep.trial import run_trial  # torch: imported once the command line is known good
 
+    on_epoch = None
+    if cfg.optuna.study is not None:
+        from sweep.search import reporter
+
+        on_epoch = reporter(cfg)
     try:
-        row = run_trial(cfg)
+        row = run_trial(cfg, on_epoch=on_epoch)
     except ConfigError as e:
+        if cfg.optuna.study is not None:
+            raise  # the sweeper fails this trial with the reason and goes on
         fail(str(e))
     print(summary(row))
-    if row["status"] == "failed":
-        sys.exit(1)
-    return row.get("acc_finetuned")
+    if row["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
+        sys.exit(1)  # in a sweep the row says it; the other trials go on
+    return row
 
 
 def main() -> None:

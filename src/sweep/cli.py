@@ -40,7 +40,12 @@ def check_overrides(argv: Sequence[str]) -> None:
 
 def summary(row: Mapping[str, Any]) -> str:
     """One line: method, amount, sparsity, accuracy dense -> pruned -> finetuned, time."""
-    head = f"{row['method']} amount={row['amount']}"
+    amount = row["amount"]
+    head = (
+        f"{row['method']} amount={amount:.4g}"
+        if isinstance(amount, float)
+        else (f"{row['method']} amount={amount}")
+    )
     if row["status"] == "failed":
         return f"{head}: FAILED: {row['error']} ({row['time_total_s']:.1f} s)"
     acc = " -> ".join(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
-__all__ = ["config_hash"]
+__all__ = ["config_hash", "mask_password"]
 
 
 def config_hash(value: Any, length: int = 16) -> str:
@@ -18,3 +19,13 @@ def config_hash(value: Any, length: int = 16) -> str:
     """
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def mask_password(url: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``; other text unchanged.
+
+    Example:
+        >>> mask_password("postgresql://u:hunter2@db/sweeps")
+        'postgresql://u:***@db/sweeps'
+    """
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)

@@ -32,6 +32,7 @@ __all__ = [
     "load_layers",
     "load_results",
     "read_row",
+    "row_id",
     "write_trial",
 ]
 
@@ -65,6 +66,14 @@ METRIC_COLUMNS = (
     "started_at",
 )
 LAYER_COLUMNS = ("trial_key", "layer", "param", "numel", "nonzero", "in_scope")
+
+
+def row_id(trial_key: str | None, study: str | None = None, number: int | None = None) -> str:
+    """File name of a trial's row: ``<study>-<number>`` for Optuna trials (two trials of a study
+    may share a config), else the trial key (a rerun of the same config replaces its row)."""
+    if study is not None and number is not None:
+        return f"{study}-{int(number):05d}"
+    return str(trial_key)
 
 
 def write_trial(

@@ -23,9 +23,9 @@ from torch import nn
 from sweep import baseline, metrics
 from sweep.data import Dataset
 from sweep.errors import ConfigError, TrialFailed
-from sweep.hashing import config_hash
+from sweep.hashing import config_hash, mask_password
 from sweep.pruning import PruningMethod, Scope, make_permanent, plan_pruning, prune_model, sparsity
-from sweep.store import read_row, write_trial
+from sweep.store import read_row, row_id, write_trial
 from sweep.training import EpochCallback, evaluate, optimizer_class, train
 
 __all__ = ["resolve_device", "run_trial", "trial_key"]
@@ -33,7 +33,7 @@ __all__ = ["resolve_device", "run_trial", "trial_key"]
 log = logging.getLogger(__name__)
 
 # Config keys that say where results go or how a run looks, not what it computes.
-_NOT_IN_KEY = ("store", "progress", "skip_completed")
+_NOT_IN_KEY = ("store", "progress", "skip_completed", "optuna")
 
 
 def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
@@ -67,7 +67,8 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         optimizer_class(cfg[stage].optimizer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     key = trial_key(resolved, device)
-    done = read_row(cfg.store.path, key) if cfg.skip_completed else None
+    rid = row_id(key, cfg.optuna.study, cfg.optuna.trial)
+    done = read_row(cfg.store.path, rid) if cfg.skip_completed else None
     if done is not None and done["status"] == "complete":
         log.info("trial %s is already complete in %s; skipped", key, cfg.store.path)
         return done
@@ -77,6 +78,8 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     model = _build_model(cfg.model, data).to(device)
     targets = plan_pruning(model, method, cfg.amount, scope)  # bad amount/dim: fail before training
 
+    if resolved["optuna"]["storage"]:
+        resolved["optuna"]["storage"] = mask_password(resolved["optuna"]["storage"])
     row: dict[str, Any] = {
         **_flatten(resolved),
         "trial_key": key,
@@ -150,7 +153,7 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         row.update(status="failed", error=reason)
         layers = []
     row["time_total_s"] = time.perf_counter() - start
-    row["store_file"] = str(write_trial(cfg.store.path, row, layers))
+    row["store_file"] = str(write_trial(cfg.store.path, row, layers, row_id=rid))
     return row
 
 

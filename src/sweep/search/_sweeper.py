@@ -1,0 +1,329 @@
+"""The Optuna sweep: ask a trial, launch it as a Hydra job, tell the study what it stored.
+
+Many workers (local processes started with ``n_jobs``, or commands started by hand on other
+machines) share one study through its storage; each asks for trials while the study's budget
+(``n_trials`` counted trials) lasts. Asking is serialised by a file lock in the results store,
+which every worker shares anyway, so the budget is never overshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from sweep._files import locked
+from sweep.errors import ConfigError
+from sweep.hashing import mask_password
+from sweep.search._space import SearchSpace, overrides
+from sweep.search._study import (
+    StudySettings,
+    counted_trials,
+    create_study,
+    is_dead,
+    make_sampler,
+    open_storage,
+    worker_identity,
+)
+from sweep.store import load_results, read_row, row_id, write_trial
+
+log = logging.getLogger(__name__)
+
+WORKER_ENV = "SWEEP_WORKER"
+
+
+class OptunaSweep:
+    """State and steps of one worker's sweep; the Hydra plugin is a thin shell around it."""
+
+    def __init__(self, sweeper_cfg: DictConfig) -> None:
+        self.sweeper_cfg = sweeper_cfg
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: Sequence[str]) -> list[Any]:
+        from sweep.cli import fail
+
+        try:
+            settings, fixed = self._settings(arguments)
+            storage = open_storage(settings.storage)
+            worker = int(os.environ.get(WORKER_ENV, "0"))
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            study = create_study(settings, storage, seed_offset=0)
+            # a different sampler seed per worker and per resume: no two draw the same points
+            offset = 1000 * worker + len(study.trials)
+            study.sampler = make_sampler(settings.sampler, settings.space, seed_offset=offset)
+        except ConfigError as e:
+            fail(str(e))
+        store = Path(self.config.store.path)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        _limit_threads(settings.n_jobs)
+
+        if worker == 0:
+            recovered = recover_interrupted(study, storage, store, settings)
+            if recovered:
+                print(
+                    f"study {settings.study_name}: failed and requeued {recovered} trial(s) "
+                    "left running by a worker that died"
+                )
+            helpers = self._spawn_workers(settings.n_jobs - 1, sweep_dir)
+        else:
+            helpers = []
+        try:
+            results, stop = self._work(study, settings, fixed, store, progress=worker == 0)
+        finally:
+            for proc in helpers:
+                proc.wait()
+        if worker == 0:
+            print(summary(study, settings, store))
+        if stop:
+            fail(stop, code=1)
+        return results
+
+    def _settings(self, arguments: Sequence[str]) -> tuple[StudySettings, list[str]]:
+        node = OmegaConf.to_container(self.sweeper_cfg, resolve=True)
+        params = dict(node.get("params") or {})
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        fixed = []
+        for o in parser.parse_overrides(list(arguments)):
+            if o.is_sweep_override():
+                params[o.get_key_element()] = _param_from_sweep(o)
+            else:
+                fixed.append(o.input_line)
+        space = SearchSpace.from_config(params)
+        return StudySettings.from_config(node, space), fixed
+
+    def _work(self, study, settings: StudySettings, fixed, store: Path, progress: bool):
+        results = []
+        failures, last_error = 0, ""
+        bar = tqdm(
+            total=settings.n_trials,
+            desc=f"study {settings.study_name}",
+            unit="trial",
+            disable=not progress,
+        )
+        with bar:
+            while True:
+                bar.update(_finished(study) - bar.n)
+                trial = ask_within_budget(study, settings, store)
+                if trial is None:
+                    break
+                values = settings.space.sample(trial)
+                job_overrides = [
+                    *fixed,
+                    *overrides(values),
+                    f"optuna.study={settings.study_name}",
+                    f"optuna.trial={trial.number}",
+                    f"optuna.storage='{settings.storage}'",
+                ]
+                [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
+                status, error = tell(study, trial, ret, settings)
+                results.append(ret)
+                if status == TrialState.FAIL:
+                    failures, last_error = failures + 1, error
+                    if failures >= settings.max_failures:
+                        bar.update(_finished(study) - bar.n)
+                        return results, (
+                            f"stopped after {failures} failed trials in a row "
+                            f"(hydra.sweeper.max_failures={settings.max_failures}); "
+                            f"last: {last_error}"
+                        )
+                else:
+                    failures = 0
+            bar.update(_finished(study) - bar.n)
+        return results, None
+
+    def _spawn_workers(self, count: int, sweep_dir: Path) -> list[subprocess.Popen]:
+        if count <= 0:
+            return []
+        task = list(self.config.hydra.overrides.task)
+        hydra_args = [
+            o
+            for o in self.config.hydra.overrides.hydra
+            if not o.startswith(("hydra.sweeper.n_jobs=", "hydra.mode=", "hydra.sweep.dir="))
+        ]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sweep",
+            "--multirun",
+            *task,
+            *hydra_args,
+            f"hydra.sweep.dir='{sweep_dir}'",
+        ]
+        procs = []
+        for i in range(1, count + 1):
+            env = {**os.environ, WORKER_ENV: str(i), "SWEEP_THREADS": str(_threads(count + 1))}
+            out = open(sweep_dir / f"worker-{i}.log", "w")  # noqa: SIM115 - closed with the process
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+        return procs
+
+
+def ask_within_budget(study: optuna.Study, settings: StudySettings, store: Path):
+    """A new trial, or ``None`` when the study's budget is spent (checked under a lock)."""
+    store.mkdir(parents=True, exist_ok=True)
+    with locked(store / f".optuna-{settings.study_name}.lock"):
+        if counted_trials(study) >= settings.n_trials:
+            return None
+        trial = study.ask()
+        trial.set_user_attr("worker", worker_identity())
+        return trial
+
+
+def tell(study: optuna.Study, trial, ret, settings: StudySettings) -> tuple[TrialState, str]:
+    """Tell the study what the job stored (or why it raised)."""
+    try:
+        row = ret.return_value
+    except Exception as e:  # the job raised: bad input for this combination, or a crash
+        error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL, error
+    return tell_row(study, trial.number, row, settings, trial.set_user_attr)
+
+
+def tell_row(
+    study, number: int, row: dict, settings: StudySettings, set_attr
+) -> tuple[TrialState, str]:
+    if row["status"] == "complete":
+        values = [row.get(o) for o in settings.objectives]
+        if all(isinstance(v, int | float) and v == v for v in values):
+            study.tell(number, values)
+            return TrialState.COMPLETE, ""
+        error = f"objective(s) {list(settings.objectives)} missing from the row"
+    elif row["status"] == "pruned":
+        study.tell(number, state=TrialState.PRUNED)
+        return TrialState.PRUNED, ""
+    else:
+        error = row.get("error") or "failed"
+    set_attr("error", error)
+    study.tell(number, state=TrialState.FAIL)
+    return TrialState.FAIL, error
+
+
+def recover_interrupted(study: optuna.Study, storage, store: Path, settings: StudySettings) -> int:
+    """Fail (in study and store) and requeue trials whose worker on this host has died.
+
+    A trial whose row reached the store before the worker died is told from that row instead.
+    """
+    study_id = storage.get_study_id_from_name(study.study_name)
+    requeued = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        if not is_dead(worker):
+            continue
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+
+        def set_attr(key, value, trial_id=trial_id):
+            storage.set_trial_user_attr(trial_id, key, value)
+
+        rid = row_id(None, study.study_name, t.number)
+        row = read_row(store, rid)
+        if row is not None:
+            tell_row(study, t.number, row, settings, set_attr)
+            continue
+        error = f"interrupted: worker {worker['host']}:{worker['pid']} died while the trial ran"
+        set_attr("interrupted", True)
+        set_attr("error", error)
+        study.tell(t.number, state=TrialState.FAIL)
+        write_trial(
+            store,
+            {
+                "trial_key": t.user_attrs.get("trial_key"),
+                "status": "failed",
+                "error": error,
+                "method": t.params.get("method"),
+                "amount": t.params.get("amount"),
+                "started_at": t.datetime_start,
+                **t.params,
+                "optuna.study": study.study_name,
+                "optuna.trial": t.number,
+            },
+            row_id=rid,
+        )
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        requeued += 1
+    return requeued
+
+
+def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
+    """The best trial (one objective) or the Pareto front, as a table with the store's columns."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    counts = ", ".join(
+        f"{states.count(s)} {s.name.lower()}"
+        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        if states.count(s)
+    )
+    head = (
+        f"study {settings.study_name}: {len(states)} trials ({counts or 'none finished'}) "
+        f"in {mask_password(settings.storage)}"
+    )
+    if TrialState.COMPLETE not in states:
+        return head
+    best = study.best_trials if settings.multi_objective else [study.best_trial]
+    title = "Pareto front" if settings.multi_objective else "best trial"
+    pairs = list(zip(settings.objectives, settings.directions, strict=True))
+    goals = ", ".join(f"{d} {o}" for o, d in pairs)
+    df = load_results(store)
+    df = df[df["optuna.study"] == settings.study_name].drop_duplicates("optuna.trial", keep="last")
+    df = df.set_index("optuna.trial").loc[[t.number for t in best]]
+    columns = ["method", "amount", "sparsity", "acc_finetuned", *settings.objectives]
+    first, direction = pairs[0]
+    table = df[list(dict.fromkeys(columns))].sort_values(first, ascending=direction == "minimize")
+    table.index.name = "trial"
+    return f"{head}\n{title} ({goals}):\n{table.to_string(float_format=lambda v: f'{v:.4f}')}"
+
+
+def _param_from_sweep(o) -> dict[str, Any]:
+    if o.is_choice_sweep() or o.is_range_sweep():
+        return {"choices": list(o.sweep_iterator())}
+    if o.is_interval_sweep():
+        interval = o.value()
+        return {"low": interval.start, "high": interval.end}
+    raise ConfigError(
+        f"{o.input_line}: accepted sweeps are a,b,c | choice(...) | range(...) | interval(a,b)"
+    )
+
+
+def _finished(study: optuna.Study) -> int:
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=states)
+        if not t.user_attrs.get("interrupted")
+    )
+
+
+def _threads(n_jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // n_jobs)
+
+
+def _limit_threads(n_jobs: int) -> None:
+    threads = int(os.environ.get("SWEEP_THREADS", _threads(n_jobs)))
+    if n_jobs > 1 or "SWEEP_THREADS" in os.environ:
+        import torch
+
+        torch.set_num_threads(threads)
