@@ -101,6 +101,19 @@ def test_int_and_float_amounts_share_one_numeric_column(tmp_path):
     assert df.amount.to_dict() == {"count": 100.0, "fraction": 0.5}
 
 
+def test_naive_and_aware_times_share_one_column(tmp_path):
+    import datetime as dt
+
+    aware = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
+    write_trial(tmp_path, {"trial_key": "aware", "started_at": aware})
+    write_trial(
+        tmp_path, {"trial_key": "naive", "started_at": aware.astimezone().replace(tzinfo=None)}
+    )
+    df = load_results(tmp_path)
+    assert str(df.started_at.dtype) == "datetime64[us, UTC]"
+    assert df.started_at.tolist() == [pd.Timestamp(aware)] * 2
+
+
 def test_empty_and_missing_stores(tmp_path):
     (tmp_path / "trials").mkdir()
     df = load_results(tmp_path)

@@ -19,17 +19,30 @@ def check_overrides(argv: Sequence[str]) -> None:
     """Compose the config the way Hydra will, and exit with one line if that cannot work.
 
     Hydra reports an unknown option or key over many lines with a config search path; this
-    names the bad value and what is accepted. Flags that change the config source are left to
-    Hydra, and so are multirun sweeps (each job is checked when it starts).
+    names the bad value and what is accepted. In a multirun each value of a swept config group
+    is checked; flags that change where configs come from are left to Hydra.
     """
-    if any(a.startswith("-") for a in argv):
+    multirun = {"-m", "--multirun"}
+    if any(a.startswith("-") and a not in multirun for a in argv):
         return
-    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra.")]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in argv if a not in multirun])
+    except HydraException as e:
+        fail(_first_line(e))
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    variants = [fixed]
+    for o in parsed:
+        if o.is_sweep_override() and "/" not in o.key_or_group and o.is_choice_sweep():
+            key = o.get_key_element()
+            variants += [[*fixed, f"{key}={v}"] for v in o.sweep_string_iterator()]
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            compose("config", overrides=overrides)
+            for overrides in variants:
+                compose("config", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:
-        group = (e.missing_cfg_file or "").split("/")[0]
+        group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
         value = _override_value(overrides, group)
         if e.options:
             fail(f"{group}={value!r} is unknown; accepted: {', '.join(sorted(e.options))}")

@@ -14,6 +14,7 @@ of processes or machines (over a shared filesystem) never interleave.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -162,4 +163,7 @@ def _read_folder(
 def _scalar(value: Any) -> Any:
     if isinstance(value, list | tuple | dict):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, dt.datetime):
+        # one timezone for every row; naive times (Optuna's) are local time
+        return value.astimezone(dt.timezone.utc)
     return value

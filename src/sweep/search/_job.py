@@ -4,9 +4,10 @@ import functools
 from typing import Any
 
 import optuna
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.search._study import open_storage
+from sweep.search._study import make_pruner, open_storage
 from sweep.training import EpochCallback
 
 
@@ -30,7 +31,9 @@ def reporter(cfg: DictConfig) -> EpochCallback | None:
     directions = storage.get_study_directions(study_id)
     if len(directions) > 1:
         return None
-    study = optuna.load_study(study_name=cfg.optuna.study, storage=storage)
+    # Optuna keeps no pruner in the storage: rebuild the sweep's own from its config.
+    pruner = make_pruner(OmegaConf.to_container(HydraConfig.get().sweeper.pruner, resolve=True))
+    study = optuna.load_study(study_name=cfg.optuna.study, storage=storage, pruner=pruner)
     trial = optuna.Trial(study, trial_id)
     maximize = directions[0] == optuna.study.StudyDirection.MAXIMIZE
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,8 @@ class StudySettings:
         if self.multi_objective and pruner != "none":
             raise ConfigError(
                 f"{where}.pruner.name={pruner!r} with {len(self.objectives)} objectives: Optuna "
-                "cannot prune multi-objective trials; accepted: pruner.name=none, or one objective"
+                "cannot prune multi-objective trials; "
+                "accepted: hydra/sweeper/pruner=none, or one objective"
             )
         make_sampler(self.sampler, self.space, seed_offset=0)  # bad kwargs fail now
         make_pruner(self.pruner)
@@ -125,7 +127,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             # several local workers share one file: wait for its lock instead of failing
             engine_kwargs = {"connect_args": {"timeout": 60}}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return _retry_schema_race(
+            lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        )
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
@@ -134,13 +138,26 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         ) from None
 
 
+def _retry_schema_race(open_rdb, attempts: int = 5):
+    # Workers starting together on an empty PostgreSQL database race on CREATE TABLE IF NOT
+    # EXISTS, which PostgreSQL does not make atomic; the losers find the tables on a retry.
+    for attempt in range(attempts):
+        try:
+            return open_rdb()
+        except Exception as e:
+            if attempt == attempts - 1 or "already exists" not in str(e):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def make_sampler(
     spec: Mapping[str, Any], space: SearchSpace, seed_offset: int
 ) -> optuna.samplers.BaseSampler:
     name = spec.get("name", "tpe")
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "seed")}
     seed = spec.get("seed")
     seed = None if seed is None else int(seed) + seed_offset
-    kwargs = dict(spec.get("kwargs") or {})
     classes = {
         "tpe": optuna.samplers.TPESampler,
         "random": optuna.samplers.RandomSampler,
@@ -151,13 +168,13 @@ def make_sampler(
         if name == "grid":
             return optuna.samplers.GridSampler(space.grid(), seed=seed, **kwargs)
         return classes[name](seed=seed, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"hydra.sweeper.sampler.kwargs for {name}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"hydra.sweeper.sampler ({name}): {e}") from None
 
 
 def make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     name = spec.get("name", "none")
-    kwargs = dict(spec.get("kwargs") or {})
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
     classes = {
         "none": optuna.pruners.NopPruner,
         "median": optuna.pruners.MedianPruner,
@@ -169,7 +186,7 @@ def make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     try:
         return classes[name](**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"hydra.sweeper.pruner.kwargs for {name}: {e}") from None
+        raise ConfigError(f"hydra.sweeper.pruner ({name}): {e}") from None
 
 
 def create_study(

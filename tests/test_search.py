@@ -1,0 +1,158 @@
+"""Optuna search spaces and study settings, checked in process."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from sweep.errors import ConfigError
+from sweep.search import OBJECTIVES, SearchSpace, StudySettings
+from sweep.search._space import overrides
+
+SPACE = {
+    "method": {"choices": ["l1_unstructured", "ln_structured", "global_unstructured"]},
+    "amount": {"low": 0.1, "high": 0.9},
+    "method.n": {"choices": [1, 2], "when": {"method": "ln_structured"}},
+    "method.pruning_method": {
+        "choices": ["l1", "random"],
+        "when": {"method": ["global_unstructured"]},
+    },
+}
+
+
+def settings(**changes) -> dict:
+    base = {
+        "study_name": "s",
+        "storage": "sqlite:///x.db",
+        "n_trials": 4,
+        "n_jobs": 1,
+        "objectives": ["acc_finetuned", "sparsity"],
+        "directions": ["maximize", "maximize"],
+        "sampler": {"name": "tpe", "seed": 0},
+        "pruner": {"name": "none"},
+        "max_failures": 3,
+    }
+    return {**base, **changes}
+
+
+def test_conditional_params_exist_only_when_their_condition_holds():
+    space = SearchSpace.from_config(SPACE)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        values = space.sample(trial)
+        study.tell(trial, 0.0)
+        seen.add(values["method"])
+        assert ("method.n" in values) == (values["method"] == "ln_structured")
+        assert ("method.pruning_method" in values) == (values["method"] == "global_unstructured")
+        assert 0.1 <= values["amount"] <= 0.9
+    assert seen == {"l1_unstructured", "ln_structured", "global_unstructured"}
+
+
+def test_kinds_grid_and_overrides():
+    space = SearchSpace.from_config(
+        {
+            "amount": {"low": 0.25, "high": 0.75, "step": 0.25},
+            "seed": {"low": 0, "high": 3},
+            "finetune.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "flag": {"choices": [True, None]},
+        }
+    )
+    assert [p.kind for p in space.params] == ["float", "int", "float", "categorical"]
+    assert space.params[0].grid() == [0.25, 0.5, 0.75]
+    assert overrides({"amount": 0.5, "method.n": 2, "flag": True, "x": None}) == [
+        "amount=0.5",
+        "method.n=2",
+        "flag=true",
+        "x=null",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({}, "hydra.sweeper.params is empty"),
+        (
+            {"method": {"choices": []}},
+            "hydra.sweeper.params.method.choices is empty; accepted: a non-empty list",
+        ),
+        (
+            {"amount": {"low": 0.9, "high": 0.1}},
+            "hydra.sweeper.params.amount: low=0.9 is greater than high=0.1; accepted: low <= high",
+        ),
+        ({"amount": {"low": 0.1}}, "hydra.sweeper.params.amount needs choices, or low and high"),
+        (
+            {"amount": {"low": 0.1, "high": 0.5, "typ": "float"}},
+            "hydra.sweeper.params.amount has unknown key(s) ['typ']",
+        ),
+        (
+            {"method.n": {"choices": [1], "when": {"method": "ln_structured"}}},
+            "hydra.sweeper.params.method.n.when names 'method', not a param listed before it",
+        ),
+        ({"finetune.lr": {"low": 0.0, "high": 1.0, "log": True}}, "log=true needs low > 0"),
+    ],
+)
+def test_bad_spaces(space, message):
+    with pytest.raises(ConfigError) as e:
+        SearchSpace.from_config(space)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"sampler": {"name": "cmaes2"}},
+            "hydra.sweeper.sampler.name='cmaes2' is unknown; accepted: tpe | random | grid | nsga2 | qmc",
+        ),
+        (
+            {"pruner": {"name": "early"}},
+            "hydra.sweeper.pruner.name='early' is unknown; accepted: none | median | percentile | successive_halving | hyperband | threshold",
+        ),
+        (
+            {"objectives": ["accuracy", "sparsity"]},
+            "hydra.sweeper.objectives names 'accuracy', not a metric; accepted: amount, seed, acc_dense",
+        ),
+        ({"directions": ["maximize"]}, "hydra.sweeper.directions has 1 entries for 2 objectives"),
+        (
+            {"directions": ["maximize", "up"]},
+            "hydra.sweeper.directions has 'up'; accepted: maximize | minimize",
+        ),
+        (
+            {"pruner": {"name": "median"}},
+            "hydra.sweeper.pruner.name='median' with 2 objectives: Optuna cannot prune multi-objective trials",
+        ),
+        ({"n_trials": 0}, "hydra.sweeper.n_trials=0; accepted: an int >= 1"),
+        ({"sampler": {"name": "tpe", "n_startup": 3}}, "hydra.sweeper.sampler (tpe): "),
+        (
+            {
+                "pruner": {"name": "median", "n_startup_trials": -1},
+                "objectives": ["acc_finetuned"],
+                "directions": ["maximize"],
+            },
+            "hydra.sweeper.pruner (median): ",
+        ),
+        (
+            {"sampler": {"name": "grid"}},
+            "hydra.sweeper.params.amount has no step; the grid sampler accepts",
+        ),
+    ],
+)
+def test_bad_study_settings(changes, message):
+    with pytest.raises(ConfigError) as e:
+        StudySettings.from_config(settings(**changes), SearchSpace.from_config(SPACE))
+    assert message in str(e.value)
+
+
+def test_objectives_are_the_numeric_metric_columns():
+    assert {"acc_finetuned", "sparsity", "latency_ms", "flops", "params_nonzero"} <= set(OBJECTIVES)
+    assert "method" not in OBJECTIVES and "status" not in OBJECTIVES
+
+
+def test_single_objective_may_use_a_trial_pruner():
+    s = StudySettings.from_config(
+        settings(objectives=["acc_finetuned"], directions=["maximize"], pruner={"name": "median"}),
+        SearchSpace.from_config(SPACE),
+    )
+    assert not s.multi_objective

@@ -1,0 +1,278 @@
+"""Sweeps from the command line: grids, Optuna studies, resume, kills, workers, storages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweep import load_results
+from tests.conftest import FAST, run_cli
+
+OPTUNA_FAST = [*FAST, "finetune.epochs=1"]
+
+
+def study(path, name="tradeoff", storage=None) -> optuna.Study:
+    return optuna.load_study(
+        study_name=name, storage=storage or f"sqlite:///{path}/results/optuna.db"
+    )
+
+
+def states(s: optuna.Study) -> list[str]:
+    return [t.state.name for t in s.trials]
+
+
+def test_grid_multirun_trains_one_baseline(tmp_path):
+    result = run_cli(
+        "-m", "method=l1_unstructured,ln_structured", "amount=0.25,0.5,0.75", *FAST, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    df = load_results(tmp_path / "results")
+    assert len(df) == 6 and df.trial_key.is_unique
+    assert sorted(zip(df.method, df.amount, strict=True)) == [
+        (m, a) for m in ("l1_unstructured", "ln_structured") for a in (0.25, 0.5, 0.75)
+    ]
+    assert df.baseline_trained.sum() == 1
+    assert (df.sparsity == df.amount).all()
+
+
+def test_optuna_study_rows_resume_and_pareto_table(tmp_path):
+    first = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=4", *OPTUNA_FAST, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "study tradeoff: 4 trials (4 complete) in sqlite:///results/optuna.db" in first.stdout
+    assert "Pareto front (maximize acc_finetuned, maximize sparsity):" in first.stdout
+
+    again = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=6", *OPTUNA_FAST, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    s = study(tmp_path)
+    assert states(s) == ["COMPLETE"] * 6
+    df = load_results(tmp_path / "results")
+    assert sorted(df["optuna.trial"]) == list(range(6)) and (df["optuna.study"] == "tradeoff").all()
+    assert df.baseline_trained.sum() == 1
+    for t in s.trials:
+        row = df[df["optuna.trial"] == t.number].iloc[0]
+        assert t.values == [row.acc_finetuned, row.sparsity]
+        assert t.params["method"] == row.method
+        assert ("method.n" in t.params) == (row.method == "ln_structured")
+        assert t.user_attrs["trial_key"] == row.trial_key
+
+    # the study is complete: a rerun runs nothing and adds nothing
+    done = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=6", *OPTUNA_FAST, cwd=tmp_path)
+    assert done.returncode == 0 and len(load_results(tmp_path / "results")) == 6
+
+
+def test_trial_pruner_stops_finetunes(tmp_path):
+    result = run_cli(
+        "-m",
+        "search=accuracy_at_sparsity",
+        "hydra.sweeper.n_trials=3",
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=0.999",
+        *FAST,
+        "finetune.epochs=3",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    s = study(tmp_path, "accuracy_at_sparsity")
+    assert states(s) == ["PRUNED"] * 3
+    assert all(list(t.intermediate_values) == [1] for t in s.trials)
+    df = load_results(tmp_path / "results")
+    assert df.status.tolist() == ["pruned"] * 3
+    assert df.error.str.startswith("stopped by the trial pruner after epoch 1").all()
+
+
+def test_failures_do_not_stop_the_search_but_a_limit_does(tmp_path):
+    mixed = run_cli(
+        "-m",
+        "search=accuracy_at_sparsity",
+        "hydra.sweeper.n_trials=6",
+        "hydra/sweeper/sampler=random",
+        "finetune.lr=choice(0.001,1e30)",
+        *OPTUNA_FAST,
+        cwd=tmp_path,
+    )
+    assert mixed.returncode == 0, mixed.stderr
+    s = study(tmp_path, "accuracy_at_sparsity")
+    assert len(s.trials) == 6 and {"COMPLETE", "FAIL"} <= set(states(s))
+    failed = [t for t in s.trials if t.state == TrialState.FAIL]
+    assert all(t.params["finetune.lr"] == 1e30 for t in failed)
+    assert all(t.user_attrs["error"] == "finetune: loss became nan in epoch 1" for t in failed)
+    df = load_results(tmp_path / "results")
+    assert (df.status == "failed").sum() == len(failed) and len(df) == 6
+
+    hopeless = run_cli(
+        "-m",
+        "search=accuracy_at_sparsity",
+        "hydra.sweeper.study_name=hopeless",
+        "hydra.sweeper.n_trials=10",
+        "hydra.sweeper.max_failures=2",
+        "finetune.lr=choice(1e30)",
+        *OPTUNA_FAST,
+        cwd=tmp_path,
+    )
+    assert hopeless.returncode == 1
+    assert hopeless.stderr.strip().splitlines()[-1] == (
+        "error: stopped after 2 failed trials in a row (hydra.sweeper.max_failures=2); "
+        "last: finetune: loss became nan in epoch 1"
+    )
+    assert states(study(tmp_path, "hopeless")) == ["FAIL", "FAIL"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["hydra/sweeper/sampler=annealing"],
+            "error: hydra/sweeper/sampler='annealing' is unknown; accepted: grid, nsga2, qmc, random, tpe",
+        ),
+        (
+            ["hydra/sweeper/pruner=early"],
+            "error: hydra/sweeper/pruner='early' is unknown; accepted: hyperband, median, none, percentile, successive_halving, threshold",
+        ),
+        (
+            ["hydra/sweeper/pruner=median"],
+            "error: hydra.sweeper.pruner.name='median' with 2 objectives: Optuna cannot prune multi-objective trials",
+        ),
+        (["hydra.sweeper.sampler.population_size=1"], "error: hydra.sweeper.sampler (nsga2): "),
+        (
+            ["hydra.sweeper.params.amount.low=0.99"],
+            "error: hydra.sweeper.params.amount: low=0.99 is greater than high=0.95; accepted: low <= high",
+        ),
+        (
+            ["hydra.sweeper.params.method.choices=[]"],
+            "error: hydra.sweeper.params.method.choices is empty; accepted: a non-empty list of values",
+        ),
+        (
+            ["hydra.sweeper.objectives=[accuracy,sparsity]"],
+            "error: hydra.sweeper.objectives names 'accuracy', not a metric; accepted:",
+        ),
+    ],
+)
+def test_bad_sweep_input_creates_nothing(tmp_path, args, message):
+    result = run_cli("-m", "search=tradeoff", *args, *OPTUNA_FAST, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert not (tmp_path / "results").exists()
+
+
+def test_kill_9_mid_trial_then_rerun_completes_the_sweep(tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "sweep",
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.n_trials=3",
+        *FAST,
+        "finetune.epochs=40",
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    trials = tmp_path / "results" / "trials"
+    deadline = time.monotonic() + 120
+    while (
+        not (trials.is_dir() and any(trials.glob("tradeoff-*.parquet")))
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    time.sleep(1.0)  # well into the second trial's 40 epochs
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert "RUNNING" in states(study(tmp_path))
+
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.n_trials=3",
+        *FAST,
+        "finetune.epochs=40",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "failed and requeued 1 trial(s) left running by a worker that died" in result.stdout
+    s = study(tmp_path)
+    assert "RUNNING" not in states(s)
+    interrupted = [t for t in s.trials if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
+    retry = [t for t in s.trials if t.user_attrs.get("retry_of") == interrupted[0].number]
+    assert len(retry) == 1 and retry[0].params == interrupted[0].params
+    assert states(s).count("COMPLETE") == 3
+    df = load_results(tmp_path / "results")
+    assert len(df) == 4 and df["optuna.trial"].is_unique
+    assert df.status.value_counts().to_dict() == {"complete": 3, "failed": 1}
+    assert df[df.status == "failed"].error.iloc[0].startswith("interrupted: worker ")
+
+
+def test_two_local_workers(tmp_path):
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_jobs=2",
+        *OPTUNA_FAST,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    s = study(tmp_path)
+    assert states(s) == ["COMPLETE"] * 6
+    df = load_results(tmp_path / "results")
+    assert len(df) == 6 and sorted(df["optuna.trial"]) == list(range(6))
+    workers = {tuple(sorted(t.user_attrs["worker"].items())) for t in s.trials}
+    assert len(workers) == 2  # both processes ran trials
+
+
+def _workers(tmp_path, storage: str, n_workers: int, n_trials: int) -> None:
+    args = [
+        sys.executable,
+        "-m",
+        "sweep",
+        "-m",
+        "search=tradeoff",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=shared",
+        f"hydra.sweeper.n_trials={n_trials}",
+        *OPTUNA_FAST,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    procs = [
+        subprocess.Popen(
+            args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(n_workers)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0] * n_workers, outs
+
+
+@pytest.mark.slow
+def test_four_workers_share_a_postgresql_study(tmp_path, postgres_url):
+    _workers(tmp_path, postgres_url, n_workers=4, n_trials=20)
+    s = study(tmp_path, "shared", postgres_url)
+    assert states(s) == ["COMPLETE"] * 20
+    df = load_results(tmp_path / "results")
+    assert len(df) == 20 and sorted(df["optuna.trial"]) == list(range(20))
+    assert df["optuna.storage"].iloc[0] == postgres_url  # no password in this URL to mask
+
+
+@pytest.mark.slow
+def test_four_workers_share_a_journal_file(tmp_path):
+    from sweep.search import open_storage
+
+    _workers(tmp_path, "results/optuna.journal", n_workers=4, n_trials=20)
+    s = optuna.load_study(
+        study_name="shared", storage=open_storage(str(tmp_path / "results/optuna.journal"))
+    )
+    assert states(s) == ["COMPLETE"] * 20
+    df = load_results(tmp_path / "results")
+    assert len(df) == 20 and sorted(df["optuna.trial"]) == list(range(20))
