@@ -95,8 +95,13 @@ class OptunaSweep:
         try:
             results, stop = self._work(study, settings, fixed, store, progress=worker == 0)
         finally:
-            for proc in helpers:
-                proc.wait()
+            for i, proc in enumerate(helpers, start=1):
+                if proc.wait() != 0:
+                    print(
+                        f"worker {i} exited with code {proc.returncode}; its output is in "
+                        f"{sweep_dir / f'worker-{i}.log'}",
+                        file=sys.stderr,
+                    )
         if worker == 0:
             print(summary(study, settings, store))
         if stop:
