@@ -276,3 +276,16 @@ def test_four_workers_share_a_journal_file(tmp_path):
     assert states(s) == ["COMPLETE"] * 20
     df = load_results(tmp_path / "results")
     assert len(df) == 20 and sorted(df["optuna.trial"]) == list(range(20))
+
+
+def test_latency_search_compacts_and_trades_accuracy_for_speed(tmp_path):
+    result = run_cli("-m", "search=latency", "hydra.sweeper.n_trials=3", *OPTUNA_FAST, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front (maximize acc_finetuned, minimize latency_ms):" in result.stdout
+    s = study(tmp_path, "latency")
+    assert states(s) == ["COMPLETE"] * 3
+    df = load_results(tmp_path / "results")
+    assert df.compacted.all() and (df.params < 24058).all()
+    for t in s.trials:
+        row = df[df["optuna.trial"] == t.number].iloc[0]
+        assert t.values == [row.acc_finetuned, row.latency_ms]

@@ -9,7 +9,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_nonzero", "count_params", "latency_ms", "layer_table"]
+__all__ = [
+    "count_flops",
+    "count_nonzero",
+    "count_params",
+    "latency_ms",
+    "layer_table",
+    "removed_fraction",
+    "weight_numels",
+]
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -80,18 +88,38 @@ def latency_ms(model: nn.Module, batch: torch.Tensor, *, warmup: int, repeats: i
     return 1000.0 * statistics.median(times)
 
 
-def layer_table(model: nn.Module, names: set[str]) -> list[dict]:
-    """Per-layer rows (layer, param, numel, nonzero, in_scope) for every Linear/Conv weight."""
+def weight_numels(model: nn.Module) -> dict[str, int]:
+    """Entries of every Linear/Conv weight by layer name: the dense sizes to compare against."""
+    return {name: m.weight.numel() for name, m in model.named_modules() if isinstance(m, _WEIGHTED)}
+
+
+def removed_fraction(model: nn.Module, dense: dict[str, int], names: set[str]) -> float:
+    """Sparsity over the layers ``names``: the share of their dense entries now zero or removed.
+
+    For a masked model that is the share of zeros; for a compacted one it also counts the rows
+    and input channels that were physically removed.
+    """
+    modules = dict(model.named_modules())
+    kept = sum(int(torch.count_nonzero(modules[n].weight)) for n in names)
+    total = sum(dense[n] for n in names)
+    return 1.0 - kept / total if total else 0.0
+
+
+def layer_table(model: nn.Module, dense: dict[str, int], names: set[str]) -> list[dict]:
+    """Per-layer rows (layer, param, numel, nonzero, in_scope) for every Linear/Conv weight.
+
+    ``numel`` is the dense layer's size, so ``1 - nonzero / numel`` is the layer's sparsity
+    whether its zeros are masked or removed.
+    """
     rows = []
     for name, m in model.named_modules():
         if isinstance(m, _WEIGHTED):
-            w = m.weight
             rows.append(
                 {
                     "layer": name,
                     "param": "weight",
-                    "numel": w.numel(),
-                    "nonzero": int(torch.count_nonzero(w)),
+                    "numel": dense.get(name, m.weight.numel()),
+                    "nonzero": int(torch.count_nonzero(m.weight)),
                     "in_scope": name in names,
                 }
             )

@@ -20,11 +20,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sweep import baseline, metrics
+from sweep import baseline, metrics, sparse
 from sweep.data import Dataset
 from sweep.errors import ConfigError, TrialFailed
 from sweep.hashing import config_hash, mask_password
-from sweep.pruning import PruningMethod, Scope, make_permanent, plan_pruning, prune_model, sparsity
+from sweep.pruning import (
+    PruningMethod,
+    Scope,
+    compact,
+    make_permanent,
+    not_compactable,
+    plan_pruning,
+    prune_channel_groups,
+    prune_model,
+    silence_dead_channels,
+)
 from sweep.store import read_row, row_id, write_trial
 from sweep.training import EpochCallback, evaluate, optimizer_class, train
 
@@ -111,10 +121,14 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     row["flops_dense"] = metrics.count_flops(model, example)
     row["latency_ms_dense"] = _latency(model, latency_batch, cfg.latency)
 
+    dense_numel = metrics.weight_numels(model)
+    row["size_bytes_dense"] = sparse.dense_size(model.state_dict())
+    row["compacted"], row["compact_error"] = False, None
     try:
         t = time.perf_counter()
         torch.manual_seed(cfg.seed)  # random methods draw the same masks however the baseline came
-        targets = prune_model(model, method, cfg.amount, scope)
+        model, targets = _prune(model, method, scope, cfg, example, row)
+        scoped = {t.name for t in targets}
         row["time_prune_s"] = time.perf_counter() - t
         row["acc_pruned"], _ = evaluate(model, data.test)
 
@@ -131,19 +145,21 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
             progress=cfg.progress,
         )
         row["time_finetune_s"] = time.perf_counter() - t
-        row["sparsity"] = sparsity(targets)
         make_permanent(model)
+        row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
         row["acc_finetuned"], row["loss_finetuned"] = evaluate(model, data.test)
         row["params"] = metrics.count_params(model)
         row["params_nonzero"] = metrics.count_nonzero(model)
         row["flops"] = metrics.count_flops(model, example)
         row["latency_ms"] = _latency(model, latency_batch, cfg.latency)
+        row["speedup"] = row["latency_ms_dense"] / row["latency_ms"]
+        row["size_bytes"] = sparse.sparse_size(model.state_dict())
         row["status"] = "complete"
-        layers = metrics.layer_table(model, {t.name for t in targets})
+        layers = metrics.layer_table(model, dense_numel, scoped)
     except optuna.TrialPruned as e:
         row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
-        row["sparsity"] = sparsity(targets)
-        layers = metrics.layer_table(model, {t.name for t in targets})
+        row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
+        layers = metrics.layer_table(model, dense_numel, scoped)
     except ConfigError:
         raise
     except Exception as e:  # the row records any failure; the traceback goes to the log
@@ -155,6 +171,36 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     row["time_total_s"] = time.perf_counter() - start
     row["store_file"] = str(write_trial(cfg.store.path, row, layers, row_id=rid))
     return row
+
+
+def _prune(
+    model: nn.Module,
+    method: PruningMethod,
+    scope: Scope,
+    cfg: DictConfig,
+    example: torch.Tensor,
+    row: dict[str, Any],
+) -> tuple[nn.Module, list]:
+    """Mask with torch.nn.utils.prune; with ``compact``, remove the pruned channels for real.
+
+    Compaction that does not apply (unstructured method, dim != 0) or fails on the graph falls
+    back to the masks and says why in ``compact_error``.
+    """
+    reason = not_compactable(method) if cfg.compact else "compact=false"
+    if reason is not None:
+        if cfg.compact:
+            row["compact_error"] = reason
+        return model, prune_model(model, method, cfg.amount, scope)
+    targets, groups = prune_channel_groups(model, method, cfg.amount, scope, example)
+    silence_dead_channels(groups)
+    try:
+        smaller = compact(model, groups, example)
+    except Exception as e:
+        row["compact_error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+        log.warning("compaction failed, keeping the masks: %s", row["compact_error"])
+        return model, targets
+    row["compacted"] = True
+    return smaller, targets
 
 
 def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:

@@ -6,15 +6,27 @@ applies it, and `make_permanent` folds the masks into the weights before deploym
 """
 
 from sweep.pruning._apply import Target, make_permanent, plan_pruning, prune_model, sparsity
+from sweep.pruning._compact import (
+    ChannelGroup,
+    compact,
+    not_compactable,
+    prune_channel_groups,
+    silence_dead_channels,
+)
 from sweep.pruning._method import PruningMethod
 from sweep.pruning._scope import Scope
 
 __all__ = [
+    "ChannelGroup",
     "PruningMethod",
     "Scope",
     "Target",
+    "compact",
     "make_permanent",
+    "not_compactable",
     "plan_pruning",
+    "prune_channel_groups",
     "prune_model",
+    "silence_dead_channels",
     "sparsity",
 ]

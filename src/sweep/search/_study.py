@@ -23,7 +23,18 @@ OBJECTIVES = tuple(
     c
     for c in METRIC_COLUMNS
     if c
-    not in {"trial_key", "status", "error", "model", "dataset", "method", "device", "started_at"}
+    not in {
+        "trial_key",
+        "status",
+        "error",
+        "model",
+        "dataset",
+        "method",
+        "device",
+        "started_at",
+        "compacted",
+        "compact_error",
+    }
 )
 
 

@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from sweep.errors import ConfigError
+from sweep.pruning._apply import Target, make_permanent, plan_pruning
+from sweep.pruning._method import PruningMethod
+from sweep.pruning._scope import Scope, classifier_name
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Output channels of coupled layers that go together (one Torch-Pruning group).
+
+    ``producers`` are (module, channel index per root channel) for every Conv/Linear whose
+    output channels the group holds: through a residual addition several layers share them.
+    ``dead`` are the root channel indices the method pruned.
+    """
+
+    root: nn.Module
+    producers: tuple[tuple[nn.Module, torch.Tensor], ...]
+    norms: tuple[tuple[nn.Module, torch.Tensor], ...]
+    dead: torch.Tensor
+
+
+def prune_channel_groups(
+    model: nn.Module,
+    method: PruningMethod,
+    amount: float | int,
+    scope: Scope,
+    example: torch.Tensor,
+) -> tuple[list[Target], list[ChannelGroup]]:
+    """Structured pruning of output channels by dependency group, ready for `compact`.
+
+    Layer-wise ``torch.nn.utils.prune`` masks on two layers joined by a residual addition pick
+    different channels, so neither can be removed. Here the method's own ``compute_mask`` sees
+    each group's producers stacked into one ``(channels, -1)`` matrix, and every producer gets
+    the same channel mask (a ``prune.custom_from_mask``), so the chosen channels can go.
+    Groups that hold a layer outside the scope are left dense.
+
+    Returns:
+        The targets (as `prune_model` returns them) and the groups with their dead channels.
+    """
+    targets = plan_pruning(model, method, amount, scope)
+    reason = not_compactable(method)
+    if reason is not None:
+        raise ConfigError(reason)
+    in_scope = {t.module: t for t in targets}
+    graph = _graph(model, example)
+    classifier = dict(model.named_modules()).get(classifier_name(model) or "")
+    ignored = [classifier] if classifier is not None and classifier not in in_scope else []
+    groups = []
+    types = tuple(scope.types().values())
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=types):
+        producers, norms = [], []
+        for item in group:
+            module, handler = item.dep.target.module, item.dep.handler
+            order = torch.tensor(item.idxs)[torch.argsort(torch.tensor(item.root_idxs))]
+            if getattr(handler, "__name__", "") == "prune_out_channels":
+                if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear):
+                    producers.append((module, order))
+                elif isinstance(module, _NORMS):
+                    norms.append((module, order))
+        if not producers or any(m not in in_scope for m, _ in producers):
+            continue
+        root = producers[0][0]
+        stacked = torch.cat(
+            [m.weight.detach()[idx].reshape(len(idx), -1) for m, idx in producers], dim=1
+        )
+        group_amount = in_scope[root].amount
+        mask = method.make(group_amount).compute_mask(stacked, torch.ones_like(stacked))
+        dead = (mask.reshape(len(mask), -1).sum(1) == 0).nonzero().squeeze(1)
+        for module, idx in producers:
+            layer_mask = torch.ones_like(module.weight)
+            layer_mask[idx[dead]] = 0
+            prune.custom_from_mask(module, "weight", layer_mask)
+        groups.append(ChannelGroup(root, tuple(producers), tuple(norms), dead))
+    return targets, groups
+
+
+def not_compactable(method: PruningMethod) -> str | None:
+    """Why ``method``'s result cannot be compacted, or ``None`` when it can."""
+    if method.cls is None:
+        return "method none prunes nothing to remove"
+    if not method.structured:
+        return (
+            f"{method.name} is unstructured: single zeros cannot be removed "
+            "(size_bytes counts them); compaction needs a structured method with dim=0"
+        )
+    if method.dim != 0:
+        return (
+            f"{method.name} with dim={method.dim} prunes input slices; compaction removes "
+            "output channels (dim=0)"
+        )
+    return None
+
+
+def silence_dead_channels(groups: list[ChannelGroup]) -> None:
+    """Zero the biases and norm-layer affine entries of pruned channels.
+
+    A masked channel still adds its bias, and BatchNorm's ``beta`` turns its zeros into a
+    constant; zeroed, the masked model computes what the compacted one will.
+    """
+    with torch.no_grad():
+        for g in groups:
+            for module, idx in g.producers:
+                if module.bias is not None:
+                    module.bias[idx[g.dead]] = 0
+            for module, idx in g.norms:
+                if getattr(module, "weight", None) is not None:
+                    module.weight[idx[g.dead]] = 0
+                if getattr(module, "bias", None) is not None:
+                    module.bias[idx[g.dead]] = 0
+
+
+def compact(model: nn.Module, groups: list[ChannelGroup], example: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` with the groups' dead channels physically removed.
+
+    Torch-Pruning's dependency graph removes each channel everywhere it lives: the producers'
+    rows and biases, norm-layer entries, the consumers' input channels and residual partners.
+    ``model`` itself is left as it was (masked), so a failure can fall back to it.
+    """
+    for module in model.modules():
+        # a masked module's `weight` is orig * mask, a non-leaf tensor deepcopy refuses; the
+        # pruning hook recomputes it on the next forward anyway
+        if hasattr(module, "weight_orig"):
+            module.weight = module.weight.detach()
+    copied = copy.deepcopy(model)
+    names = {m: n for n, m in model.named_modules()}
+    modules = dict(copied.named_modules())
+    make_permanent(copied)
+    graph = _graph(copied, example)
+    for g in groups:
+        if len(g.dead) == 0:
+            continue
+        root = modules[names[g.root]]
+        root_idx = g.producers[0][1]
+        fn = graph.get_pruner_of_module(root).prune_out_channels
+        graph.get_pruning_group(root, fn, root_idx[g.dead].tolist()).prune()
+    _check_same_function(model, copied, example)
+    return copied
+
+
+def _check_same_function(masked: nn.Module, compacted: nn.Module, example: torch.Tensor) -> None:
+    # A graph the dependency tracer misreads gives a model that runs but computes something
+    # else; one forward pass on the example tells.
+    modes = masked.training, compacted.training
+    masked.eval()
+    compacted.eval()
+    try:
+        with torch.no_grad():
+            expected, got = masked(example), compacted(example)
+    finally:
+        masked.train(modes[0])
+        compacted.train(modes[1])
+    scale = float(expected.abs().max()) + 1e-12
+    if got.shape != expected.shape or float((got - expected).abs().max()) > 1e-4 * scale:
+        diff = float((got - expected).abs().max()) if got.shape == expected.shape else "shape"
+        raise RuntimeError(
+            f"the compacted model computes something else than the masked one "
+            f"(max |difference| {diff} on the example input); this graph is not supported"
+        )
+
+
+def _graph(model: nn.Module, example: torch.Tensor):
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    finally:
+        model.train(was_training)
