@@ -168,6 +168,10 @@ def test_plots_are_labelled_figures(store):
     ]
     log = analysis.tradeoff(df, compression=True).axes[0]
     assert log.get_xscale() == "log" and log.get_xlabel().startswith("Compression ratio")
+    assert (
+        log.get_title()
+        == "Test accuracy after finetuning vs compression ratio: small_cnn on digits"
+    )
     pareto = analysis.plot_pareto(df).axes[0]
     assert "Pareto front (3 trials)" in [t.get_text() for t in pareto.get_legend().get_texts()]
     layers = analysis.plot_layer_sparsity(load_layers(store), df).axes[0]
@@ -257,3 +261,43 @@ def test_notebook_runs_headless(notebook, store, monkeypatch):
 def test_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == ["tradeoff.ipynb"]
     assert os.path.getsize(NOTEBOOKS[0]) < 10_000
+
+
+REFERENCE = Path(__file__).parents[1] / "experiments" / "digits_tradeoff"
+
+
+def test_reference_experiment_is_complete_and_reproducible(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from sweep.trial import run_trial
+
+    df = load_results(REFERENCE / "results")
+    assert len(df) == 4 * 11 * 3 and (df.status == "complete").all()
+    assert df.groupby(["method", "amount", "seed"]).size().eq(1).all()
+    committed = df[(df.method == "ln_structured") & (df.amount == 0.5) & (df.seed == 1)].iloc[0]
+    # the exact settings of experiments/digits_tradeoff/run.sh for that one trial
+    with initialize_config_module("sweep.conf", version_base="1.3"):
+        cfg = compose(
+            "config",
+            [
+                "method=ln_structured",
+                "amount=0.5",
+                "seed=1",
+                "device=cpu",
+                "progress=false",
+                f"store.path={tmp_path}",
+            ],
+        )
+    row = run_trial(cfg)
+    assert row["trial_key"] == committed.trial_key
+    for column in (
+        "acc_dense",
+        "acc_pruned",
+        "acc_finetuned",
+        "loss_finetuned",
+        "sparsity",
+        "params_nonzero",
+        "flops",
+        "size_bytes",
+    ):
+        assert row[column] == committed[column], column

@@ -39,7 +39,9 @@ def _trained_looking(build, channels, size) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize(("build", "channels", "size"), MODELS, ids=[b.__name__ for b, *_ in MODELS])
+@pytest.mark.parametrize(
+    ("build", "channels", "size"), MODELS, ids=[b.__name__ for b, *_ in MODELS]
+)
 @pytest.mark.parametrize("amount", [0.25, 0.5])
 def test_compacted_equals_masked(build, channels, size, amount):
     model = _trained_looking(build, channels, size)
@@ -58,7 +60,10 @@ def test_coupled_layers_lose_the_same_channels():
     model = _trained_looking(resnet18, 3, 32)
     _, groups = prune_channel_groups(model, LN, 0.5, Scope(), torch.randn(1, 3, 32, 32))
     stage = next(g for g in groups if len(g.producers) > 2)  # a residual stream
-    dead = [(m.weight_mask.flatten(1).sum(1) == 0).nonzero().squeeze(1).tolist() for m, _ in stage.producers]
+    dead = [
+        (m.weight_mask.flatten(1).sum(1) == 0).nonzero().squeeze(1).tolist()
+        for m, _ in stage.producers
+    ]
     assert all(d == dead[0] for d in dead) and len(dead[0]) == len(stage.dead) > 0
 
 
@@ -69,14 +74,19 @@ def test_compacted_layer_sizes_resnet18():
     silence_dead_channels(groups)
     smaller = compact(model, groups, x)
     assert (smaller.conv1.out_channels, smaller.layer1[0].conv1.out_channels) == (32, 32)
-    assert (smaller.layer4[1].conv2.out_channels, smaller.fc.in_features, smaller.fc.out_features) == (256, 256, 10)
+    assert (
+        smaller.layer4[1].conv2.out_channels,
+        smaller.fc.in_features,
+        smaller.fc.out_features,
+    ) == (256, 256, 10)
     assert smaller.conv1.in_channels == 3
 
 
 def test_what_cannot_be_compacted_says_why():
     assert not_compactable(LN) is None
     assert not_compactable(PruningMethod("ln", prune.LnStructured, {"n": 2, "dim": 1})) == (
-        "ln with dim=1 prunes input slices; compaction removes output channels (dim=0)")
+        "ln with dim=1 prunes input slices; compaction removes output channels (dim=0)"
+    )
     assert "is unstructured" in not_compactable(PruningMethod("l1", prune.L1Unstructured))
 
 
@@ -85,28 +95,45 @@ def test_trial_finetunes_and_measures_the_compacted_model(cfg_factory, tmp_path)
     assert row["compacted"] and row["compact_error"] is None
     assert row["params"] == 6274 and row["params_nonzero"] == 6274  # no zeros left to count
     assert row["flops"] == 304768 < row["flops_dense"] == 1199360
-    assert row["sparsity"] == 1 - (72 + 1152 + 4608) / (144 + 4608 + 18432)  # rows and inputs removed
+    assert row["sparsity"] == 1 - (72 + 1152 + 4608) / (
+        144 + 4608 + 18432
+    )  # rows and inputs removed
     assert row["speedup"] == row["latency_ms_dense"] / row["latency_ms"]
     assert row["acc_finetuned"] > row["acc_pruned"]
     layers = load_layers(tmp_path / "results").set_index("layer")
-    assert layers.loc["block2.conv", "numel"] == 4608 and layers.loc["block2.conv", "nonzero"] == 4608 // 4
+    assert (
+        layers.loc["block2.conv", "numel"] == 4608
+        and layers.loc["block2.conv", "nonzero"] == 4608 // 4
+    )
     assert layers.loc["classifier", "nonzero"] == 320 and not layers.loc["classifier", "in_scope"]
 
 
 def test_trial_without_compactable_method_keeps_masks(cfg_factory):
     row = run_trial(cfg_factory("method=l1_unstructured", "amount=0.9", "compact=true"))
-    assert not row["compacted"] and row["compact_error"].startswith("l1_unstructured is unstructured")
+    assert not row["compacted"] and row["compact_error"].startswith(
+        "l1_unstructured is unstructured"
+    )
     assert row["params"] == 24058 and row["size_bytes"] < 0.3 * row["size_bytes_dense"]
 
 
 def test_unsupported_graph_falls_back_to_masks(cfg_factory):
-    row = run_trial(cfg_factory("model._target_=tests.custom_models.ChannelShuffleNet", "model.name=shuffle",
-                                "~model.width", "method=ln_structured", "amount=0.5", "compact=true"))
+    row = run_trial(
+        cfg_factory(
+            "model._target_=tests.custom_models.ChannelShuffleNet",
+            "model.name=shuffle",
+            "~model.width",
+            "method=ln_structured",
+            "amount=0.5",
+            "compact=true",
+        )
+    )
     assert row["status"] == "complete" and not row["compacted"]
     assert row["compact_error"].startswith(
-        "RuntimeError: the compacted model computes something else than the masked one")
+        "RuntimeError: the compacted model computes something else than the masked one"
+    )
     assert row["sparsity"] == 0.5 and row["params"] == count_params(
-        __import__("tests.custom_models").custom_models.ChannelShuffleNet(10, 1, 8))
+        __import__("tests.custom_models").custom_models.ChannelShuffleNet(10, 1, 8)
+    )
 
 
 def test_sparse_checkpoint_round_trip():

@@ -69,9 +69,10 @@ def tradeoff(
             label=name,
             markersize=5,
         )
-        ax.fill_between(
-            xs, curve[f"{y}_lo"], curve[f"{y}_hi"], color=colors[name], alpha=0.18, linewidth=0
-        )
+        lo, hi = curve[f"{y}_lo"], curve[f"{y}_hi"]
+        if y in _FRACTIONS:  # a spread is no reason to draw accuracies above 100%
+            lo, hi = lo.clip(0, 1), hi.clip(0, 1)
+        ax.fill_between(xs, lo, hi, color=colors[name], alpha=0.18, linewidth=0)
     if dense and y.startswith("acc") and "acc_dense" in df.columns:
         level = df.loc[df["status"] == "complete", "acc_dense"].mean()
         ax.axhline(
@@ -94,7 +95,8 @@ def tradeoff(
         fontsize=8,
         title_fontsize=8,
     )
-    ax.set_title(title or f"{LABELS.get(y, y).split(' (')[0]} vs {x}{_subject(df)}")
+    against = "compression ratio" if compression else x
+    ax.set_title(title or f"{LABELS.get(y, y).split(' (')[0]} vs {against}{_subject(df)}")
     return fig
 
 
