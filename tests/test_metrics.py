@@ -6,7 +6,15 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from sweep.metrics import count_flops, count_nonzero, count_params, latency_ms, layer_table
+from sweep.metrics import (
+    count_flops,
+    count_nonzero,
+    count_params,
+    latency_ms,
+    layer_table,
+    removed_fraction,
+    weight_numels,
+)
 
 
 def test_flops_of_known_layers():
@@ -34,10 +42,14 @@ def test_params_and_nonzero_follow_masks():
 
 def test_layer_table_and_latency():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    dense = weight_numels(model)
+    assert dense == {"0": 16, "2": 8}
     prune.l1_unstructured(model[2], "weight", 3)
-    rows = layer_table(model, {"2"})
+    rows = layer_table(model, dense, {"2"})
     assert rows == [
         {"layer": "0", "param": "weight", "numel": 16, "nonzero": 16, "in_scope": False},
         {"layer": "2", "param": "weight", "numel": 8, "nonzero": 5, "in_scope": True},
     ]
+    assert removed_fraction(model, dense, {"2"}) == 3 / 8
+    assert removed_fraction(model, dense, {"0", "2"}) == 3 / 24
     assert latency_ms(model, torch.zeros(8, 4), warmup=1, repeats=3) > 0

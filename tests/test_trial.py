@@ -10,7 +10,14 @@ from sweep.errors import ConfigError
 from sweep.store import METRIC_COLUMNS
 from sweep.trial import run_trial
 
-TIMING = {"latency_ms_dense", "latency_ms", "time_prune_s", "time_finetune_s", "time_total_s"}
+TIMING = {
+    "latency_ms_dense",
+    "latency_ms",
+    "speedup",
+    "time_prune_s",
+    "time_finetune_s",
+    "time_total_s",
+}
 
 
 def test_row_columns_and_store(cfg_factory, tmp_path):
