@@ -71,6 +71,21 @@ METRIC_COLUMNS = (
     "time_total_s",
     "started_at",
 )
+# The fixed columns that name or describe a trial rather than measure it.
+LABEL_COLUMNS = frozenset(
+    {
+        "trial_key",
+        "status",
+        "error",
+        "model",
+        "dataset",
+        "method",
+        "device",
+        "started_at",
+        "compacted",
+        "compact_error",
+    }
+)
 LAYER_COLUMNS = ("trial_key", "layer", "param", "numel", "nonzero", "in_scope")
 
 

@@ -14,28 +14,12 @@ from optuna.trial import TrialState
 from sweep.errors import ConfigError
 from sweep.hashing import mask_password
 from sweep.search._space import SearchSpace
-from sweep.store import METRIC_COLUMNS
+from sweep.store import LABEL_COLUMNS, METRIC_COLUMNS
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "qmc")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "threshold")
-# Metrics a study may optimise: every numeric column of a trial row.
-OBJECTIVES = tuple(
-    c
-    for c in METRIC_COLUMNS
-    if c
-    not in {
-        "trial_key",
-        "status",
-        "error",
-        "model",
-        "dataset",
-        "method",
-        "device",
-        "started_at",
-        "compacted",
-        "compact_error",
-    }
-)
+# Metrics a study may optimise: every fixed column of a trial row that is a number.
+OBJECTIVES = tuple(c for c in METRIC_COLUMNS if c not in LABEL_COLUMNS)
 
 
 @dataclass(frozen=True)
