@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,8 +239,3 @@ def counted_trials(study: optuna.Study) -> int:
             continue
         n += 1
     return n
-
-
-def finished_trials(study: optuna.Study, states: Sequence[TrialState] | None = None) -> int:
-    states = states or (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=tuple(states)))
