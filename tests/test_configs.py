@@ -14,7 +14,7 @@ from sweep.pruning import PruningMethod, Scope
 from sweep.training import make_optimizer
 from tests.conftest import make_cfg
 
-CONF = Path(__file__).parents[1] / "src/sweep/conf"
+CONF = Path(__file__).parents[1] / "conf"
 
 
 def options(group: str) -> list[str]:

@@ -15,9 +15,7 @@ from sweep.models import small_cnn
 from sweep.pruning import PruningMethod, Scope, make_permanent, plan_pruning, prune_model, sparsity
 from tests.conftest import make_cfg
 
-METHODS = sorted(
-    p.stem for p in (Path(__file__).parents[1] / "src/sweep/conf/method").glob("*.yaml")
-)
+METHODS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/method").glob("*.yaml"))
 
 
 def _model() -> nn.Module:

@@ -16,7 +16,7 @@ from sweep.cli import check_overrides, fail, summary
 from sweep.errors import ConfigError
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path="pkg://sweep.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> dict:
     from sweep.trial import run_trial  # torch: imported once the command line is known good
 
