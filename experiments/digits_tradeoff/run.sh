@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The reference experiment: 4 methods x 11 amounts x 3 seeds on the embedded default
-# (scikit-learn digits, small_cnn), CPU. 132 trials, 3 pretrainings; about 4 minutes on 2 cores.
+# (scikit-learn digits, small_cnn), CPU. 132 trials, 3 pretrainings; about 3 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 python -m sweep -m \

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from hydra.errors import InstantiationException
@@ -289,12 +290,16 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
+    """What decides whether a rerun reproduces a row bit for bit: library versions, and the
+    instruction set torch's CPU kernels were dispatched for (AVX2 and AVX-512 round apart)."""
     from sweep import __version__
 
     return {
         "version.sweep": __version__,
         "version.torch": torch.__version__,
         "version.torchvision": importlib.metadata.version("torchvision"),
+        "version.numpy": np.__version__,
         "version.optuna": optuna.__version__,
         "version.python": platform.python_version(),
+        "version.cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
