@@ -9,33 +9,67 @@ Layout under the store folder::
 Each file is written to a hidden temporary name and renamed into place, so a reader or a kill
 at any moment sees a trial whole or not at all; the layers file is written first and the trial
 row last, so a row always has its layers. No file is ever appended to, so writers on any number
-of processes or machines (over a shared filesystem) never interleave.
+of processes or machines (over a shared filesystem) never interleave. Files get ``0o666`` less
+the writer's umask, so a store shared by a group stays readable by the group.
+
+Reading reads each file's bytes once and parses them from memory, so a reader racing a rewrite
+of the same row sees the old row or the new one. A file that is not a Parquet file, or one
+without a ``trial_key`` column, is skipped with one warning naming it (``strict=True`` raises).
+
+Column types, so that one odd row never makes the store unreadable:
+
+- Fixed columns have declared types, applied when reading whatever a file holds: metrics and
+  counts are float64 or int64, labels text, ``compacted`` and ``baseline_trained`` bool,
+  ``started_at`` a UTC timestamp, ``optuna.trial`` int, ``optuna.study`` text. ``amount`` is
+  int64 when every row's amount is an int (a count) and float64 when ints and floats mix
+  (values >= 1 are then counts, values < 1 fractions). A value that cannot take its column's
+  type is read as missing, with a warning.
+- Any other (config) column takes one type from the types its files hold: types that agree
+  are kept; int and float give float; a missing value takes the other files' type; naive and
+  aware timestamps give UTC timestamps; anything else gives text, each value written as it
+  would be typed on the command line (``true``, ``2``, ``0.5``, ``fro``).
+
+Integer columns stay integers: int64, or pandas' nullable Int64 where some rows lack a value
+(bool likewise: nullable boolean).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sweep._files import atomic_write
+from sweep.errors import ConfigError
 
 __all__ = [
     "DEFAULT_PATH",
+    "LABEL_COLUMNS",
+    "LAYER_COLUMNS",
     "METRIC_COLUMNS",
+    "check_writable",
+    "clean",
     "load_layers",
     "load_results",
     "read_row",
     "row_id",
     "write_trial",
 ]
+
+# Skipped files are reported through logging, not warnings: one line each (warnings adds the
+# source line), and runs under Hydra keep it in the job's log beside the trial's own messages.
+log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "results"
 
@@ -88,6 +122,38 @@ LABEL_COLUMNS = frozenset(
 )
 LAYER_COLUMNS = ("trial_key", "layer", "param", "numel", "nonzero", "in_scope")
 
+_TEXT, _INT, _FLOAT, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
+_UTC = "UTC"
+# ``amount`` is a count (int) or a fraction (float): int64 or float64, decided by the store.
+_NUMBER = "int64, or float64 when ints and floats mix"
+
+# The type every reader gives a fixed column, whatever type a file holds.
+_ROW_TYPES: dict[str, pa.DataType | str] = {
+    **dict.fromkeys(
+        ("trial_key", "status", "error", "model", "dataset", "method", "device"), _TEXT
+    ),
+    "amount": _NUMBER,
+    **dict.fromkeys(("seed", "params", "params_nonzero", "flops_dense", "flops"), _INT),
+    **dict.fromkeys(("size_bytes_dense", "size_bytes"), _INT),
+    **dict.fromkeys(("acc_dense", "acc_pruned", "acc_finetuned", "loss_finetuned"), _FLOAT),
+    **dict.fromkeys(("sparsity", "latency_ms_dense", "latency_ms", "speedup"), _FLOAT),
+    **dict.fromkeys(("time_prune_s", "time_finetune_s", "time_total_s"), _FLOAT),
+    "compacted": _BOOL,
+    "compact_error": _TEXT,
+    "started_at": pa.timestamp("us", tz=_UTC),
+    "optuna.study": _TEXT,
+    "optuna.trial": _INT,
+    "baseline_key": _TEXT,
+    "baseline_trained": _BOOL,
+}
+_LAYER_TYPES: dict[str, pa.DataType] = {
+    **dict.fromkeys(("trial_key", "layer", "param"), _TEXT),
+    **dict.fromkeys(("numel", "nonzero"), _INT),
+    "in_scope": _BOOL,
+}
+_NULLABLE = {_INT: pd.Int64Dtype(), _BOOL: pd.BooleanDtype()}
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
 
 def row_id(trial_key: str | None, study: str | None = None, number: int | None = None) -> str:
     """File name of a trial's row: ``<study>-<number>`` for Optuna trials (two trials of a study
@@ -111,34 +177,60 @@ def write_trial(
         row: Column name to scalar; lists and dicts are stored as JSON text.
         layers: Per-layer rows; ``trial_key`` is added to each.
         row_id: File name stem; defaults to ``row["trial_key"]``. Writing the same id again
-            replaces that row (a rerun of the same trial), it never duplicates it.
+            replaces that row (a rerun of the same trial) and its layers, it never duplicates
+            them.
+
+    Raises:
+        OSError: The store cannot be written (full disk, no permission); the message names the
+            file, and no partial file is left.
     """
     root = Path(path)
     row_id = row_id or str(row["trial_key"])
     (root / "trials").mkdir(parents=True, exist_ok=True)
     (root / "layers").mkdir(parents=True, exist_ok=True)
+    layers_file = root / "layers" / f"{row_id}.parquet"
     if layers:
         table = pa.Table.from_pylist([{"trial_key": row["trial_key"], **r} for r in layers])
-        atomic_write(root / "layers" / f"{row_id}.parquet", lambda f: pq.write_table(table, f))
+        atomic_write(layers_file, lambda f: pq.write_table(table, f))
     table = pa.Table.from_pylist([{k: _scalar(v) for k, v in row.items()}])
     target = root / "trials" / f"{row_id}.parquet"
     atomic_write(target, lambda f: pq.write_table(table, f))
+    if not layers:
+        # The replaced row's layers would otherwise pass for this row's (same trial key).
+        layers_file.unlink(missing_ok=True)
     return target
 
 
-def read_row(path: str | os.PathLike, row_id: str) -> dict[str, Any] | None:
-    """The stored row ``row_id`` as a dict, or ``None`` when the store does not have it."""
+def read_row(
+    path: str | os.PathLike, row_id: str, *, strict: bool = False
+) -> dict[str, Any] | None:
+    """The stored row ``row_id`` as a dict, or ``None`` when the store does not have it.
+
+    Fixed columns have their declared types (see the module docstring). A damaged or foreign
+    file counts as absent, with a warning; with ``strict`` it raises ``ValueError``.
+    """
     target = Path(path) / "trials" / f"{row_id}.parquet"
-    if not target.exists():
+    table = _read_file(target, strict)
+    if table is None or not table.num_rows:
         return None
-    return pq.read_table(target).to_pylist()[0]
+    schema = _unify([table.schema], _ROW_TYPES)
+    return _conform([(target, table)], schema, strict).to_pylist()[0]
 
 
-def load_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_results(path: str | os.PathLike | None = None, *, strict: bool = False) -> pd.DataFrame:
     """All trials in the store as one DataFrame, one row per trial, oldest first.
+
+    Column types: fixed columns have declared types (``amount`` int64 when every amount is an
+    int, a count; float64 when ints and floats mix, values >= 1 then counts and < 1
+    fractions). A config column whose files agree keeps its type; int and float give float;
+    naive and aware times give UTC times; any other mix gives text, each value as it would be
+    typed on the command line (``true``, ``2``, ``fro``). Integer columns with missing values
+    are pandas' nullable Int64.
 
     Args:
         path: The store folder (default ``results`` in the current folder).
+        strict: Raise ``ValueError`` on a damaged or foreign file, or a value that cannot take
+            its column's type, instead of skipping it (or reading it as missing) with a warning.
 
     Returns:
         The fixed metric columns first, then config columns (``finetune.lr``...) sorted.
@@ -148,36 +240,305 @@ def load_results(path: str | os.PathLike | None = None) -> pd.DataFrame:
         >>> df = load_results("results")  # doctest: +SKIP
         >>> df.groupby("method").sparsity.max()  # doctest: +SKIP
     """
-    df = _read_folder(Path(path or DEFAULT_PATH), "trials", METRIC_COLUMNS)
-    if len(df) and "started_at" in df.columns:
-        df = df.sort_values("started_at", kind="stable").reset_index(drop=True)
-    lead = [c for c in METRIC_COLUMNS if c in df.columns]
-    return df[lead + sorted(c for c in df.columns if c not in METRIC_COLUMNS)]
+    table = _read_folder(_existing(path) / "trials", _ROW_TYPES, strict)
+    if table is None:
+        return pd.DataFrame(columns=list(METRIC_COLUMNS))
+    if "started_at" in table.column_names:
+        # stable, missing times last: rows that started together keep their file order
+        table = table.take(pc.sort_indices(table, [("started_at", "ascending")]))
+    lead = [c for c in METRIC_COLUMNS if c in table.column_names]
+    return _to_pandas(table.select(lead + sorted(set(table.column_names) - set(lead))))
 
 
-def load_layers(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Per-layer sparsity of every trial: ``trial_key, layer, param, numel, nonzero, in_scope``."""
-    root = Path(path or DEFAULT_PATH)
-    layers = _read_folder(root, "layers", LAYER_COLUMNS)
+def load_layers(path: str | os.PathLike | None = None, *, strict: bool = False) -> pd.DataFrame:
+    """Per-layer sparsity of every trial: ``trial_key, layer, param, numel, nonzero, in_scope``.
+
+    Args:
+        path: The store folder (default ``results`` in the current folder).
+        strict: Raise on a damaged or foreign file instead of skipping it with a warning.
+    """
+    root = _existing(path)
+    layers = _read_folder(root / "layers", _LAYER_TYPES, strict)
+    if layers is None:
+        return pd.DataFrame(columns=list(LAYER_COLUMNS))
+    trials = _read_folder(root / "trials", _ROW_TYPES, strict, ["trial_key"])
+    keys = pa.array([], _TEXT) if trials is None else trials["trial_key"].combine_chunks()
     # A trial killed between its two files leaves layers without a row: not part of the store.
-    keys = set(_read_folder(root, "trials", ("trial_key",), columns=["trial_key"])["trial_key"])
-    return layers[layers["trial_key"].isin(keys)].reset_index(drop=True)
+    return _to_pandas(layers.filter(pc.is_in(layers["trial_key"], value_set=keys)))
 
 
-def _read_folder(
-    root: Path, folder: str, empty_columns: Sequence[str], columns: list[str] | None = None
-) -> pd.DataFrame:
+def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
+    """Remove what killed writers left: temporary ``.*.tmp`` files and layers without a row.
+
+    Readers already ignore both; this only keeps them from piling up. Files younger than
+    ``older_than_s`` stay, since they may belong to a writer still running.
+
+    Args:
+        path: The store folder.
+        older_than_s: Minimum age (since last modification) of a file to remove, in seconds.
+
+    Returns:
+        The removed files, sorted.
+
+    Example:
+        >>> clean("results", older_than_s=24 * 3600)  # doctest: +SKIP
+        [PosixPath('results/trials/.l1-00003.parquet.k2j4x9.tmp')]
+    """
+    root = Path(path)
+    cutoff = time.time() - older_than_s
+    rows = {p.stem for p in _listing(root / "trials")}
+    leftovers = [
+        entry
+        for folder in ("trials", "layers", "baselines")
+        for entry in _entries(root / folder)
+        if entry.name.startswith(".") and entry.name.endswith(".tmp")
+    ]
+    leftovers += [
+        entry
+        for entry in _entries(root / "layers")
+        if _is_row_file(entry.name) and entry.name.removesuffix(".parquet") not in rows
+    ]
+    removed = []
+    for entry in leftovers:
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except FileNotFoundError:  # another cleaner got there first
+            continue
+    return sorted(removed)
+
+
+def check_writable(path: str | os.PathLike, *, name: str = "store.path") -> None:
+    """Make sure trials can be written under ``path`` before any training starts.
+
+    Creates the store folder (with ``trials/`` and ``layers/``) if missing, and writes and
+    removes a small probe file.
+
+    Args:
+        path: The store folder.
+        name: The setting ``path`` came from, for the message.
+
+    Raises:
+        ConfigError: ``path`` is a file or inside one, or cannot be written; the message names
+            the value and what is accepted.
+
+    Example:
+        >>> check_writable("/etc/passwd")  # doctest: +SKIP
+        sweep.errors.ConfigError: store.path='/etc/passwd' is a file; accepted: a folder ...
+    """
+    root = Path(path)
+    value = f"{name}={str(path)!r}"
+    try:
+        blocking = next((p for p in (root, *root.parents) if p.exists()), None)
+        if blocking is not None and not blocking.is_dir():
+            where = "is a file" if blocking == root else f"is inside a file ({str(blocking)!r})"
+            raise ConfigError(f"{value} {where}; accepted: a folder (created if missing)")
+        for folder in ("trials", "layers"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=root / "trials", prefix=".probe.", suffix=".tmp")
+        try:
+            # a full disk may accept the name and refuse the bytes, or refuse them only on sync
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"{value} is not writable ({e.strerror or e}); accepted: a folder you can write to"
+        ) from e
+
+
+def _existing(path: str | os.PathLike | None) -> Path:
+    root = Path(path or DEFAULT_PATH)
     if not root.is_dir():
         raise FileNotFoundError(
             f"no results store at {str(root)!r}: run a trial first (python -m sweep) "
             "or pass the store folder (store.path of the runs)"
         )
-    files = sorted(p for p in (root / folder).glob("*.parquet") if not p.name.startswith("."))
-    if not files:
-        return pd.DataFrame(columns=list(empty_columns))
-    tables = [pq.read_table(f, columns=columns) for f in files]
-    table = pa.concat_tables(tables, promote_options="permissive")
-    return table.to_pandas()
+    return root
+
+
+def _read_folder(
+    folder: Path,
+    types: Mapping[str, pa.DataType | str],
+    strict: bool,
+    columns: list[str] | None = None,
+) -> pa.Table | None:
+    """Every file's rows, one type per column; ``None`` when there are no files.
+
+    Files are grouped by schema, and the types unified and cast once per group: per-file work
+    is the read and parse alone, whatever the number of rows.
+    """
+    groups: dict[bytes, list[tuple[Path, pa.Table]]] = {}
+    for file in _listing(folder):
+        table = _read_file(file, strict, columns)
+        if table is not None:
+            # the serialized schema: hashing pa.Schema itself costs more than parsing the file
+            key = table.schema.serialize().to_pybytes()
+            groups.setdefault(key, []).append((file, table))
+    if not groups:
+        return None
+    schema = _unify([files[0][1].schema for files in groups.values()], types)
+    return pa.concat_tables([_conform(files, schema, strict) for files in groups.values()])
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The row files in ``folder``, by name; hidden ones are temporary files of writers."""
+    return [folder / n for n in sorted(e.name for e in _entries(folder) if _is_row_file(e.name))]
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except FileNotFoundError:
+        return []
+
+
+def _is_row_file(name: str) -> bool:
+    return name.endswith(".parquet") and not name.startswith(".")
+
+
+def _read_file(file: Path, strict: bool, columns: list[str] | None = None) -> pa.Table | None:
+    """The table in ``file``, from one read of its bytes; ``None`` if it is gone or unusable.
+
+    One open matters: a writer may rename a new version over the file at any moment, and a
+    reader that opens it twice (pyarrow's own readers do) can mix the two versions.
+    """
+    try:
+        with open(file, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:  # removed since the listing: not part of the store any more
+        return None
+    except OSError as e:
+        return _unusable(file, e.strerror or str(e), strict)
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
+        if "trial_key" not in parquet.schema_arrow.names:
+            return _unusable(file, "no trial_key column, not a results store file", strict)
+        return parquet.read(columns, use_threads=False)
+    except (pa.ArrowException, OSError) as e:
+        return _unusable(file, f"not a readable Parquet file ({' '.join(str(e).split())})", strict)
+
+
+def _unusable(file: Path, reason: str, strict: bool) -> None:
+    if strict:
+        raise ValueError(f"{file}: {reason}")
+    log.warning("%s: %s; skipped", file, reason)
+
+
+def _unify(schemas: Iterable[pa.Schema], types: Mapping[str, pa.DataType | str]) -> pa.Schema:
+    """One type per column: the declared one for fixed columns, else what the files agree on."""
+    seen: dict[str, list[pa.DataType]] = {}
+    for schema in schemas:
+        for field in schema:
+            seen.setdefault(field.name, []).append(field.type)
+    fields = []
+    for name, found in seen.items():
+        common = _common_type(found)
+        declared = types.get(name)
+        if declared is _NUMBER:
+            declared = common if common in (_INT, _FLOAT) else _FLOAT
+        fields.append(pa.field(name, declared if declared is not None else common))
+    return pa.schema(fields)
+
+
+def _common_type(types: Iterable[pa.DataType]) -> pa.DataType:
+    found = {_plain(t) for t in types} - {pa.null()}
+    if len(found) <= 1:
+        return found.pop() if found else pa.null()
+    if found == {_INT, _FLOAT}:
+        return _FLOAT
+    if all(pa.types.is_timestamp(t) for t in found):
+        finest = max(found, key=lambda t: ("s", "ms", "us", "ns").index(t.unit))
+        return pa.timestamp(finest.unit, tz=_UTC)
+    return _TEXT
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    """``t`` without width or encoding: int32 and int64 agree, as do string and large_string."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t):
+        return _INT
+    if pa.types.is_floating(t):
+        return _FLOAT
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return _TEXT
+    return t
+
+
+def _conform(files: list[tuple[Path, pa.Table]], schema: pa.Schema, strict: bool) -> pa.Table:
+    """The tables of ``files`` (all of one schema) as one table of ``schema``."""
+    # one chunk per column: a cast is then one call, not one per file
+    table = pa.concat_tables([t for _, t in files]).combine_chunks()
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
+        column = table.column(field.name)
+        try:
+            columns.append(_cast(column, field.type))
+        except _CAST_ERRORS:
+            columns.append(_cast_each(files, field, strict))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast_each(files: list[tuple[Path, pa.Table]], field: pa.Field, strict: bool) -> pa.Array:
+    """Cast file by file: a value that cannot take the column's type is missing, with a
+    warning naming its file (or, with ``strict``, an error)."""
+    chunks = []
+    for file, table in files:
+        column = table.column(field.name)
+        try:
+            chunks.append(_cast(column, field.type))
+        except _CAST_ERRORS:
+            reason = f"column {field.name!r} holds {column.type}, not {field.type}"
+            if strict:
+                raise ValueError(f"{file}: {reason}") from None
+            log.warning("%s: %s; read as missing", file, reason)
+            chunks.append(pa.nulls(table.num_rows, field.type))
+    return pa.chunked_array([c for chunk in chunks for c in _chunks(chunk)], field.type)
+
+
+def _chunks(column: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+
+
+def _cast(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray | pa.Array:
+    if column.type == target:
+        return column
+    if target == _TEXT and _plain(column.type) != _TEXT:
+        return pa.array([_text(v) for v in column.to_pylist()], _TEXT)
+    # Dropping a float's excess precision, or a time's sub-microseconds, loses nothing a user
+    # reads; any other loss (3.5 as an int) is an error.
+    lossy = pa.types.is_timestamp(target) or (target == _FLOAT and _plain(column.type) == _INT)
+    return column.cast(target, safe=not lossy)
+
+
+def _text(value: Any) -> str | None:
+    """``value`` as a user would type it on the command line."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    df = table.to_pandas()
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        # pandas would turn ints with a missing value into floats (3.0), bools into objects
+        if column.null_count and column.type in _NULLABLE:
+            df[name] = column.to_pandas(types_mapper=_NULLABLE.get)
+    return df
 
 
 def _scalar(value: Any) -> Any:
