@@ -1,10 +1,13 @@
-"""A user's own model that compaction cannot handle: a ShuffleNet-style channel shuffle."""
+"""Users' own models: one compaction cannot handle, and a vision transformer."""
 
 import torch
 from torch import nn
+from torchvision.models import VisionTransformer
 
 
 class ChannelShuffleNet(nn.Module):
+    """A ShuffleNet-style channel shuffle, which compaction cannot handle."""
+
     def __init__(self, num_classes: int, in_channels: int, image_size: int) -> None:
         super().__init__()
         self.a = nn.Conv2d(in_channels, 8, 3, padding=1)
@@ -17,3 +20,28 @@ class ChannelShuffleNet(nn.Module):
         x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
         x = torch.relu(self.b(x))
         return self.classifier(x.mean((2, 3)))
+
+
+class TinyViT(nn.Module):
+    """torchvision's VisionTransformer, one layer of two heads; gray images are repeated to RGB."""
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.vit = VisionTransformer(
+            image_size=image_size,
+            patch_size=image_size // 2,
+            num_layers=1,
+            num_heads=2,
+            hidden_dim=8,
+            mlp_dim=16,
+            num_classes=num_classes,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # torchvision's ViT takes 3 channels; repeating adds no layer to prune
+        return self.vit(x.expand(-1, 3, -1, -1) if self.in_channels == 1 else x)
+
+
+def tiny_vit(num_classes: int, in_channels: int, image_size: int) -> TinyViT:
+    return TinyViT(num_classes, in_channels, image_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn.utils import prune
+from torch.utils.flop_counter import FlopCounterMode
 
 from sweep.metrics import (
     count_flops,
@@ -15,6 +16,16 @@ from sweep.metrics import (
     removed_fraction,
     weight_numels,
 )
+from sweep.pruning import PruningMethod, Scope, prune_model
+
+
+class SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]
 
 
 def test_flops_of_known_layers():
@@ -43,7 +54,7 @@ def test_params_and_nonzero_follow_masks():
 def test_layer_table_and_latency():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     dense = weight_numels(model)
-    assert dense == {"0": 16, "2": 8}
+    assert dense == {("0", "weight"): 16, ("2", "weight"): 8}
     prune.l1_unstructured(model[2], "weight", 3)
     rows = layer_table(model, dense, {"2"})
     assert rows == [
@@ -53,3 +64,60 @@ def test_layer_table_and_latency():
     assert removed_fraction(model, dense, {"2"}) == 3 / 8
     assert removed_fraction(model, dense, {"0", "2"}) == 3 / 24
     assert latency_ms(model, torch.zeros(8, 4), warmup=1, repeats=3) > 0
+
+
+def test_attention_flops_count_projections_and_skip_zeros():
+    torch.manual_seed(0)
+    model = SelfAttention()
+    x = torch.randn(2, 5, 8)  # 10 tokens
+    slow_path = FlopCounterMode(display=False)  # training: attention's regular, counted path
+    with slow_path:
+        model.train()(x)
+    dense = count_flops(model, x)
+    assert dense == slow_path.get_total_flops() >= 2 * 10 * (24 * 8 + 8 * 8)
+    prune_model(model, PruningMethod("l1", prune.L1Unstructured), 0.5, Scope(("Linear",)))
+    # 96 zeros of in_proj_weight and 32 of out_proj.weight, 2 FLOPs each per token
+    assert count_flops(model, x) == dense - 2 * 10 * (96 + 32)
+    assert count_flops(model, x, zero_aware=False) == dense
+
+
+def test_layer_table_lists_attention_projections():
+    model = nn.Sequential(SelfAttention(), nn.Linear(8, 2))
+    dense = weight_numels(model)
+    assert dense == {
+        ("0.attention", "in_proj_weight"): 192,
+        ("0.attention.out_proj", "weight"): 64,
+        ("1", "weight"): 16,
+    }
+    prune_model(model, PruningMethod("l1", prune.L1Unstructured), 0.25, Scope(("Linear",)))
+    rows = layer_table(model, dense, {"0.attention", "0.attention.out_proj"})
+    assert rows == [
+        {
+            "layer": "0.attention",
+            "param": "in_proj_weight",
+            "numel": 192,
+            "nonzero": 144,
+            "in_scope": True,
+        },
+        {
+            "layer": "0.attention.out_proj",
+            "param": "weight",
+            "numel": 64,
+            "nonzero": 48,
+            "in_scope": True,
+        },
+        {"layer": "1", "param": "weight", "numel": 16, "nonzero": 12, "in_scope": False},
+    ]
+    assert removed_fraction(model, dense, {"0.attention", "0.attention.out_proj"}) == 0.25
+
+
+def test_layers_in_scope_of_other_types_are_measured():
+    model = nn.Sequential(nn.Conv2d(1, 16, 3), nn.BatchNorm2d(16))
+    dense = weight_numels(model)
+    assert dense == {("0", "weight"): 144, ("1", "weight"): 16}
+    prune.l1_unstructured(model[1], "weight", 4)
+    assert layer_table(model, dense, {"1"}) == [
+        {"layer": "0", "param": "weight", "numel": 144, "nonzero": 144, "in_scope": False},
+        {"layer": "1", "param": "weight", "numel": 16, "nonzero": 12, "in_scope": True},
+    ]
+    assert removed_fraction(model, dense, {"1"}) == 0.25

@@ -150,6 +150,58 @@ def test_global_ranks_across_layers():
     assert sparsity(targets) == 0.5
 
 
+def test_global_int_amount_counts_over_all_tensors():
+    """amount=1000 is 1000 entries of all 23824 in scope, as prune.global_unstructured has it."""
+    model, reference = _model(), _model()
+    method = PruningMethod("global", prune.L1Unstructured, is_global=True)
+    targets = prune_model(model, method, 1000, Scope())
+    assert sum(int((t.weight == 0).sum()) for t in targets) == 1000
+    modules = dict(reference.named_modules())
+    prune.global_unstructured(
+        [(modules[t.name], "weight") for t in targets],
+        pruning_method=prune.L1Unstructured,
+        amount=1000,
+    )
+    assert _masks(model).keys() == _masks(reference).keys()
+    assert all(torch.equal(m, _masks(reference)[k]) for k, m in _masks(model).items())
+
+
+def test_global_ranks_each_amount_setting_on_its_own():
+    model = _model()
+    method = PruningMethod("global", prune.L1Unstructured, is_global=True)
+    targets = prune_model(model, method, 1000, Scope(amounts={"Linear": 100}))
+    zeros = {t.name: int((t.weight == 0).sum()) for t in targets}
+    assert sum(zeros[n] for n in ("block1.conv", "block2.conv", "block3.conv")) == 1000
+    assert zeros["classifier"] == 100
+
+
+def test_unstructured_methods_prune_batchnorm_weights():
+    """torch prunes any tensor unstructured: BatchNorm's scale too (as network slimming does)."""
+    model = _model()
+    scope = Scope(layers=("BatchNorm2d",))
+    targets = prune_model(model, PruningMethod("l1", prune.L1Unstructured), 0.5, scope)
+    assert [(t.name, int((t.weight == 0).sum())) for t in targets] == [
+        ("block1.bn", 8),
+        ("block2.bn", 16),
+        ("block3.bn", 32),
+    ]
+    assert torch.isfinite(model.train()(torch.randn(4, 1, 8, 8))).all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 0.5, 0, -1, math.inf, -math.inf, "fro"])
+def test_ln_structured_takes_the_norms_torch_computes(n):
+    method = PruningMethod("ln", prune.LnStructured, {"n": n, "dim": 0})
+    targets = prune_model(_model(), method, 0.5, Scope())
+    assert [int((t.weight.flatten(1).abs().sum(1) == 0).sum()) for t in targets] == [8, 16, 32]
+
+
+def test_nuclear_norm_on_3d_weights():
+    model = nn.Sequential(nn.Conv1d(2, 8, 3), nn.Flatten(), nn.Linear(8, 2))
+    method = PruningMethod("ln", prune.LnStructured, {"n": "nuc", "dim": 0})
+    targets = prune_model(model, method, 0.5, Scope(layers=("Conv1d",)))
+    assert int((targets[0].weight.flatten(1).abs().sum(1) == 0).sum()) == 4
+
+
 def test_custom_method_from_config(tmp_path):
     cfg = make_cfg(
         tmp_path, "method._target_=tests.custom_methods.EveryOther", "method.name=every_other"
@@ -167,34 +219,137 @@ def test_custom_method_from_config(tmp_path):
         )
 
 
+ACCEPTED = "accepted: a float in [0, 1) (a fraction) or an int >= 0 (a count)"
+METHODS_BY_KEY = {
+    "l1": ("l1", prune.L1Unstructured, {}, False),
+    "global": ("global", prune.L1Unstructured, {}, True),
+    "ln0": ("ln", prune.LnStructured, {"n": 2, "dim": 0}, False),
+    "ln4": ("ln", prune.LnStructured, {"n": 2, "dim": 4}, False),
+    "ln_abc": ("ln", prune.LnStructured, {"n": "abc", "dim": 0}, False),
+    "ln_nan": ("ln", prune.LnStructured, {"n": math.nan, "dim": 0}, False),
+    "ln_true": ("ln", prune.LnStructured, {"n": True, "dim": 0}, False),
+    "ln_nuc": ("ln", prune.LnStructured, {"n": "nuc", "dim": 0}, False),
+}
+NORMS = "accepted: an int, a float, inf, -inf, 'fro' or 'nuc'"
+
+
 @pytest.mark.parametrize(
     ("method", "amount", "scope", "message"),
     [
-        ("l1", 1.0, Scope(), "amount=1.0 is outside [0, 1)"),
-        ("l1", -0.2, Scope(), "amount=-0.2 is outside [0, 1)"),
-        ("l1", -3, Scope(), "amount=-3 is negative"),
-        ("l1", 145, Scope(), "amount=145 is larger than layer 'block1.conv' (144 prunable units)"),
-        ("l1", "half", Scope(), "amount='half' is not a number"),
-        ("ln0", 17, Scope(), "amount=17 is larger than layer 'block1.conv' (16 prunable units)"),
-        ("ln4", 0.5, Scope(), "method.dim=4 does not exist for layer 'block1.conv'"),
-        ("l1", 0.5, Scope(amounts={"Linear": 1.5}), "scope.amounts.Linear=1.5 is outside [0, 1)"),
-        ("l1", 0.5, Scope(exclude=("nope*",)), "scope.exclude pattern 'nope*' matches no layer"),
-        ("l1", 0.5, Scope(exclude=("*",)), "no tensor in scope"),
+        ("l1", 1.0, {}, f"amount=1.0 is outside [0, 1); {ACCEPTED}"),
+        ("l1", -0.2, {}, f"amount=-0.2 is outside [0, 1); {ACCEPTED}"),
+        ("l1", -3, {}, f"amount=-3 is negative; {ACCEPTED}"),
+        (
+            "l1",
+            145,
+            {},
+            "amount=145 is larger than layer 'block1.conv' (144 prunable units); "
+            "accepted: an int up to 144 or a float in [0, 1)",
+        ),
+        ("l1", "half", {}, f"amount='half' is not a number; {ACCEPTED}"),
+        (
+            "ln0",
+            17,
+            {},
+            "amount=17 is larger than layer 'block1.conv' (16 prunable units); "
+            "accepted: an int up to 16 or a float in [0, 1)",
+        ),
+        (
+            "ln4",
+            0.5,
+            {},
+            "method.dim=4 does not exist for layer 'block1.conv' (weight of shape "
+            "(16, 1, 3, 3)); accepted: an int from -4 to 3",
+        ),
+        (
+            "l1",
+            0.5,
+            {"amounts": {"Linear": 1.5}},
+            f"scope.amounts.Linear=1.5 is outside [0, 1); {ACCEPTED}",
+        ),
+        (
+            "l1",
+            0.5,
+            {"exclude": ("nope*",)},
+            "scope.exclude pattern 'nope*' matches no layer in scope; "
+            "layers are: block1.conv, block2.conv, block3.conv, classifier",
+        ),
+        (
+            "l1",
+            0.5,
+            {"exclude": ("*",)},
+            "no tensor in scope: model has no Conv2d / Linear layer left after exclusions ['*']",
+        ),
+        (
+            "global",
+            30000,
+            {},
+            "amount=30000 is larger than all layers in scope (23824 prunable units); "
+            "accepted: an int up to 23824 or a float in [0, 1)",
+        ),
+        (
+            "global",
+            100,
+            {"amounts": {"Linear": 641}},
+            "scope.amounts.Linear=641 is larger than the layers it applies to (640 prunable "
+            "units); accepted: an int up to 640 or a float in [0, 1)",
+        ),
+        (
+            "l1",
+            0.5,
+            {"layers": ()},
+            "scope.layers is empty; accepted: torch.nn module type names such as Conv2d, Linear",
+        ),
+        (
+            "l1",
+            0.5,
+            {"layers": "Conv2d"},
+            "scope.layers='Conv2d' is not a list; accepted: a list of torch.nn module type "
+            "names such as Conv2d, Linear",
+        ),
+        (
+            "l1",
+            0.5,
+            {"exclude": "block1.*"},
+            "scope.exclude='block1.*' is not a list; accepted: a list of fnmatch patterns of "
+            "module names such as features.0, layer4.*",
+        ),
+        (
+            "l1",
+            0.5,
+            {"amounts": 0.5},
+            "scope.amounts=0.5 is not a mapping; accepted: amounts by layer type, e.g. "
+            "{Conv2d: 0.2, Linear: 0.4}",
+        ),
+        (
+            "ln0",
+            0.5,
+            {"layers": ("BatchNorm2d",)},
+            "method ln is structured and needs weights of 2 or more dims; layer 'block1.bn' "
+            "has a weight of shape (16,); accepted: scope.layers whose weights have 2 or more "
+            "dims (Conv2d, Linear...), or an unstructured method",
+        ),
+        ("ln_abc", 0.5, {}, f"method.n='abc' is not a norm; {NORMS}"),
+        ("ln_nan", 0.5, {}, f"method.n=nan is not a norm; {NORMS}"),
+        ("ln_true", 0.5, {}, f"method.n=True is not a norm; {NORMS}"),
+        (
+            "ln_nuc",
+            0.5,
+            {},
+            "method.n='nuc' needs weights of 3 dims; layer 'block1.conv' has a weight of "
+            "shape (16, 1, 3, 3); accepted: an int, a float, inf, -inf or 'fro'",
+        ),
     ],
 )
 def test_bad_input_is_rejected_before_any_change(method, amount, scope, message):
-    methods = {
-        "l1": PruningMethod("l1", prune.L1Unstructured),
-        "ln0": PruningMethod("ln", prune.LnStructured, {"n": 2, "dim": 0}),
-        "ln4": PruningMethod("ln", prune.LnStructured, {"n": 2, "dim": 4}),
-    }
+    name, cls, kwargs, is_global = METHODS_BY_KEY[method]
     model = _model()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ConfigError) as e:
-        prune_model(model, methods[method], amount, scope)
-    assert message in str(e.value)
-    assert "accepted" in str(e.value) or "layers are" in str(e.value) or "scope" in str(e.value)
+        prune_model(model, PruningMethod(name, cls, kwargs, is_global), amount, Scope(**scope))
+    assert str(e.value) == message
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert not any(m._forward_pre_hooks for m in model.modules())
 
 
 @pytest.mark.parametrize(
@@ -213,6 +368,12 @@ def test_bad_input_is_rejected_before_any_change(method, amount, scope, message)
             "method.pruning_method='l2' does not import",
         ),
         (["method=ln_structured", "+method.bogus=1"], "unexpected keyword argument 'bogus'"),
+        (["method=ln_structured", "method.n=abc"], f"method.n='abc' is not a norm; {NORMS}"),
+        (
+            ["method=global_unstructured", "+method.n=2"],
+            "method 'global_unstructured': L1Unstructured.__init__() got an unexpected keyword "
+            "argument 'n'",
+        ),
     ],
 )
 def test_bad_method_configs(overrides, message, tmp_path):
@@ -226,6 +387,17 @@ def test_scope_rejects_unknown_layer_type():
         Scope(layers=("Conv9d",))
     with pytest.raises(ConfigError, match=r"scope\.amounts names Conv1d, not in scope\.layers"):
         Scope(amounts={"Conv1d": 0.1})
+
+
+def test_scope_from_config_refuses_a_string_for_a_list():
+    with pytest.raises(ConfigError) as e:
+        Scope.from_config({"layers": "Conv2d", "amounts": None, "exclude": []})
+    assert str(e.value) == (
+        "scope.layers='Conv2d' is not a list; accepted: a list of torch.nn module type names "
+        "such as Conv2d, Linear"
+    )
+    with pytest.raises(ConfigError, match=r"^scope\.layers entry 3 is not a string"):
+        Scope(layers=("Conv2d", 3))
 
 
 def test_plan_pruning_touches_nothing():

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from sweep.pruning import weight_names
+
 __all__ = [
     "count_flops",
     "count_nonzero",
@@ -19,7 +21,8 @@ __all__ = [
     "weight_numels",
 ]
 
-_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Layers whose weights the FLOPs and the layer table follow.
+_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.MultiheadAttention)
 
 
 def count_params(model: nn.Module) -> int:
@@ -37,36 +40,35 @@ def count_flops(model: nn.Module, example: torch.Tensor, *, zero_aware: bool = T
     """FLOPs of one forward pass on ``example``, counted by ``torch.utils.flop_counter``.
 
     With ``zero_aware`` each Linear/Conv layer's FLOPs are scaled by the fraction of its weight
-    that is non-zero: the work that remains when multiplications by zero are skipped.
+    that is non-zero, and so are those of ``nn.MultiheadAttention``'s projections: the work that
+    remains when multiplications by zero are skipped.
 
     Example:
         >>> count_flops(nn.Linear(4, 3, bias=False), torch.zeros(1, 4))
         24
     """
     model.eval()
-    inputs: dict[nn.Module, torch.Tensor] = {}
+    inputs: dict[nn.Module, tuple[tuple, dict]] = {}
 
-    def keep_input(module: nn.Module, args: tuple) -> None:
-        inputs.setdefault(module, args[0])
+    def keep_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        inputs.setdefault(module, (args, kwargs))
 
-    weighted = [m for m in model.modules() if isinstance(m, _WEIGHTED)] if zero_aware else []
-    hooks = [m.register_forward_pre_hook(keep_input) for m in weighted]
+    watched = [m for m in model.modules() if isinstance(m, _WEIGHTED)] if zero_aware else []
+    hooks = [m.register_forward_pre_hook(keep_inputs, with_kwargs=True) for m in watched]
     counter = FlopCounterMode(display=False)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    # In eval, attention runs one fused kernel the counter has no formula for: its projections
+    # would count as nothing. The regular path computes the same with counted matmuls.
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with counter:
             model(example)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in hooks:
             h.remove()
-    total = counter.get_total_flops()
-    for m, x in inputs.items():
-        density = float(torch.count_nonzero(m.weight)) / m.weight.numel()
-        if density < 1.0:
-            layer_counter = FlopCounterMode(display=False)
-            with layer_counter:
-                m(x)
-            total -= round(layer_counter.get_total_flops() * (1.0 - density))
-    return int(total)
+    skipped = sum(_skipped_flops(m, *given) for m, given in inputs.items())
+    return int(counter.get_total_flops() - skipped)
 
 
 @torch.no_grad()
@@ -88,42 +90,95 @@ def latency_ms(model: nn.Module, batch: torch.Tensor, *, warmup: int, repeats: i
     return 1000.0 * statistics.median(times)
 
 
-def weight_numels(model: nn.Module) -> dict[str, int]:
-    """Entries of every Linear/Conv weight by layer name: the dense sizes to compare against."""
-    return {name: m.weight.numel() for name, m in model.named_modules() if isinstance(m, _WEIGHTED)}
+def weight_numels(model: nn.Module) -> dict[tuple[str, str], int]:
+    """Entries of every weight by (layer, param): the dense sizes to compare against.
+
+    The weights are those `sweep.pruning.weight_names` gives: every ``weight``, and the input
+    projections of ``nn.MultiheadAttention``.
+
+    Example:
+        >>> weight_numels(nn.Sequential(nn.Linear(4, 2), nn.ReLU()))
+        {('0', 'weight'): 8}
+    """
+    return {key: t.numel() for key, t in _weights(model)}
 
 
-def removed_fraction(model: nn.Module, dense: dict[str, int], names: set[str]) -> float:
+def removed_fraction(model: nn.Module, dense: dict[tuple[str, str], int], names: set[str]) -> float:
     """Sparsity over the layers ``names``: the share of their dense entries now zero or removed.
 
     For a masked model that is the share of zeros; for a compacted one it also counts the rows
     and input channels that were physically removed.
+
+    Args:
+        model: The model now, masked or compacted.
+        dense: `weight_numels` of the dense model.
+        names: Layers in scope; all their weights count (all of attention's projections).
     """
-    modules = dict(model.named_modules())
-    kept = sum(int(torch.count_nonzero(modules[n].weight)) for n in names)
-    total = sum(dense[n] for n in names)
+    kept = total = 0
+    for key, t in _weights(model):
+        if key[0] in names:
+            kept += int(torch.count_nonzero(t))
+            total += dense[key]
     return 1.0 - kept / total if total else 0.0
 
 
-def layer_table(model: nn.Module, dense: dict[str, int], names: set[str]) -> list[dict]:
-    """Per-layer rows (layer, param, numel, nonzero, in_scope) for every Linear/Conv weight.
+def layer_table(model: nn.Module, dense: dict[tuple[str, str], int], names: set[str]) -> list[dict]:
+    """Per-weight rows: ``layer, param, numel, nonzero, in_scope``.
 
-    ``numel`` is the dense layer's size, so ``1 - nonzero / numel`` is the layer's sparsity
-    whether its zeros are masked or removed.
+    The rows cover the Linear, Conv and attention layers, and any other layer in ``names`` (a
+    BatchNorm in scope). ``numel`` is the dense weight's size, so ``1 - nonzero / numel`` is
+    its sparsity whether its zeros are masked or removed. Attention's input projections are
+    rows of their own (``param`` ``in_proj_weight``); its ``out_proj`` is a Linear layer.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(2, 2))
+        >>> layer_table(model, weight_numels(model), {"0"})[0]["param"]
+        'weight'
     """
-    rows = []
-    for name, m in model.named_modules():
-        if isinstance(m, _WEIGHTED):
-            rows.append(
-                {
-                    "layer": name,
-                    "param": "weight",
-                    "numel": dense.get(name, m.weight.numel()),
-                    "nonzero": int(torch.count_nonzero(m.weight)),
-                    "in_scope": name in names,
-                }
-            )
-    return rows
+    modules = dict(model.named_modules())
+    return [
+        {
+            "layer": layer,
+            "param": param,
+            "numel": dense.get((layer, param), t.numel()),
+            "nonzero": int(torch.count_nonzero(t)),
+            "in_scope": layer in names,
+        }
+        for (layer, param), t in _weights(model)
+        if layer in names or isinstance(modules[layer], _WEIGHTED)
+    ]
+
+
+def _skipped_flops(module: nn.Module, args: tuple, kwargs: dict) -> float:
+    """FLOPs ``module`` would not spend on the zeros of its weights, for the given inputs."""
+    if isinstance(module, nn.MultiheadAttention):
+        return _skipped_attention_flops(module, args, kwargs)
+    density = float(torch.count_nonzero(module.weight)) / module.weight.numel()
+    if density == 1.0:
+        return 0
+    counter = FlopCounterMode(display=False)
+    with counter:
+        module(*args, **kwargs)
+    return round(counter.get_total_flops() * (1.0 - density))
+
+
+def _skipped_attention_flops(attention: nn.MultiheadAttention, args: tuple, kwargs: dict) -> int:
+    # Each projection is a matmul: 2 FLOPs per weight entry and token, so a zero saves 2 per
+    # token. out_proj (never called as a module) projects one output per query token.
+    given = dict(zip(("query", "key", "value"), args, strict=False)) | kwargs
+    query, key, value = given["query"], given["key"], given["value"]
+    if attention._qkv_same_embed_dim:
+        w_q, w_k, w_v = attention.in_proj_weight.chunk(3)
+    else:
+        w_q, w_k, w_v = attention.q_proj_weight, attention.k_proj_weight, attention.v_proj_weight
+    pairs = [(query, w_q), (key, w_k), (value, w_v), (query, attention.out_proj.weight)]
+    return sum(2 * (x.numel() // x.shape[-1]) * int((w == 0).sum()) for x, w in pairs)
+
+
+def _weights(model: nn.Module):
+    for name, module in model.named_modules():
+        for param in weight_names(module):
+            yield (name, param), getattr(module, param)
 
 
 def _weights_and_buffers(model: nn.Module):

@@ -1,8 +1,9 @@
 """Pruning in the vocabulary of ``torch.nn.utils.prune``.
 
 A `PruningMethod` names a `BasePruningMethod` subclass (built-in or the user's own) and its
-arguments; a `Scope` decides which tensors it touches and with which amount; `prune_model`
-applies it, and `make_permanent` folds the masks into the weights before deployment.
+arguments; a `Scope` decides which tensors it touches and with which amount (`weight_names`
+says which tensors of a module are its weights); `prune_model` applies it, and `make_permanent`
+folds the masks into the weights before deployment.
 """
 
 from sweep.pruning._apply import Target, make_permanent, plan_pruning, prune_model, sparsity
@@ -14,7 +15,7 @@ from sweep.pruning._compact import (
     silence_dead_channels,
 )
 from sweep.pruning._method import PruningMethod
-from sweep.pruning._scope import Scope
+from sweep.pruning._scope import Scope, weight_names
 
 __all__ = [
     "ChannelGroup",
@@ -29,4 +30,5 @@ __all__ = [
     "prune_model",
     "silence_dead_channels",
     "sparsity",
+    "weight_names",
 ]

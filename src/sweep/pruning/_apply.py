@@ -9,20 +9,25 @@ from torch.nn.utils import prune
 
 from sweep.errors import ConfigError
 from sweep.pruning._method import PruningMethod
-from sweep.pruning._scope import Scope, classifier_name
+from sweep.pruning._scope import Scope, classifier_name, weight_names
 
 
 @dataclass(frozen=True)
 class Target:
-    """One tensor in scope: the ``weight`` of module ``name``, pruned by ``amount``."""
+    """One tensor in scope: ``param`` of module ``name``, pruned by ``amount``.
+
+    ``param`` is ``weight``, or an input projection of ``nn.MultiheadAttention``
+    (``in_proj_weight``...); ``name`` is the module's name either way.
+    """
 
     name: str
     module: nn.Module
     amount: float | int
+    param: str = "weight"
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.module.weight
+        return getattr(self.module, self.param)
 
 
 def prune_model(
@@ -37,8 +42,11 @@ def prune_model(
         model: The model; pruned modules get ``weight_orig`` and ``weight_mask``.
         method: What removes weights; ``method.cls is None`` prunes nothing.
         amount: Float in [0, 1): fraction of each tensor (of all of them for a global method).
-            Int: that many entries, or slices along ``dim`` for a structured method.
-        scope: Which tensors, with per-type amounts and exclusions.
+            Int: that many entries, or slices along ``dim`` for a structured method; for a
+            global method, that many entries of all tensors in scope together.
+        scope: Which tensors, with per-type amounts and exclusions. A global method ranks the
+            tensors of each amount setting together: those of ``amount``, and those of each
+            ``scope.amounts`` entry.
 
     Returns:
         The targets, also for ``method.cls is None`` (sparsity is measured over the same tensors).
@@ -57,17 +65,16 @@ def prune_model(
         return targets
 
     if method.is_global:
-        # Tensors that share an amount are ranked together (all of them, unless
-        # scope.amounts gives types their own).
-        for group_amount, group in _by_amount(targets).items():
+        for group in _by_setting(targets, scope).values():
             prune.global_unstructured(
-                [(t.module, "weight") for t in group],
+                [(t.module, t.param) for t in group],
                 pruning_method=method.cls,
-                **method.arguments(group_amount),
+                **method.arguments(group[0].amount),
             )
     else:
         for t in targets:
-            method.cls.apply(t.module, "weight", **method.arguments(t.amount))
+            method.cls.apply(t.module, t.param, **method.arguments(t.amount))
+    _mask_attention_outputs(model)
     return targets
 
 
@@ -79,8 +86,10 @@ def plan_pruning(
     Touches nothing, so a trial can reject bad input before it trains anything.
 
     Raises:
-        ConfigError: Nothing in scope, an amount out of range or larger than its tensor, or a
-            ``dim`` the tensor does not have; the message names the value and what is accepted.
+        ConfigError: Nothing in scope, an amount out of range or larger than its tensor (than
+            all tensors it applies to, for a global method), a structured method on a 1-D
+            weight, or a ``dim`` or ``n`` the tensor does not have; the message names the value
+            and what is accepted.
     """
     targets = _targets(model, method, amount, scope)
     if not targets:
@@ -89,12 +98,15 @@ def plan_pruning(
             f"exclusions {list(scope.exclude)}"
         )
     for t in targets:
-        _check_dim(t, method)
-        _check_amount(t.amount, _size(t, method), f"layer {t.name!r}", _label(t, scope))
+        _check_structure(t, method)
+        if not method.is_global:
+            _check_amount(t.amount, _size(t, method), _describe(t), _label(t, scope))
     if method.is_global:
-        for group_amount, group in _by_amount(targets).items():
+        groups = _by_setting(targets, scope)
+        for label, group in groups.items():
             total = sum(t.weight.numel() for t in group)
-            _check_amount(group_amount, total, "all layers in scope", "amount")
+            where = "all layers in scope" if len(groups) == 1 else "the layers it applies to"
+            _check_amount(group[0].amount, total, where, label)
     return targets
 
 
@@ -111,6 +123,7 @@ def make_permanent(model: nn.Module) -> nn.Module:
         for name, _ in list(module.named_parameters(recurse=False)):
             if name.endswith("_orig"):
                 prune.remove(module, name[: -len("_orig")])
+        _remove_hook(module, _mask_out_proj)
     return model
 
 
@@ -122,40 +135,99 @@ def _targets(
         skip = classifier_name(model)
     targets = []
     for name, module in scope.modules(model):
-        dim = method.dim
-        ndim = module.weight.dim()
-        if name == skip and isinstance(dim, int) and -ndim <= dim < ndim and dim % ndim == 0:
-            continue  # removing output rows of the classifier removes classes
-        targets.append(Target(name, module, scope.amount_for(module, amount)))
+        for param in weight_names(module):
+            dim = method.dim
+            ndim = getattr(module, param).dim()
+            if name == skip and isinstance(dim, int) and -ndim <= dim < ndim and dim % ndim == 0:
+                continue  # removing output rows of the classifier removes classes
+            targets.append(Target(name, module, scope.amount_for(module, amount), param))
     return targets
 
 
-def _by_amount(targets: list[Target]) -> dict[float | int, list[Target]]:
-    groups: dict[float | int, list[Target]] = defaultdict(list)
+def _mask_attention_outputs(model: nn.Module) -> None:
+    """Make every ``nn.MultiheadAttention`` with a pruned ``out_proj`` apply its mask.
+
+    Attention reads ``out_proj.weight`` without calling ``out_proj``, so the pruning hook on
+    ``out_proj`` never recomputes ``weight = weight_orig * weight_mask``: training would reuse
+    one graph node (and backward through it twice), and ignore the updates of ``weight_orig``.
+    """
+    for module in model.modules():
+        if (
+            isinstance(module, nn.MultiheadAttention)
+            and _pruning_hooks(module.out_proj)
+            and not _has_hook(module, _mask_out_proj)
+        ):
+            module.register_forward_pre_hook(_mask_out_proj)
+
+
+def _mask_out_proj(attention: nn.MultiheadAttention, args: tuple) -> None:
+    # A module-level function that reaches out_proj through its argument: a deep copy of the
+    # model (compaction, checkpoints) then masks its own out_proj, never the original's.
+    hooks = _pruning_hooks(attention.out_proj)
+    for hook in hooks:
+        hook(attention.out_proj, args)
+    if not hooks:  # prune.remove(out_proj, "weight") was called: nothing left to mask
+        _remove_hook(attention, _mask_out_proj)
+
+
+def _pruning_hooks(module: nn.Module) -> list[prune.BasePruningMethod]:
+    return [h for h in module._forward_pre_hooks.values() if isinstance(h, prune.BasePruningMethod)]
+
+
+def _has_hook(module: nn.Module, hook: object) -> bool:
+    return any(h is hook for h in module._forward_pre_hooks.values())
+
+
+def _remove_hook(module: nn.Module, hook: object) -> None:
+    # as prune.remove drops its own hook: by key, from the module's hook dict
+    for key in [k for k, h in module._forward_pre_hooks.items() if h is hook]:
+        del module._forward_pre_hooks[key]
+
+
+def _by_setting(targets: list[Target], scope: Scope) -> dict[str, list[Target]]:
+    # By where the amount comes from, not by its value: an int amount=100 and
+    # scope.amounts={Linear: 100} are 100 entries of each, not 100 of both together.
+    groups: dict[str, list[Target]] = defaultdict(list)
     for t in targets:
-        groups[t.amount].append(t)
+        groups[_label(t, scope)].append(t)
     return groups
 
 
 def _label(t: Target, scope: Scope) -> str:
-    for type_name, module_type in scope.types().items():
-        if type_name in scope.amounts and isinstance(t.module, module_type):
-            return f"scope.amounts.{type_name}"
-    return "amount"
+    key = scope.amount_key(t.module)
+    return "amount" if key is None else f"scope.amounts.{key}"
+
+
+def _describe(t: Target) -> str:
+    return f"layer {t.name!r}" if t.param == "weight" else f"layer {t.name!r} ({t.param})"
 
 
 def _size(t: Target, method: PruningMethod) -> int:
     return t.weight.shape[method.dim] if method.structured else t.weight.numel()
 
 
-def _check_dim(t: Target, method: PruningMethod) -> None:
+def _check_structure(t: Target, method: PruningMethod) -> None:
     if not method.structured:
         return
-    dim, ndim = method.dim, t.weight.dim()
+    shape = tuple(t.weight.shape)
+    ndim = len(shape)
+    if ndim < 2:
+        raise ConfigError(
+            f"method {method.name} is structured and needs weights of 2 or more dims; "
+            f"{_describe(t)} has a weight of shape {shape}; accepted: scope.layers whose "
+            "weights have 2 or more dims (Conv2d, Linear...), or an unstructured method"
+        )
+    dim = method.dim
     if not isinstance(dim, int) or isinstance(dim, bool) or not -ndim <= dim < ndim:
         raise ConfigError(
-            f"method.dim={dim!r} does not exist for layer {t.name!r} (weight of shape "
-            f"{tuple(t.weight.shape)}); accepted: an int from {-ndim} to {ndim - 1}"
+            f"method.dim={dim!r} does not exist for {_describe(t)} (weight of shape "
+            f"{shape}); accepted: an int from {-ndim} to {ndim - 1}"
+        )
+    if method.kwargs.get("n") == "nuc" and ndim != 3:
+        # torch takes the nuclear norm of each slice as a matrix: 2 dims besides `dim`
+        raise ConfigError(
+            f"method.n='nuc' needs weights of 3 dims; {_describe(t)} has a weight of shape "
+            f"{shape}; accepted: an int, a float, inf, -inf or 'fro'"
         )
 
 

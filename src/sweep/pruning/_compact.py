@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from sweep.errors import ConfigError
-from sweep.pruning._apply import Target, make_permanent, plan_pruning
+from sweep.pruning._apply import Target, make_permanent, plan_pruning, prune_model
 from sweep.pruning._method import PruningMethod
 from sweep.pruning._scope import Scope, classifier_name
 
@@ -43,7 +43,9 @@ def prune_channel_groups(
     different channels, so neither can be removed. Here the method's own ``compute_mask`` sees
     each group's producers stacked into one ``(channels, -1)`` matrix, and every producer gets
     the same channel mask (a ``prune.custom_from_mask``), so the chosen channels can go.
-    Groups that hold a layer outside the scope are left dense.
+    Groups that hold a layer outside the scope are left dense. A model `compact` refuses (one
+    with ``nn.MultiheadAttention``) is pruned layer-wise by `prune_model` instead, with no
+    groups, so its fallback to the masks is the model ``compact=false`` gives.
 
     Returns:
         The targets (as `prune_model` returns them) and the groups with their dead channels.
@@ -52,6 +54,8 @@ def prune_channel_groups(
     reason = not_compactable(method)
     if reason is not None:
         raise ConfigError(reason)
+    if _unsupported(model) is not None:
+        return prune_model(model, method, amount, scope), []
     in_scope = {t.module: t for t in targets}
     graph = _graph(model, example)
     classifier = dict(model.named_modules()).get(classifier_name(model) or "")
@@ -126,7 +130,15 @@ def compact(model: nn.Module, groups: list[ChannelGroup], example: torch.Tensor)
     Torch-Pruning's dependency graph removes each channel everywhere it lives: the producers'
     rows and biases, norm-layer entries, the consumers' input channels and residual partners.
     ``model`` itself is left as it was (masked), so a failure can fall back to it.
+
+    Raises:
+        NotImplementedError: ``model`` has ``nn.MultiheadAttention``, whose packed projections
+            and head split the dependency graph does not follow.
+        RuntimeError: The compacted model computes something else than the masked one.
     """
+    reason = _unsupported(model)
+    if reason is not None:
+        raise NotImplementedError(reason)
     for module in model.modules():
         # a masked module's `weight` is orig * mask, a non-leaf tensor deepcopy refuses; the
         # pruning hook recomputes it on the next forward anyway
@@ -146,6 +158,15 @@ def compact(model: nn.Module, groups: list[ChannelGroup], example: torch.Tensor)
         graph.get_pruning_group(root, fn, root_idx[g.dead].tolist()).prune()
     _check_same_function(model, copied, example)
     return copied
+
+
+def _unsupported(model: nn.Module) -> str | None:
+    # Torch-Pruning's graph couples the residual stream through attention with wrong shapes
+    # ("shape '[1, 8, 4]' is invalid"), and no group holds in_proj_weight: refuse plainly.
+    name = next((n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)), None)
+    if name is None:
+        return None
+    return f"compaction does not support nn.MultiheadAttention (layer {name!r}); the masks are kept"
 
 
 def _check_same_function(masked: nn.Module, compacted: nn.Module, example: torch.Tensor) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,9 @@ from sweep.errors import ConfigError
 # Keys of a method config that describe it rather than being constructor arguments.
 _RESERVED = {"name", "_target_", "global", "pruning_method"}
 _GLOBAL_CRITERIA = {"l1": prune.L1Unstructured, "random": prune.RandomUnstructured}
+# The `p` of torch.norm that LnStructured passes on; 'nuc' only works on 3-D weights (checked
+# per tensor by plan_pruning).
+_NORMS = "an int, a float, inf, -inf, 'fro' or 'nuc'"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,9 @@ class PruningMethod:
         kwargs: Constructor arguments other than ``amount`` (``n``, ``dim``...).
         is_global: Rank entries of all tensors in scope together (``global_unstructured``).
 
+    Raises:
+        ConfigError: ``n`` of an ``LnStructured`` method is not a norm torch computes.
+
     Example:
         >>> from torch.nn.utils import prune
         >>> PruningMethod("ln_structured", prune.LnStructured, {"n": 2, "dim": 0}).structured
@@ -36,6 +43,13 @@ class PruningMethod:
     cls: type[prune.BasePruningMethod] | None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     is_global: bool = False
+
+    def __post_init__(self) -> None:
+        # LnStructured stores any n and fails deep in torch.norm on the first tensor
+        ln = isinstance(self.cls, type) and issubclass(self.cls, prune.LnStructured)
+        n = self.kwargs.get("n")
+        if ln and "n" in self.kwargs and not _is_norm(n):
+            raise ConfigError(f"method.n={n!r} is not a norm; accepted: {_NORMS}")
 
     @property
     def structured(self) -> bool:
@@ -72,13 +86,21 @@ class PruningMethod:
                     f"method.pruning_method={criterion!r} is {method_cls.PRUNING_TYPE}; "
                     "global pruning accepts only unstructured methods (l1, random, or your own)"
                 )
-            return cls(name, method_cls, kwargs, is_global=True)
+            method = cls(name, method_cls, kwargs, is_global=True)
+            _check_constructs(method)  # global_unstructured builds it with these kwargs too
+            return method
         if target is None:
             return cls(name, None, {})
         method_cls = _import_method(target, "method._target_", "")
         method = cls(name, method_cls, kwargs)
         _check_constructs(method)
         return method
+
+
+def _is_norm(n: object) -> bool:
+    if isinstance(n, str):
+        return n in ("fro", "nuc")
+    return isinstance(n, int | float) and not isinstance(n, bool) and not math.isnan(n)
 
 
 def _import_method(path: str, key: str, builtin: str) -> type[prune.BasePruningMethod]:

@@ -16,7 +16,10 @@ from sweep.errors import ConfigError
 class Scope:
     """Which tensors a pruning method touches, and with which amount.
 
-    Only the ``weight`` of modules whose type is in ``layers`` is pruned.
+    Only the weights of modules whose type is in ``layers`` are pruned (see `weight_names`).
+    ``nn.MultiheadAttention`` projects its inputs with weights of its own, not with Linear
+    modules: they are in scope with ``Linear`` (and take its per-type amount) or when
+    ``MultiheadAttention`` is listed; its ``out_proj`` is a Linear.
 
     Args:
         layers: Module type names from ``torch.nn`` (``Conv2d``, ``Linear``) or dotted paths.
@@ -24,6 +27,10 @@ class Scope:
         exclude: ``fnmatch`` patterns of module names left dense (``features.0``, ``layer4.*``).
         prune_classifier_outputs: Let structured methods along dim 0 remove the classifier's
             output rows (that removes classes, so it is off by default).
+
+    Raises:
+        ConfigError: ``layers`` empty, a string instead of a list, an unknown type, or
+            ``amounts`` naming a type not in ``layers``.
 
     Example:
         >>> from torch import nn
@@ -38,6 +45,16 @@ class Scope:
     prune_classifier_outputs: bool = False
 
     def __post_init__(self) -> None:
+        # frozen: normalise through object.__setattr__, so a list from a config is a tuple too
+        object.__setattr__(self, "layers", _strings(self.layers, "scope.layers", _LAYERS))
+        object.__setattr__(self, "exclude", _strings(self.exclude, "scope.exclude", _PATTERNS))
+        if not self.layers:
+            raise ConfigError(f"scope.layers is empty; accepted: {_LAYERS}")
+        if not isinstance(self.amounts, Mapping):
+            raise ConfigError(
+                f"scope.amounts={self.amounts!r} is not a mapping; accepted: amounts by "
+                "layer type, e.g. {Conv2d: 0.2, Linear: 0.4}"
+            )
         unknown = sorted(set(self.amounts) - set(self.layers))
         if unknown:
             raise ConfigError(
@@ -50,9 +67,9 @@ class Scope:
     def from_config(cls, cfg: DictConfig | Mapping[str, Any]) -> Scope:
         node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
         return cls(
-            layers=tuple(node.get("layers", cls.layers)),
-            amounts=dict(node.get("amounts") or {}),
-            exclude=tuple(node.get("exclude") or ()),
+            layers=node.get("layers", cls.layers),
+            amounts=node.get("amounts") or {},
+            exclude=node.get("exclude") or (),
             prune_classifier_outputs=bool(node.get("prune_classifier_outputs", False)),
         )
 
@@ -60,12 +77,9 @@ class Scope:
         return {name: _module_type(name) for name in self.layers}
 
     def modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        """Modules of the scoped types with a ``weight``, in registration order, none excluded."""
-        types = tuple(self.types().values())
+        """Modules in scope that have weights to prune, in registration order, none excluded."""
         found = [
-            (name, m)
-            for name, m in model.named_modules()
-            if isinstance(m, types) and _has_weight(m)
+            (name, m) for name, m in model.named_modules() if self._entries(m) and weight_names(m)
         ]
         for pattern in self.exclude:
             if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in found):
@@ -80,10 +94,39 @@ class Scope:
         ]
 
     def amount_for(self, module: nn.Module, default: float | int) -> float | int:
-        for type_name, module_type in self.types().items():
-            if type_name in self.amounts and isinstance(module, module_type):
-                return self.amounts[type_name]
-        return default
+        key = self.amount_key(module)
+        return default if key is None else self.amounts[key]
+
+    def amount_key(self, module: nn.Module) -> str | None:
+        """The ``scope.amounts`` entry that sets ``module``'s amount, ``None`` for ``amount``."""
+        return next((e for e in self._entries(module) if e in self.amounts), None)
+
+    def _entries(self, module: nn.Module) -> list[str]:
+        # entries naming the module's own type come before Linear standing in for attention
+        types = self.types()
+        direct = [e for e, t in types.items() if isinstance(module, t)]
+        if not isinstance(module, nn.MultiheadAttention):
+            return direct
+        as_linear = [e for e, t in types.items() if issubclass(nn.Linear, t) and e not in direct]
+        return direct + as_linear
+
+
+def weight_names(module: nn.Module) -> tuple[str, ...]:
+    """The tensors of ``module`` a scope prunes: ``weight``, or attention's input projections.
+
+    ``nn.MultiheadAttention`` packs the query, key and value projections into
+    ``in_proj_weight``, or keeps ``q_proj_weight``, ``k_proj_weight`` and ``v_proj_weight``
+    when ``kdim`` or ``vdim`` differ from ``embed_dim``.
+
+    Example:
+        >>> weight_names(nn.MultiheadAttention(8, 2)), weight_names(nn.ReLU())
+        (('in_proj_weight',), ())
+    """
+    if isinstance(module, nn.MultiheadAttention):
+        names = _PACKED if module._qkv_same_embed_dim else _SEPARATE
+    else:
+        names = ("weight",)
+    return tuple(n for n in names if _is_parameter(module, n))
 
 
 def classifier_name(model: nn.Module) -> str | None:
@@ -95,9 +138,25 @@ def classifier_name(model: nn.Module) -> str | None:
     return last
 
 
-def _has_weight(m: nn.Module) -> bool:
-    # once pruned, the parameter is `weight_orig` and `weight` a plain tensor
-    return hasattr(m, "weight_orig") or isinstance(getattr(m, "weight", None), nn.Parameter)
+_LAYERS = "torch.nn module type names such as Conv2d, Linear"
+_PATTERNS = "fnmatch patterns of module names such as features.0, layer4.*"
+_PACKED = ("in_proj_weight",)
+_SEPARATE = ("q_proj_weight", "k_proj_weight", "v_proj_weight")
+
+
+def _strings(value: object, key: str, accepted: str) -> tuple[str, ...]:
+    # a string is a sequence too: iterating 'Conv2d' would look up the type 'C'
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f"{key}={value!r} is not a list; accepted: a list of {accepted}")
+    for entry in value:
+        if not isinstance(entry, str):
+            raise ConfigError(f"{key} entry {entry!r} is not a string; accepted: {accepted}")
+    return tuple(value)
+
+
+def _is_parameter(module: nn.Module, name: str) -> bool:
+    # once pruned, the parameter is `<name>_orig` and `<name>` a plain tensor
+    return hasattr(module, f"{name}_orig") or isinstance(getattr(module, name, None), nn.Parameter)
 
 
 def _module_type(name: str) -> type[nn.Module]:
