@@ -85,6 +85,123 @@ def store(tmp_path) -> Path:
     return tmp_path / "results"
 
 
+_METHODS = {
+    "l1_unstructured": {"method._target_": "torch.nn.utils.prune.L1Unstructured"},
+    "ln_structured": {
+        "method._target_": "torch.nn.utils.prune.LnStructured",
+        "method.n": 2,
+        "method.dim": 0,
+    },
+    "global_unstructured": {
+        "method._target_": None,
+        "method.global": True,
+        "method.pruning_method": "l1",
+    },
+    "none": {"method._target_": None},
+}
+
+
+def _trial(store: Path, number: int, **values) -> None:
+    """Write the row of a default trial (``python -m sweep``: l1_unstructured at 0.5 on
+    small_cnn/digits, config flattened as the trial writes it), with ``values`` replacing
+    columns; dotted keys are given with ``__`` (``finetune__epochs=1``). Bookkeeping differs
+    from trial to trial (times, store path, versions, latency settings) as in a real store."""
+    values = {k.replace("__", "."): v for k, v in values.items()}
+    method = values.get("method", "l1_unstructured")
+    model = values.get("model", "small_cnn")
+    dataset = values.get("dataset", "digits")
+    row = {
+        "trial_key": f"t{number:03d}",
+        "status": "complete",
+        "error": None,
+        "model": model,
+        "dataset": dataset,
+        "method": method,
+        "amount": 0.5,
+        "seed": 0,
+        "device": f"cuda:{number % 2}",
+        "acc_dense": 0.99,
+        "acc_pruned": 0.7,
+        "acc_finetuned": 0.98,
+        "loss_finetuned": 0.05 + number / 1000,
+        "sparsity": values.get("amount", 0.5),
+        "params": 24058,
+        "params_nonzero": 12029 + number,
+        "flops_dense": 1199360,
+        "flops": 600000 + number,
+        "latency_ms_dense": 2.5 + number / 100,
+        "latency_ms": 1.8 + number / 100,
+        "speedup": 1.3 + number / 100,
+        "size_bytes_dense": 103271,
+        "size_bytes": 60000 + number,
+        "compacted": False,
+        "compact_error": None,
+        "time_prune_s": 0.005 * number,
+        "time_finetune_s": 0.6 * number,
+        "time_total_s": 6.7 * number,
+        "started_at": pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(seconds=number),
+        "baseline_key": f"{model}-{dataset}-{values.get('seed', 0)}",
+        "baseline_trained": number == 0,
+        "compact": False,
+        "dataset._target_": f"sweep.data.{dataset}",
+        "dataset.name": dataset,
+        "dataset.split_seed": 0,
+        "dataset.test_fraction": 0.2,
+        "dataset.val_fraction": 0.15,
+        "finetune.amp": True,
+        "finetune.batch_size": 64,
+        "finetune.epochs": 3,
+        "finetune.lr": 0.001,
+        "finetune.momentum": 0.9,
+        "finetune.optimizer": "adam",
+        "finetune.weight_decay": 0.0,
+        "latency.batch_size": 64,
+        "latency.repeats": 10 + number,
+        "latency.warmup": 3,
+        **_METHODS[method],
+        "method.name": method,
+        "model._target_": f"sweep.models.{model}",
+        "model.name": model,
+        "model.width": 16 if model == "small_cnn" else None,
+        "optuna.storage": None,
+        "optuna.study": f"study-{number}",
+        "optuna.trial": number,
+        "pretrain.epochs": 20,
+        "pretrain.lr": 0.003,
+        "progress": number % 2 == 0,
+        "scope.amounts": None,
+        "scope.exclude": [],
+        "scope.layers": ["Conv2d", "Linear"],
+        "scope.prune_classifier_outputs": False,
+        "skip_completed": number % 2 == 1,
+        "store.baselines": f"run{number}/results/baselines",
+        "store.path": f"run{number}/results",
+        "version.sweep": "0.1.0",
+        "version.torch": f"2.{number}.0",
+        **values,
+    }
+    layers = [{"layer": "conv", "param": "weight", "numel": 100, "nonzero": 50, "in_scope": True}]
+    write_trial(store, row, layers)
+
+
+def _legend(fig) -> list[str]:
+    """The legend's entries, inside the axes or (when long) below them."""
+    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def _report(store: Path, out: Path) -> tuple[list[str], str]:
+    """Run ``python -m sweep.report``; return the file names it printed and summary.md."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.report", "--store", str(store), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.strip().removeprefix("wrote ").removesuffix(f" to {out}/")
+    return printed.split(", "), (out / "summary.md").read_text()
+
+
 def test_pareto_front_hand_computed_max_max():
     df = pd.DataFrame(
         {
@@ -200,12 +317,25 @@ def test_report_command(store, tmp_path):
     assert result.stdout.strip() == f"wrote {', '.join(names)} to {out}/"
     assert all((out / n).stat().st_size > 10_000 for n in names[1:])
     text = (out / "summary.md").read_text()
-    assert "13 trial(s) (12 complete, 1 failed); model small_cnn, dataset digits; 2 seed(s)" in text
-    assert "| l1 | 0.7 | 70.00% | 3.3x | 98.00% | 1.00% | 2 |" in text
-    assert "| ln | - | - | - | - | - | 0 |" in text
-    assert "## Pareto front (maximize acc_finetuned, maximize sparsity): 3 of 12 trials" in text
-    assert "| l1 | 0.5 | 0 | 50.00% | 99.00% | l1-0.5-0 |" in text
-    assert "![tradeoff](tradeoff.png)" in text
+    lines = text.splitlines()
+    assert lines[:7] == [
+        "# prune-sweep report",
+        "",
+        f"Store `{store}`: 13 trial(s) (12 complete, 1 failed); small_cnn on digits.",
+        "",
+        "## small_cnn on digits",
+        "",
+        "12 trial(s) (12 complete); 6 setting(s) (method x amount); seeds per setting: 2; "
+        "dense test accuracy 99.00%.",
+    ]
+    assert "| method | amount | sparsity | compression | accuracy | drop | seeds |" in lines
+    assert "| l1 | 0.7 | 70.00% | 3.3x | 98.00% | 1.00% | 2 |" in lines
+    assert "| ln | - | - | - | - | - | 0 |" in lines
+    assert "### Pareto front (maximize acc_finetuned, maximize sparsity): 3 of 12 trials" in lines
+    assert "| l1 | 0.5 | 0 | 50.00% | 99.00% | l1-0.5-0 |" in lines
+    assert [line for line in lines if line.startswith("![")] == [
+        f"![{n.removesuffix('.png')}]({n})" for n in names[1:]
+    ]
 
 
 def test_report_on_empty_and_missing_stores(tmp_path):
@@ -236,6 +366,267 @@ def test_report_on_empty_and_missing_stores(tmp_path):
         assert result.returncode == 2
         assert result.stderr.strip().startswith(message)
         assert not (tmp_path / "r").exists()
+
+
+def test_varying_leaves_out_bookkeeping_metrics_and_method_aliases(tmp_path):
+    store = tmp_path / "results"
+    # every trial differs in seed, device index, times, store path, versions, latency settings,
+    # Optuna study and metrics; l1 and ln differ in method.name/_target_/n/dim (their own keys)
+    for i, (method, seed) in enumerate([("l1_unstructured", 0), ("ln_structured", 1)]):
+        _trial(store, i, method=method, seed=seed)
+    assert analysis.varying(load_results(store)) == []
+    _trial(store, 2, dataset__split_seed=1)  # other data
+    _trial(store, 3, model__width=32)  # another network
+    _trial(store, 4, schedule="iterative")  # a key a later version adds: older rows have none
+    _trial(store, 5, device="cpu")  # cuda:0 and cuda:1 are one device type; cpu another
+    assert analysis.varying(load_results(store)) == [
+        "device",
+        "dataset.split_seed",
+        "model.width",
+        "schedule",
+    ]
+    _trial(store, 6, method="ln_structured", method__n=1)  # now differs within a method
+    assert "method.n" in analysis.varying(load_results(store))
+
+
+def test_finetune_epochs_are_two_settings_not_two_seeds(tmp_path):
+    store = tmp_path / "results"
+    _trial(store, 0)  # python -m sweep
+    _trial(store, 1, finetune__epochs=1, acc_finetuned=0.95)  # python -m sweep finetune.epochs=1
+    df = load_results(store)
+    assert analysis.varying(df) == ["finetune.epochs"]
+    points = analysis.aggregate(df)
+    assert points[["finetune.epochs", "acc_finetuned", "n"]].to_dict("records") == [
+        {"finetune.epochs": 1, "acc_finetuned": 0.95, "n": 1},
+        {"finetune.epochs": 3, "acc_finetuned": 0.98, "n": 1},
+    ]
+    ax = analysis.tradeoff(df).axes[0]
+    assert _legend(ax.figure) == [
+        "l1_unstructured (finetune.epochs=1)",
+        "l1_unstructured (finetune.epochs=3)",
+        "dense baseline (99.0%)",  # one baseline: both trials finetuned the same one
+    ]
+    assert [line.get_ydata().tolist() for line in ax.lines[:2]] == [[0.95], [0.98]]
+    assert ax.get_legend().get_title().get_text() == (
+        "method, finetune.epochs (mean of 1 seed, band ±1 std)"
+    )
+    kept = analysis.highest_sparsity_within(df, 0.01)
+    assert kept["finetune.epochs"].tolist() == [1, 3] and kept.n.tolist() == [0, 1]
+    assert math.isnan(kept.sparsity[0]) and kept.sparsity[1] == 0.5  # 0.95 drops 4 points
+    names, text = _report(store, tmp_path / "report")
+    assert names == [
+        "summary.md",
+        "tradeoff.png",
+        "tradeoff_compression.png",
+        "pruned.png",
+        "pareto.png",
+        "layers.png",
+    ]
+    lines = text.splitlines()
+    assert (
+        "2 trial(s) (2 complete); 2 setting(s) (method x amount x finetune.epochs); "
+        "seeds per setting: 1; dense test accuracy 99.00%."
+    ) in lines
+    assert "| setting | amount | sparsity | compression | accuracy | drop | seeds |" in lines
+    assert "| l1_unstructured (finetune.epochs=1) | - | - | - | - | - | 0 |" in lines
+    assert "| l1_unstructured (finetune.epochs=3) | 0.5 | 50.00% | 2.0x | 98.00% | 1.00% | 1 |" in (
+        lines
+    )
+    assert "| l1_unstructured (finetune.epochs=3) | 0.5 | 0 | 50.00% | 98.00% | t000 |" in lines
+
+
+def test_global_pruning_method_l1_and_random_are_two_curves(tmp_path):
+    store = tmp_path / "results"
+    number = 0
+    for pruning_method, accs in [("l1", (0.98, 0.9)), ("random", (0.9, 0.5))]:
+        for amount, acc in zip((0.5, 0.9), accs, strict=True):
+            _trial(
+                store,
+                number,
+                method="global_unstructured",
+                method__pruning_method=pruning_method,
+                amount=amount,
+                acc_finetuned=acc,
+            )
+            number += 1
+    _trial(store, number)  # l1_unstructured: method.pruning_method does not apply
+    df = load_results(store)
+    assert analysis.varying(df) == ["method.pruning_method"]
+    ax = analysis.tradeoff(df).axes[0]
+    assert _legend(ax.figure) == [
+        "global_unstructured (method.pruning_method=l1)",
+        "global_unstructured (method.pruning_method=random)",
+        "l1_unstructured",
+        "dense baseline (99.0%)",
+    ]
+    assert [line.get_ydata().tolist() for line in ax.lines[:3]] == [
+        [0.98, 0.9],
+        [0.9, 0.5],
+        [0.98],
+    ]
+    assert _legend(analysis.plot_pareto(df))[:3] == _legend(ax.figure)[:3]
+    layers = analysis.plot_layer_sparsity(load_layers(store), df).axes[0]
+    assert [t.get_text() for t in layers.get_legend().get_texts()] == _legend(ax.figure)[:3]
+    assert layers.get_legend().get_title().get_text() == "method, method.pruning_method"
+
+
+def test_two_models_are_never_averaged(tmp_path):
+    store = tmp_path / "results"
+    for number, (model, seed, acc) in enumerate(
+        [("small_cnn", 0, 0.98), ("small_cnn", 1, 0.96), ("lenet", 0, 0.9), ("lenet", 1, 0.92)]
+    ):
+        dense = 0.99 if model == "small_cnn" else 0.97
+        _trial(store, number, model=model, seed=seed, acc_finetuned=acc, acc_dense=dense)
+    df = load_results(store)
+    assert analysis.varying(df) == ["model"]  # model.width only says which model
+    ax = analysis.tradeoff(df).axes[0]
+    assert (
+        ax.get_title() == "Test accuracy after finetuning vs sparsity: lenet, small_cnn on digits"
+    )
+    assert _legend(ax.figure) == [
+        "l1_unstructured (model=lenet)",
+        "l1_unstructured (model=small_cnn)",
+        "dense baseline (97.0%; model=lenet)",
+        "dense baseline (99.0%; model=small_cnn)",
+    ]
+    assert [line.get_ydata()[0] for line in ax.lines] == pytest.approx([0.91, 0.97, 0.97, 0.99])
+    # asked to pool the models, the curve does; the dense line still does not
+    pooled = analysis.tradeoff(df, by="method").axes[0]
+    assert _legend(pooled.figure)[0] == "l1_unstructured"
+    assert _legend(pooled.figure)[1:] == _legend(ax.figure)[2:]
+    assert list(analysis.subjects(df)) == [("lenet", "digits"), ("small_cnn", "digits")]
+
+    names, text = _report(store, tmp_path / "report")
+    plots = ["tradeoff", "tradeoff_compression", "pruned", "pareto", "layers"]
+    assert names == [
+        "summary.md",
+        *[f"{p}-lenet-digits.png" for p in plots],
+        *[f"{p}-small_cnn-digits.png" for p in plots],
+    ]
+    lines = text.splitlines()
+    assert lines[2] == (
+        f"Store `{store}`: 4 trial(s) (4 complete); 2 model and dataset pairs, one section each: "
+        "lenet on digits, small_cnn on digits."
+    )
+    assert [line for line in lines if line.startswith("## ")] == [
+        "## lenet on digits",
+        "## small_cnn on digits",
+    ]
+    assert (
+        lines.count(
+            "2 trial(s) (2 complete); 1 setting(s) (method x amount); seeds per setting: 2; "
+            "dense test accuracy 97.00%."
+        )
+        == 1
+    )
+    assert "| l1_unstructured | - | - | - | - | - | 0 |" in lines  # lenet: 0.91, dense 0.97
+    assert "| l1_unstructured | 0.5 | 50.00% | 2.0x | 97.00% | 2.00% | 2 |" not in lines
+    assert "![tradeoff-small_cnn-digits](tradeoff-small_cnn-digits.png)" in lines
+    part = analysis.subjects(df)[("small_cnn", "digits")]
+    assert analysis.tradeoff(part).axes[0].get_title().endswith(": small_cnn on digits")
+    assert _legend(analysis.tradeoff(part)) == ["l1_unstructured", "dense baseline (99.0%)"]
+
+
+def test_pretraining_that_differs_splits_the_dense_line(tmp_path):
+    store = tmp_path / "results"
+    _trial(store, 0)
+    _trial(store, 1, pretrain__epochs=5, baseline_key="short", acc_dense=0.95)
+    df = load_results(store)
+    assert analysis.dense_levels(df) == [
+        ({"pretrain.epochs": 5}, 0.95),
+        ({"pretrain.epochs": 20}, 0.99),
+    ]
+    assert _legend(analysis.tradeoff(df)) == [
+        "l1_unstructured (pretrain.epochs=5)",
+        "l1_unstructured (pretrain.epochs=20)",
+        "dense baseline (95.0%; pretrain.epochs=5)",
+        "dense baseline (99.0%; pretrain.epochs=20)",
+    ]
+    _, text = _report(store, tmp_path / "report")
+    assert (
+        "2 trial(s) (2 complete); 2 setting(s) (method x amount x pretrain.epochs); "
+        "seeds per setting: 1; dense test accuracy 95.00% (pretrain.epochs=5), "
+        "99.00% (pretrain.epochs=20)."
+    ) in text.splitlines()
+
+
+def test_method_none_is_a_reference_level_not_a_curve(tmp_path):
+    store = tmp_path / "results"
+    _trial(store, 0, method="none", amount=0.0, sparsity=0.0, acc_finetuned=0.995)
+    _trial(store, 1, method="none", amount=0.5, sparsity=0.0, acc_finetuned=0.99, seed=1)  # older
+    _trial(store, 2)
+    _trial(store, 3, amount=0.9, sparsity=0.9, acc_finetuned=0.9)
+    df = load_results(store)
+    points = analysis.aggregate(df)
+    assert points[["method", "amount", "acc_finetuned", "n"]].to_dict("records") == [
+        {"method": "l1_unstructured", "amount": 0.5, "acc_finetuned": 0.98, "n": 1},
+        {"method": "l1_unstructured", "amount": 0.9, "acc_finetuned": 0.9, "n": 1},
+        {"method": "none", "amount": 0.0, "acc_finetuned": pytest.approx(0.9925), "n": 2},
+    ]
+    ax = analysis.tradeoff(df).axes[0]
+    assert _legend(ax.figure) == [
+        "l1_unstructured",
+        "dense baseline (99.0%)",
+        "none (dense, finetuned)",
+    ]
+    assert ax.lines[2].get_linestyle() == ":"
+    assert list(ax.lines[2].get_ydata()) == pytest.approx([0.9925, 0.9925])
+    assert _legend(analysis.tradeoff(df, "acc_pruned")) == [  # before finetuning: the dense one
+        "l1_unstructured",
+        "dense baseline (99.0%)",
+    ]
+    assert _legend(analysis.plot_pareto(df)) == [
+        "l1_unstructured",
+        "none (dense, finetuned)",
+        "Pareto front (3 trials)",
+    ]
+    kept = analysis.highest_sparsity_within(df, 0.01)
+    assert kept.method.tolist() == ["l1_unstructured"]
+    bars = analysis.plot_layer_sparsity(load_layers(store), df).axes[0]
+    assert [t.get_text() for t in bars.get_legend().get_texts()] == ["l1_unstructured"]
+    _, text = _report(store, tmp_path / "report")
+    assert (
+        "4 trial(s) (4 complete); 3 setting(s) (method x amount); seeds per setting: 1 to 2; "
+        "dense test accuracy 99.00%; none (dense, finetuned): 99.25%."
+    ) in text.splitlines()
+    assert "| none (dense, finetuned) | 0 | 0 | 0.00% | 99.50% | t000 |" in text.splitlines()
+
+
+def test_missing_config_values_and_nullable_dtypes(tmp_path):
+    store = tmp_path / "results"
+    _trial(store, 0)
+    _trial(store, 1, finetune__epochs=1, acc_finetuned=0.95)
+    _trial(store, 2, acc_finetuned=0.97)
+    df = load_results(store)
+    df.loc[2, "finetune.epochs"] = None  # a row from before the key existed
+    df = df.convert_dtypes()  # Int64, string, boolean: NA instead of NaN/None
+    assert str(df["finetune.epochs"].dtype) == "Int64"
+    assert analysis.varying(df) == ["finetune.epochs"]
+    assert analysis.aggregate(df)["n"].tolist() == [1, 1, 1]
+    assert _legend(analysis.tradeoff(df)) == [
+        "l1_unstructured (finetune.epochs=1)",
+        "l1_unstructured (finetune.epochs=3)",
+        "l1_unstructured (finetune.epochs=-)",
+        "dense baseline (99.0%)",
+    ]
+    kept = analysis.highest_sparsity_within(df, 0.02)
+    assert kept["finetune.epochs"].astype(object).fillna("-").tolist() == [1, 3, "-"]
+    assert kept["n"].tolist() == [0, 1, 1]
+
+
+def test_aggregate_against_requested_amount(store):
+    points = analysis.aggregate(load_results(store), x="amount")
+    assert points.columns.tolist()[:3] == ["method", "amount", "acc_finetuned"]
+    assert points.amount.tolist() == [0.5, 0.7, 0.9] * 2
+
+
+@pytest.mark.parametrize("module", ["sweep.analysis._tables", "sweep.analysis._plots"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 5
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)

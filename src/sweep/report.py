@@ -2,16 +2,26 @@
 
 python -m sweep.report                               # reads results/, writes report/
 python -m sweep.report --store results --out report/ --tolerance 0.01
+
+summary.md has one section per model and dataset, each with its own plots: a store of one model
+on one dataset gets ``tradeoff.png``, ``tradeoff_compression.png``, ``pruned.png``,
+``pareto.png`` and ``layers.png``; a store of several gets those names with the pair appended,
+``tradeoff-<model>-<dataset>.png`` (in model and dataset, characters other than letters,
+digits, ``.``, ``_`` and ``+`` become ``_``). A curve or table row is one setting: a method
+with every config value that differs between trials (`sweep.analysis.varying`), averaged over
+seeds only; method ``none`` (dense, finetuned) is drawn as a reference level.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from sweep import analysis
 from sweep.cli import fail
@@ -56,47 +66,105 @@ def main(argv: Sequence[str] | None = None) -> None:
 def write_report(
     df: pd.DataFrame, layers: pd.DataFrame, out: Path, tolerance: float, store: str = "results"
 ) -> list[Path]:
-    """Save the report's PNGs and ``summary.md`` under ``out``; return the files written."""
+    """Save the report's PNGs and ``summary.md`` under ``out``; return the files written.
+
+    Args:
+        df: `sweep.load_results` of the store, with at least one complete trial.
+        layers: `sweep.load_layers` of the store.
+        out: The report folder (created).
+        tolerance: Accuracy drop from dense still counted as kept.
+        store: The store's path, as the summary names it.
+
+    Returns:
+        ``summary.md`` first, then the PNGs in the order the summary shows them.
+
+    Example:
+        >>> write_report(load_results(), load_layers(), Path("report"), 0.01)  # doctest: +SKIP
+        [PosixPath('report/summary.md'), PosixPath('report/tradeoff.png'), ...]
+    """
     out.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "tradeoff.png": analysis.tradeoff(df),
-        "tradeoff_compression.png": analysis.tradeoff(df, compression=True),
-        "pruned.png": analysis.tradeoff(df, "acc_pruned"),
-        "pareto.png": analysis.plot_pareto(df, {"sparsity": "max", "acc_finetuned": "max"}),
-    }
-    if len(layers):
-        figures["layers.png"] = analysis.plot_layer_sparsity(layers, df)
-    written = []
-    for name, fig in figures.items():
-        fig.savefig(out / name, dpi=120)
-        written.append(out / name)
-    (out / "summary.md").write_text(summary(df, tolerance, store, list(figures)))
-    return [out / "summary.md", *written]
+    parts = analysis.subjects(df)
+    images: dict[tuple, list[str]] = {}
+    for subject, part in parts.items():
+        suffix = "".join(f"-{_slug(v)}" for v in subject) if len(parts) > 1 else ""
+        images[subject] = []
+        for stem, fig in _figures(part, layers[layers["trial_key"].isin(part["trial_key"])]):
+            fig.savefig(out / f"{stem}{suffix}.png", dpi=120)
+            images[subject].append(f"{stem}{suffix}.png")
+    (out / "summary.md").write_text(summary(df, tolerance, store, images))
+    return [out / "summary.md", *(out / name for names in images.values() for name in names)]
 
 
-def summary(df: pd.DataFrame, tolerance: float, store: str, images: Sequence[str]) -> str:
-    counts = df["status"].value_counts()
-    done = df[df["status"] == "complete"]
-    kept = analysis.highest_sparsity_within(df, tolerance)
-    front = analysis.pareto_front(done, PARETO).sort_values("sparsity")
-    subject = ", ".join(
-        f"{c} {', '.join(map(str, sorted(done[c].unique())))}" for c in ("model", "dataset")
-    )
+def summary(
+    df: pd.DataFrame, tolerance: float, store: str, images: Mapping[tuple, Sequence[str]]
+) -> str:
+    """The Markdown of ``summary.md``: the store's counts, then one section per subject.
+
+    Args:
+        df: `sweep.load_results` of the store.
+        tolerance: Accuracy drop from dense still counted as kept.
+        store: The store's path, as the summary names it.
+        images: (model, dataset) -> the PNG names of its section, as `analysis.subjects` keys.
+
+    Returns:
+        The text.
+
+    Example:
+        >>> print(summary(load_results(), 0.01, "results", {}))  # doctest: +SKIP
+    """
+    parts = analysis.subjects(df)
+    pairs = ", ".join(_subject(s) for s in parts)
+    if len(parts) > 1:
+        pairs = f"{len(parts)} model and dataset pairs, one section each: {pairs}"
     lines = [
         "# prune-sweep report",
         "",
-        f"Store `{store}`: {len(df)} trial(s) "
-        f"({', '.join(f'{n} {s}' for s, n in counts.items())}); {subject}; "
-        f"{done['seed'].nunique()} seed(s); dense test accuracy {done['acc_dense'].mean():.2%}.",
+        f"Store `{store}`: {_statuses(df)}" + (f"; {pairs}." if pairs else "."),
         "",
-        f"## Highest sparsity within {tolerance:.1%} of dense accuracy",
+    ]
+    for subject, part in parts.items():
+        lines += _section(part, subject, tolerance, images.get(subject, ()))
+    return "\n".join(lines)
+
+
+def _figures(df: pd.DataFrame, layers: pd.DataFrame) -> list[tuple[str, Figure]]:
+    figures = [
+        ("tradeoff", analysis.tradeoff(df)),
+        ("tradeoff_compression", analysis.tradeoff(df, compression=True)),
+        ("pruned", analysis.tradeoff(df, "acc_pruned")),
+        ("pareto", analysis.plot_pareto(df, {"sparsity": "max", "acc_finetuned": "max"})),
+    ]
+    done = analysis.complete(df)
+    if len(layers) and not done["method"].isin(["none"]).all():  # nothing pruned, no bars
+        figures.append(("layers", analysis.plot_layer_sparsity(layers, df)))
+    return figures
+
+
+def _section(
+    df: pd.DataFrame, subject: tuple, tolerance: float, images: Sequence[str]
+) -> list[str]:
+    """One subject's lines: counts, highest sparsity within tolerance, Pareto table, plots."""
+    done = analysis.complete(df)
+    keys = ["method", *analysis.varying(df)]
+    done["setting"] = analysis.setting_labels(done, keys)
+    kept = analysis.highest_sparsity_within(df, tolerance, by=keys)
+    kept["setting"] = analysis.setting_labels(kept, keys)
+    front = analysis.pareto_front(done, PARETO).sort_values("sparsity")
+    name = "method" if len(keys) == 1 else "setting"
+    none = done["method"].isin(["none"]).any()
+    return [
+        *([f"## {_subject(subject)}", ""] if subject else []),
+        f"{_statuses(df)}; {_settings(done, keys)}; {_dense(df, done, keys)}.",
         "",
-        "Mean over seeds of each requested amount; -: no amount stayed within the tolerance.",
+        f"### Highest sparsity within {tolerance:.1%} of dense accuracy",
+        "",
+        "Mean over the seeds of each setting; -: no amount stayed within the tolerance."
+        + (" Method none (dense, finetuned) is the reference, not a choice." if none else ""),
         "",
         markdown_table(
             kept,
             {
-                "method": "method",
+                "setting": name,
                 "amount": "amount",
                 "sparsity": "sparsity",
                 "compression": "compression",
@@ -106,13 +174,13 @@ def summary(df: pd.DataFrame, tolerance: float, store: str, images: Sequence[str
             },
         ),
         "",
-        "## Pareto front (maximize acc_finetuned, maximize sparsity): "
+        "### Pareto front (maximize acc_finetuned, maximize sparsity): "
         f"{len(front)} of {len(done)} trials",
         "",
         markdown_table(
             front,
             {
-                "method": "method",
+                "setting": name,
                 "amount": "amount",
                 "seed": "seed",
                 "sparsity": "sparsity",
@@ -121,11 +189,48 @@ def summary(df: pd.DataFrame, tolerance: float, store: str, images: Sequence[str
             },
         ),
         "",
-        "## Plots",
+        "### Plots",
         "",
         *[f"![{name.removesuffix('.png')}]({name})\n" for name in images],
     ]
-    return "\n".join(lines)
+
+
+def _statuses(df: pd.DataFrame) -> str:
+    counts = df["status"].value_counts()
+    return f"{len(df)} trial(s) ({', '.join(f'{n} {s}' for s, n in counts.items())})"
+
+
+def _settings(done: pd.DataFrame, keys: Sequence[str]) -> str:
+    """'6 setting(s) (method x amount); seeds per setting: 2': what a point of a curve is."""
+    grouping = list(dict.fromkeys([keys[0], "amount", *keys[1:]]))
+    seeds = done.groupby(grouping, dropna=False)["seed"].nunique(dropna=False)
+    lo, hi = int(seeds.min()), int(seeds.max())
+    per = f"{lo}" if lo == hi else f"{lo} to {hi}"
+    return f"{len(seeds)} setting(s) ({' x '.join(grouping)}); seeds per setting: {per}"
+
+
+def _dense(df: pd.DataFrame, done: pd.DataFrame, keys: Sequence[str]) -> str:
+    """'dense test accuracy 99.00%', per baseline when several, then each ``none`` setting
+    (``done`` holds the complete rows of ``df`` with their ``setting`` label)."""
+    levels = analysis.dense_levels(df, keys)
+    parts = [
+        analysis.setting_label({"level": f"{level:.2%}", **k}, ["level", *k]) for k, level in levels
+    ]
+    none = done[done["method"].isin(["none"])]
+    text = f"dense test accuracy {', '.join(parts)}"
+    return text + "".join(
+        f"; {label}: {part['acc_finetuned'].mean():.2%}"
+        for label, part in none.groupby("setting", sort=True)
+    )
+
+
+def _subject(subject: tuple) -> str:
+    return " on ".join(map(str, subject))
+
+
+def _slug(value: object) -> str:
+    # no "-" inside a part: it separates model from dataset in the file name
+    return re.sub(r"[^A-Za-z0-9._+]+", "_", str(value))
 
 
 def markdown_table(df: pd.DataFrame, columns: dict[str, str]) -> str:
@@ -139,7 +244,7 @@ def markdown_table(df: pd.DataFrame, columns: dict[str, str]) -> str:
         cells = []
         for c in columns:
             v = r[c]
-            if isinstance(v, float) and math.isnan(v):
+            if v is None or (np.ndim(v) == 0 and pd.isna(v)):
                 cells.append("-")
             elif c in percent:
                 cells.append(f"{v:.2%}")

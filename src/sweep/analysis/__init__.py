@@ -4,29 +4,46 @@
     from sweep import analysis
 
     df = sweep.load_results()
-    analysis.tradeoff(df)                                   # accuracy vs sparsity per method
+    analysis.varying(df)                                    # what else differs: splits curves
+    analysis.tradeoff(df)                                   # accuracy vs sparsity per setting
     analysis.pareto_front(df, {"acc_finetuned": "max", "sparsity": "max"})
     analysis.highest_sparsity_within(df, tolerance=0.01)
 
-Functions never call ``show``; figures are returned for a notebook to display or a report to save.
+Nothing averages unlike things: a setting is a method with every config value that differs
+between trials (`varying`: finetune epochs, method.n, scope, model, dataset...), and only the
+seeds of one setting share a point. Rows of method ``none`` are the dense reference, drawn as a
+level, never a curve. Functions never call ``show``; figures are returned for a notebook to
+display or a report to save.
 """
 
 from sweep.analysis._plots import plot_layer_sparsity, plot_pareto, tradeoff
 from sweep.analysis._tables import (
     aggregate,
+    complete,
     compression_ratio,
+    dense_levels,
     highest_sparsity_within,
     layer_sparsity,
     pareto_front,
+    setting_label,
+    setting_labels,
+    subjects,
+    varying,
 )
 
 __all__ = [
     "aggregate",
+    "complete",
     "compression_ratio",
+    "dense_levels",
     "highest_sparsity_within",
     "layer_sparsity",
     "pareto_front",
     "plot_layer_sparsity",
     "plot_pareto",
+    "setting_label",
+    "setting_labels",
+    "subjects",
     "tradeoff",
+    "varying",
 ]

@@ -4,14 +4,24 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, PercentFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, PercentFormatter
 
 from sweep.analysis._tables import (
+    SUBJECT,
+    _by,
+    _groups,
+    _is_none,
+    _pairs,
+    _varies,
     aggregate,
+    complete,
     compression_ratio,
+    dense_levels,
     layer_sparsity,
     pareto_front,
+    setting_labels,
 )
 
 LABELS = {
@@ -26,7 +36,11 @@ LABELS = {
     "loss_finetuned": "Test loss after finetuning",
 }
 _FRACTIONS = {"acc_finetuned", "acc_pruned", "acc_dense", "sparsity", "amount"}
+# Measured before finetuning: for a "none" row that is the dense baseline's own value again.
+_BEFORE_FINETUNE = {"acc_pruned", "acc_dense"}
 _MARKERS = "osD^v<>Ph*X"
+_GREYS = ("0.3", "0.55", "0.1", "0.7")
+_INSIDE = 6  # legend entries that fit inside the axes without covering curves
 
 
 def tradeoff(
@@ -34,32 +48,51 @@ def tradeoff(
     y: str = "acc_finetuned",
     *,
     x: str = "sparsity",
-    by: str = "method",
+    by: str | Sequence[str] | None = None,
     band: str = "std",
     compression: bool = False,
     dense: bool = True,
     title: str | None = None,
 ) -> Figure:
-    """``y`` against sparsity (or amount) per ``by``: mean across seeds with a shaded band.
+    """``y`` against sparsity (or amount), one curve per setting: mean across seeds, shaded band.
+
+    A setting is a method with every config value that differs between trials (`varying`):
+    two finetune budgets are two curves, labelled ``l1_unstructured (finetune.epochs=1)`` and
+    ``l1_unstructured (finetune.epochs=3)``. Rows of method ``none`` are drawn as a dotted
+    reference level, ``none (dense, finetuned)``, never as a curve.
 
     Args:
         df: Rows of `sweep.load_results`; only complete trials are drawn.
         y: Metric on the vertical axis.
         x: ``sparsity`` (achieved) or ``amount`` (requested).
-        by: One curve per value of this column.
+        by: Column(s) naming a curve, naming column first; defaults to
+            ``["method", *varying(df)]``.
         band: ``std`` or ``ci95`` across seeds.
         compression: Horizontal axis as compression ratio 1 / density on a log scale.
-        dense: Draw the dense baseline's ``acc_dense`` as a dashed line (accuracy plots).
+        dense: Draw the reference levels: the dense baseline's ``acc_dense`` as a dashed line
+            (accuracy plots; one per model and dataset, and per pretraining when that differs)
+            and the ``none`` rows as a dotted one.
         title: Defaults to "<y> vs <x>: <model> on <dataset>".
 
     Returns:
         The figure (never shown).
+
+    Example:
+        >>> df = pd.DataFrame({"status": "complete", "method": "l1", "amount": [0.5, 0.9],
+        ...                    "seed": 0, "sparsity": [0.5, 0.9], "acc_dense": 0.99,
+        ...                    "acc_finetuned": [0.98, 0.9]})
+        >>> [t.get_text() for t in tradeoff(df).axes[0].get_legend().get_texts()]
+        ['l1', 'dense baseline (99.0%)']
     """
-    points = aggregate(df, y, x=x, by=by, band=band)
+    by = _by(df, by)
+    done = complete(df)
+    done["_label"] = setting_labels(done, by)
+    none = _is_none(done)
+    points = aggregate(done[~none], y, x=x, by=[*by, "_label"], band=band)
     fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.subplots()
-    colors = method_colors(points[by].unique())
-    for i, (name, curve) in enumerate(points.groupby(by, sort=True)):
+    colors = method_colors(points["_label"].unique())
+    for i, (name, curve) in enumerate(_settings(points, by)):
         xs = compression_ratio(curve[x]) if compression else curve[x]
         ax.plot(
             xs,
@@ -73,14 +106,10 @@ def tradeoff(
         if y in _FRACTIONS:  # a spread is no reason to draw accuracies above 100%
             lo, hi = lo.clip(0, 1), hi.clip(0, 1)
         ax.fill_between(xs, lo, hi, color=colors[name], alpha=0.18, linewidth=0)
-    if dense and y.startswith("acc") and "acc_dense" in df.columns:
-        level = df.loc[df["status"] == "complete", "acc_dense"].mean()
-        ax.axhline(
-            level, color="0.3", linestyle="--", linewidth=1, label=f"dense baseline ({level:.1%})"
-        )
+    if dense:
+        _reference_levels(ax, done, y, by)
     if compression:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        _compression_axis(ax.xaxis, compression_ratio(points[x]))
         ax.set_xlabel("Compression ratio (1 / density, log scale)")
     else:
         ax.set_xlabel(LABELS.get(x, x))
@@ -88,15 +117,11 @@ def tradeoff(
     ax.set_ylabel(LABELS.get(y, y))
     _percent(ax.yaxis, y)
     ax.grid(alpha=0.3)
-    seeds = int(points["n"].max()) if len(points) else 0
     spread = "±1 std" if band == "std" else "95% CI"
-    ax.legend(
-        title=f"{by} (mean of {seeds} seed{'s' * (seeds != 1)}, band {spread})",
-        fontsize=8,
-        title_fontsize=8,
-    )
+    names = ", ".join([by[0], *(c for c in by[1:] if _varies(done, c))])
+    _legend(ax, title=f"{names} (mean of {_seeds(points['n'])}, band {spread})")
     against = "compression ratio" if compression else x
-    ax.set_title(title or f"{LABELS.get(y, y).split(' (')[0]} vs {against}{_subject(df)}")
+    ax.set_title(title or f"{LABELS.get(y, y).split(' (')[0]} vs {against}{_subject(done)}")
     return fig
 
 
@@ -104,20 +129,43 @@ def plot_pareto(
     df: pd.DataFrame,
     objectives: Mapping[str, str] | None = None,
     *,
-    by: str = "method",
+    by: str | Sequence[str] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Every complete trial as a point (two objectives as axes), the Pareto front outlined."""
+    """Every complete trial as a point (two objectives as axes), the Pareto front outlined.
+
+    Points are coloured per setting (as in `tradeoff`); ``none`` rows (dense, finetuned) are
+    grey crosses. With several models or datasets each has its own front: a trial on one
+    dataset never beats a trial on another.
+
+    Args:
+        df: Rows of `sweep.load_results`.
+        objectives: Two columns -> ``max`` | ``min``, horizontal axis first; defaults to
+            maximizing ``sparsity`` and ``acc_finetuned``.
+        by: Column(s) naming a setting; defaults to ``["method", *varying(df)]``.
+        title: Defaults to "Pareto front (<goals>): <model> on <dataset>".
+
+    Returns:
+        The figure (never shown).
+
+    Example:
+        >>> df = pd.DataFrame({"status": "complete", "method": "l1", "amount": [0.5, 0.9],
+        ...                    "sparsity": [0.5, 0.9], "acc_finetuned": [0.98, 0.9]})
+        >>> plot_pareto(df).axes[0].get_legend().get_texts()[-1].get_text()
+        'Pareto front (2 trials)'
+    """
     objectives = dict(objectives or {"sparsity": "max", "acc_finetuned": "max"})
     if len(objectives) != 2:
         raise ValueError(f"plot_pareto draws two objectives; got {list(objectives)}")
     (xcol, xdir), (ycol, _) = objectives.items()
-    done = df[df["status"] == "complete"] if "status" in df.columns else df
-    front = pareto_front(done, objectives).sort_values(xcol)
+    by = _by(df, by)
+    done = complete(df)
+    done["_label"] = setting_labels(done, by)
+    none = _is_none(done)
     fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.subplots()
-    colors = method_colors(done[by].unique())
-    for i, (name, group) in enumerate(done.groupby(by, sort=True)):
+    colors = method_colors(done.loc[~none, "_label"].unique())
+    for i, (name, group) in enumerate(_settings(done[~none], by)):
         ax.scatter(
             group[xcol],
             group[ycol],
@@ -127,23 +175,30 @@ def plot_pareto(
             marker=_MARKERS[i % len(_MARKERS)],
             label=name,
         )
-    ax.step(
-        front[xcol],
-        front[ycol],
-        where="post" if xdir.startswith("min") else "pre",
-        color="black",
-        linewidth=1.2,
-        label=f"Pareto front ({len(front)} trials)",
-    )
-    ax.scatter(front[xcol], front[ycol], s=46, facecolors="none", edgecolors="black")
+    for i, (label, group) in enumerate(_settings(done[none], by)):
+        grey = _GREYS[(i + 2) % len(_GREYS)]  # as the none levels of `tradeoff`
+        ax.scatter(group[xcol], group[ycol], s=40, color=grey, marker="x", label=label)
+    split = [c for c in SUBJECT if _varies(done, c)]
+    for i, (key, part) in enumerate(_groups(done, split)):
+        front = pareto_front(part, objectives).sort_values(xcol)
+        which = f"; {_pairs(dict(zip(split, key, strict=True)), split)}" if split else ""
+        ax.step(
+            front[xcol],
+            front[ycol],
+            where="post" if xdir.startswith("min") else "pre",
+            color=_GREYS[i % len(_GREYS)] if split else "black",
+            linewidth=1.2,
+            label=f"Pareto front ({len(front)} trials{which})",
+        )
+        ax.scatter(front[xcol], front[ycol], s=46, facecolors="none", edgecolors="black")
     ax.set_xlabel(LABELS.get(xcol, xcol))
     ax.set_ylabel(LABELS.get(ycol, ycol))
     _percent(ax.xaxis, xcol)
     _percent(ax.yaxis, ycol)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax)
     goals = ", ".join(f"{d} {c}" for c, d in objectives.items())
-    ax.set_title(title or f"Pareto front ({goals}){_subject(df)}")
+    ax.set_title(title or f"Pareto front ({goals}){_subject(done)}")
     return fig
 
 
@@ -152,23 +207,48 @@ def plot_layer_sparsity(
     results: pd.DataFrame,
     *,
     amount: float | None = None,
-    by: str = "method",
+    by: str | Sequence[str] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Sparsity of each layer per ``by`` at one requested ``amount`` (mean across seeds).
+    """Sparsity of each layer per setting at one requested ``amount`` (mean across seeds).
 
     Shows where each method removes weights: global pruning spreads unevenly, layer-wise
     methods remove the same share everywhere in scope, structured ones spare the classifier.
-    ``amount`` defaults to the one closest to 0.5 that every method ran.
+    ``none`` rows (nothing pruned) are left out.
+
+    Args:
+        layers: `sweep.load_layers`.
+        results: `sweep.load_results` of the same store.
+        amount: The requested amount to show; defaults to the one closest to 0.5 that every
+            setting ran.
+        by: Column(s) naming a setting; defaults to ``["method", *varying(results)]``.
+        title: Defaults to "Per-layer sparsity at amount <amount>: <model> on <dataset>".
+
+    Returns:
+        The figure (never shown).
+
+    Example:
+        >>> results = pd.DataFrame({"status": "complete", "trial_key": ["a", "b"],
+        ...                         "method": "l1", "amount": [0.5, 0.9], "seed": 0})
+        >>> layers = pd.DataFrame({"trial_key": ["a", "b"], "layer": "fc", "numel": 10,
+        ...                        "nonzero": [5, 1]})
+        >>> fig = plot_layer_sparsity(layers, results)
+        >>> fig.axes[0].get_title(), [float(p.get_height()) for p in fig.axes[0].patches]
+        ('Per-layer sparsity at amount 0.5', [0.5])
     """
-    table = layer_sparsity(layers, results[results["status"] == "complete"])
-    table = table.dropna(subset=[by])
+    by = _by(results, by)
+    done = complete(results)
+    done["_label"] = setting_labels(done, by)
+    done = done[~_is_none(done)]
+    table = layer_sparsity(layers, done, columns=[*by, "_label"])
+    table = table.dropna(subset=["_label"])
     if amount is None:
-        shared = set.intersection(*(set(g["amount"]) for _, g in table.groupby(by)))
+        shared = set.intersection(*(set(g["amount"]) for _, g in table.groupby("_label")))
         amount = min(shared or set(table["amount"]), key=lambda a: abs(a - 0.5))
-    chosen = table[np.isclose(table["amount"], amount)]
+    chosen = table[np.isclose(table["amount"].astype(float), amount)]
     order = list(dict.fromkeys(chosen["layer"]))
-    means = chosen.groupby([by, "layer"])["sparsity"].mean().unstack(by).reindex(order)
+    means = chosen.groupby(["_label", "layer"])["sparsity"].mean().unstack("_label")
+    means = means.reindex(index=order, columns=[label for label, _ in _settings(chosen, by)])
     fig = Figure(figsize=(max(6.0, 0.9 * len(order) + 3), 4.5), layout="constrained")
     ax = fig.subplots()
     colors = method_colors(means.columns)
@@ -188,17 +268,92 @@ def plot_layer_sparsity(
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, title=by, title_fontsize=8)
-    ax.set_title(title or f"Per-layer sparsity at amount {amount:g}{_subject(results)}")
+    names = ", ".join([by[0], *(c for c in by[1:] if _varies(done, c))])
+    _legend(ax, title=names)
+    ax.set_title(title or f"Per-layer sparsity at amount {amount:g}{_subject(done)}")
     return fig
 
 
 def method_colors(names: Sequence[str]) -> dict[str, tuple]:
-    """A fixed colour per name (sorted), the same in every plot of a report."""
+    """A fixed colour per name (sorted), the same in every plot of a report.
+
+    Args:
+        names: Curve labels.
+
+    Returns:
+        Name -> RGB tuple of matplotlib's ``tab10``, repeating after ten names.
+
+    Example:
+        >>> method_colors(["ln", "l1"])["l1"]
+        (0.12156862745098039, 0.4666666666666667, 0.7058823529411765)
+    """
     from matplotlib import colormaps
 
     palette = colormaps["tab10"].colors
     return {name: palette[i % len(palette)] for i, name in enumerate(sorted(names))}
+
+
+def _reference_levels(ax: Axes, done: pd.DataFrame, y: str, by: list[str]) -> None:
+    """Dashed dense baseline per baseline (accuracy plots); dotted level per ``none`` setting."""
+    if y.startswith("acc"):
+        levels = dense_levels(done.drop(columns="_label"), by)  # _label is no config value
+        for i, (keys, level) in enumerate(levels):
+            which = f"; {_pairs(keys, list(keys))}" if keys else ""
+            ax.axhline(
+                level,
+                color=_GREYS[i % len(_GREYS)],
+                linestyle="--",
+                linewidth=1,
+                label=f"dense baseline ({level:.1%}{which})",
+            )
+    if y in _BEFORE_FINETUNE:
+        return
+    for i, (label, part) in enumerate(_settings(done[_is_none(done)], by)):
+        ax.axhline(
+            part[y].mean(),
+            color=_GREYS[(i + 2) % len(_GREYS)],
+            linestyle=":",
+            linewidth=1.5,
+            label=label,
+        )
+
+
+def _compression_axis(axis, ratios: pd.Series) -> None:
+    """Log scale ticked at round ratios (1.5x, 2x, 3x, 5x, 10x...), so that a range of less
+    than a decade reads 2x rather than matplotlib's minor 2 x 10^0."""
+    axis.axes.set_xscale("log")
+    lo, hi = (ratios.min(), ratios.max()) if len(ratios) else (1.0, 10.0)
+    steps = [m * 10.0**e for e in range(0, 7) for m in (1, 1.5, 2, 3, 5)]
+    axis.set_major_locator(FixedLocator([t for t in steps if lo / 1.05 <= t <= hi * 1.05]))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _settings(df: pd.DataFrame, by: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """``(label, rows)`` per setting, in the order of the settings' values: 5 epochs before 20
+    (label text would put "20" first)."""
+    ordered = df.sort_values(by, kind="stable", na_position="last")
+    return list(ordered.groupby("_label", sort=False))
+
+
+def _legend(ax: Axes, title: str | None = None) -> None:
+    """Inside the axes while it is short; below them, the figure grown to fit, once it would
+    hide the curves (several settings, or several models, make long legends)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) <= _INSIDE:
+        ax.legend(title=title, fontsize=8, title_fontsize=8)
+        return
+    fig = ax.get_figure()
+    fig.set_figheight(fig.get_figheight() + 0.16 * len(labels) + 0.3)
+    fig.legend(
+        handles, labels, title=title, fontsize=8, title_fontsize=8, loc="outside lower center"
+    )
+
+
+def _seeds(n: pd.Series) -> str:
+    lo, hi = (int(n.min()), int(n.max())) if len(n) else (0, 0)
+    count = f"{lo}" if lo == hi else f"{lo} to {hi}"
+    return f"{count} seed{'s' * (hi != 1)}"
 
 
 def _percent(axis, column: str) -> None:
@@ -206,9 +361,12 @@ def _percent(axis, column: str) -> None:
         axis.set_major_formatter(PercentFormatter(1.0))
 
 
-def _subject(df: pd.DataFrame) -> str:
+def _subject(done: pd.DataFrame) -> str:
+    """': small_cnn on digits'; ': lenet, small_cnn on digits' when a plot holds several."""
     parts = []
-    for column in ("model", "dataset"):
-        if column in df.columns and df[column].nunique() == 1:
-            parts.append(str(df[column].iloc[0]))
+    for column in SUBJECT:
+        if column in done.columns:
+            names = sorted(map(str, done[column].dropna().unique()))
+            if names:
+                parts.append(", ".join(names))
     return f": {' on '.join(parts)}" if parts else ""

@@ -1,11 +1,143 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from sweep.store import METRIC_COLUMNS
+
+# What the rows of method "none" are: the dense baseline, finetuned like every other trial.
+NONE_NOTE = "dense, finetuned"
 _DIRECTIONS = {"max": 1.0, "maximize": 1.0, "min": -1.0, "minimize": -1.0}
+
+# What a trial was run on: the report has one section per pair, and no line averages across them.
+SUBJECT = ("model", "dataset")
+# Columns that record how, where or when a trial ran, or what came out, not what was run.
+_BOOKKEEPING = frozenset(
+    {
+        "method",  # names the curve
+        "amount",  # the horizontal grouping
+        "seed",  # what a curve averages over
+        "trial_key",
+        "baseline_key",
+        "baseline_trained",
+        "progress",
+        "skip_completed",
+        "started_at",
+        "error",
+        "status",
+    }
+)
+# store.path, optuna.study, version.torch; latency.* say how latency was measured, not the model
+_BOOKKEEPING_GROUPS = ("store.", "optuna.", "version.", "latency.")
+# Metric names a later version may add before METRIC_COLUMNS lists them (top level only:
+# config values from groups always carry a dot).
+_METRIC_NAME = re.compile(r"^(acc|loss|time|params|flops|latency|speedup|size_bytes)(_|$)|_m?s$")
+
+
+def varying(df: pd.DataFrame) -> list[str]:
+    """The config columns whose value differs among complete trials: what splits a curve.
+
+    Found from the data, so a key a later version adds splits curves without a code change.
+    Left out: ``method`` (it names the curve), ``amount`` (the horizontal axis), ``seed`` (what
+    a curve averages over), bookkeeping (``store.*``, ``optuna.*``, ``version.*``,
+    ``latency.*``, ``progress``, ``trial_key``, timing...) and every metric. A key of the
+    ``method``, ``model`` or ``dataset`` group (``method.n``, ``model.width``) is left out when
+    each name has one value of it: it then says nothing the name does not. ``device`` counts by
+    its type (``cuda:0`` and ``cuda:1`` are one setting, as in the trial key).
+
+    Args:
+        df: Rows of `sweep.load_results`.
+
+    Returns:
+        Column names in the DataFrame's order (``model``, ``dataset`` first).
+
+    Example:
+        >>> df = pd.DataFrame({"status": "complete", "method": "l1", "amount": 0.5,
+        ...                    "seed": [0, 0], "finetune.epochs": [1, 3],
+        ...                    "store.path": ["a", "b"], "acc_finetuned": [0.9, 0.95]})
+        >>> varying(df)
+        ['finetune.epochs']
+    """
+    done = complete(df)
+    out = []
+    for column in done.columns:
+        if _is_bookkeeping(column) or not _varies(done, column):
+            continue
+        group = column.split(".")[0]
+        if "." in column and group in ("method", *SUBJECT) and group in done.columns:
+            per_name = done.groupby(group, dropna=False)[column].nunique(dropna=False)
+            if per_name.max() <= 1:
+                continue
+        out.append(column)
+    return out
+
+
+def setting_label(values: Mapping[str, Any], keys: Sequence[str], note: str | None = None) -> str:
+    """A legend or table label: the first key's value, then ``key=value`` for the other keys.
+
+    Args:
+        values: A row (dict or Series) holding ``keys``.
+        keys: The naming column first (``method``), then the keys to show.
+        note: Text put first inside the parentheses (``dense, finetuned``).
+
+    Returns:
+        ``"l1_unstructured (finetune.epochs=1)"``; missing values read ``-``, booleans as in a
+        Hydra override (``compact=true``).
+
+    Example:
+        >>> setting_label({"method": "l1_unstructured", "finetune.epochs": 1},
+        ...               ["method", "finetune.epochs"])
+        'l1_unstructured (finetune.epochs=1)'
+        >>> setting_label({"method": "none", "compact": True}, ["method", "compact"], "dense")
+        'none (dense; compact=true)'
+    """
+    inside = "; ".join(part for part in (note, _pairs(values, keys[1:])) if part)
+    name = _text(values[keys[0]])
+    return f"{name} ({inside})" if inside else name
+
+
+def setting_labels(df: pd.DataFrame, by: str | Sequence[str] | None = None) -> pd.Series:
+    """The `setting_label` of every row, showing only the ``by`` keys that vary among the rows.
+
+    A key of the naming column's own group (``method.pruning_method`` for ``method``) is shown
+    only for names whose rows differ in it: ``global_unstructured (method.pruning_method=l1)``
+    beside a plain ``l1_unstructured``. Rows of method ``none`` read
+    ``none (dense, finetuned)``.
+
+    Args:
+        df: Rows holding the ``by`` columns (complete trials, or a table of settings).
+        by: Naming column first; defaults to ``["method", *varying(df)]``.
+
+    Returns:
+        A string Series aligned with ``df``; two settings never share a label.
+
+    Example:
+        >>> df = pd.DataFrame({"method": ["l1", "l1", "none"], "compact": [True, False, False]})
+        >>> setting_labels(df, ["method", "compact"]).tolist()
+        ['l1 (compact=true)', 'l1 (compact=false)', 'none (dense, finetuned; compact=false)']
+    """
+    by = _by(df, by)
+    name = by[0]
+    shown = [c for c in by[1:] if _varies(df, c)]
+    own = {
+        c: df.groupby(name, dropna=False)[c].transform(lambda s: s.nunique(dropna=False)) > 1
+        for c in shown
+        if c.startswith(f"{name}.")
+    }
+    none = _is_none(df) if name == "method" else pd.Series(False, index=df.index)
+    labels = [
+        setting_label(
+            row,
+            [name, *(c for c in shown if c not in own or own[c].loc[i])],
+            NONE_NOTE if none.loc[i] else None,
+        )
+        for i, row in zip(df.index, df[[name, *shown]].to_dict("records"), strict=True)
+    ]
+    return pd.Series(labels, index=df.index, dtype=object)
 
 
 def aggregate(
@@ -13,19 +145,23 @@ def aggregate(
     y: str = "acc_finetuned",
     *,
     x: str = "sparsity",
-    by: str | Sequence[str] = "method",
+    by: str | Sequence[str] | None = None,
     band: str = "std",
 ) -> pd.DataFrame:
-    """Mean of ``y`` (and ``x``) across seeds for each ``by`` and requested amount, with a band.
+    """Mean of ``y`` (and ``x``) across seeds for each setting and requested amount, with a band.
 
     Only complete trials count. Trials are grouped by what was asked (``by`` and ``amount``), so
-    seeds of one setting form one point even when their achieved sparsities differ slightly.
+    seeds of one setting form one point even when their achieved sparsities differ slightly,
+    and trials that differ in any config value (`varying`) never share a point. Rows of method
+    ``none`` (dense, finetuned) form one point per setting at amount 0, whatever amount they
+    carry.
 
     Args:
         df: Rows of `sweep.load_results`.
         y: The metric to average (``acc_finetuned``, ``latency_ms``...).
         x: The column for the horizontal axis (``sparsity`` or ``amount``).
-        by: Column(s) naming a curve (``method``; ``["method", "model"]``).
+        by: Column(s) naming a curve; defaults to ``["method", *varying(df)]``. A narrower
+            ``by`` (``"method"``) averages over whatever else differs: the caller's choice.
         band: ``std`` (one standard deviation) or ``ci95`` (normal 95% interval of the mean).
 
     Returns:
@@ -34,18 +170,20 @@ def aggregate(
 
     Example:
         >>> df = pd.DataFrame({"status": "complete", "method": "l1", "amount": [0.5, 0.5],
-        ...                    "sparsity": [0.5, 0.5], "acc_finetuned": [0.9, 0.8]})
+        ...                    "sparsity": [0.5, 0.5], "acc_finetuned": [0.875, 0.625]})
         >>> aggregate(df)[["method", "sparsity", "acc_finetuned", "n"]].to_dict("records")
-        [{'method': 'l1', 'sparsity': 0.5, 'acc_finetuned': 0.85, 'n': 2}]
+        [{'method': 'l1', 'sparsity': 0.5, 'acc_finetuned': 0.75, 'n': 2}]
     """
     if band not in ("std", "ci95"):
         raise ValueError(f"band={band!r}; accepted: std | ci95")
-    by = [by] if isinstance(by, str) else list(by)
+    by = _by(df, by)
     keys = list(dict.fromkeys([*by, "amount"]))
-    done = _complete(df)
-    grouped = done.groupby(keys, dropna=False)
-    out = grouped.agg(**{x: (x, "mean"), y: (y, "mean"), "_sd": (y, "std"), "n": (y, "count")})
-    out["_sd"] = out["_sd"].fillna(0.0)
+    done = complete(df)
+    means = {x: (x, "mean")} if x not in keys else {}  # a key comes back with reset_index
+    out = done.groupby(keys, dropna=False, sort=True).agg(
+        **means, **{y: (y, "mean"), "_sd": (y, "std"), "n": (y, "count")}
+    )
+    out["_sd"] = out["_sd"].astype(float).fillna(0.0)  # one seed: no spread
     half = out["_sd"] if band == "std" else 1.96 * out["_sd"] / np.sqrt(out["n"])
     out[f"{y}_lo"], out[f"{y}_hi"] = out[y] - half, out[y] + half
     out = out.drop(columns="_sd").reset_index()
@@ -95,27 +233,52 @@ def highest_sparsity_within(
     tolerance: float = 0.01,
     *,
     metric: str = "acc_finetuned",
-    by: str = "method",
+    by: str | Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Per ``by``, the highest mean sparsity whose mean ``metric`` stays within ``tolerance`` of
-    the dense baseline (``acc_dense``, averaged over the same trials).
+    """Per setting, the highest mean sparsity whose mean ``metric`` stays within ``tolerance``
+    of the dense baseline (``acc_dense``, averaged over the same trials).
+
+    Rows of method ``none`` are the dense reference, not a setting to choose: left out.
+
+    Args:
+        df: Rows of `sweep.load_results`.
+        tolerance: Largest accepted drop from dense (0.01: one point of accuracy).
+        metric: The accuracy to compare with ``acc_dense``.
+        by: Column(s) naming a setting; defaults to ``["method", *varying(df)]``.
 
     Returns:
-        One row per ``by`` value: ``amount``, ``sparsity``, ``metric``, ``acc_dense``, ``drop``
-        (dense minus metric), ``compression`` (1 / density) and ``n``; NaN where no setting
-        stays within the tolerance.
+        One row per setting: ``by`` columns, ``amount``, ``sparsity``, ``metric``,
+        ``acc_dense``, ``drop`` (dense minus metric), ``compression`` (1 / density) and ``n``;
+        NaN (and ``n`` 0) where no amount stays within the tolerance.
+
+    Example:
+        >>> df = pd.DataFrame({"status": "complete", "method": "l1", "amount": [0.5, 0.9],
+        ...                    "seed": 0, "sparsity": [0.5, 0.9], "acc_dense": 0.99,
+        ...                    "acc_finetuned": [0.985, 0.9]})
+        >>> highest_sparsity_within(df)[["method", "sparsity", "n"]].to_dict("records")
+        [{'method': 'l1', 'sparsity': 0.5, 'n': 1}]
     """
-    points = aggregate(df, metric, x="sparsity", by=by)
-    dense = _complete(df).groupby([by, "amount"])["acc_dense"].mean().rename("acc_dense")
-    points = points.merge(dense.reset_index(), on=[by, "amount"])
+    by = _by(df, by)
+    done = complete(df)
+    done = done[~_is_none(done)]
+    points = (
+        done.groupby([*by, "amount"], dropna=False, sort=True)
+        .agg(
+            sparsity=("sparsity", "mean"),
+            **{metric: (metric, "mean")},
+            acc_dense=("acc_dense", "mean"),
+            n=(metric, "count"),
+        )
+        .reset_index()
+    )
     points["drop"] = points["acc_dense"] - points[metric]
     rows = []
-    for name, group in points.groupby(by, sort=True):
+    for name, group in points.groupby(by, dropna=False, sort=True):
         ok = group[group["drop"] <= tolerance + 1e-9]  # "within 1%" includes 0.99 - 0.98
         best = ok.loc[ok["sparsity"].idxmax()] if len(ok) else None
         rows.append(
             {
-                by: name,
+                **dict(zip(by, name, strict=True)),
                 "amount": best["amount"] if best is not None else np.nan,
                 "sparsity": best["sparsity"] if best is not None else np.nan,
                 metric: best[metric] if best is not None else np.nan,
@@ -126,7 +289,7 @@ def highest_sparsity_within(
             }
         )
     return pd.DataFrame(
-        rows, columns=[by, "amount", "sparsity", metric, "acc_dense", "drop", "compression", "n"]
+        rows, columns=[*by, "amount", "sparsity", metric, "acc_dense", "drop", "compression", "n"]
     )
 
 
@@ -140,22 +303,167 @@ def compression_ratio(sparsity: float | np.ndarray | pd.Series):
     return 1.0 / (1.0 - sparsity)
 
 
-def layer_sparsity(layers: pd.DataFrame, results: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per-layer sparsity (1 - nonzero / numel) of each trial, joined with its method and amount.
+def layer_sparsity(
+    layers: pd.DataFrame,
+    results: pd.DataFrame | None = None,
+    *,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Per-layer sparsity (1 - nonzero / numel) of each trial, joined with its setting.
 
     Args:
         layers: `sweep.load_layers`.
-        results: `sweep.load_results`, to add ``method``, ``amount`` and ``seed``.
+        results: `sweep.load_results`, to add ``method``, ``amount``, ``seed`` and ``columns``.
+        columns: More columns of ``results`` to add; defaults to ``varying(results)``.
+
+    Returns:
+        ``layers`` with a ``sparsity`` column (and the joined columns).
+
+    Example:
+        >>> layers = pd.DataFrame({"trial_key": "k", "layer": "fc", "numel": [10], "nonzero": 4})
+        >>> layer_sparsity(layers)["sparsity"].tolist()
+        [0.6]
     """
     out = layers.assign(sparsity=1.0 - layers["nonzero"] / layers["numel"])
     if results is not None:
-        out = out.merge(
-            results[["trial_key", "method", "amount", "seed"]].drop_duplicates("trial_key"),
-            on="trial_key",
-            how="left",
-        )
+        extra = varying(results) if columns is None else list(columns)
+        joined = list(dict.fromkeys(["trial_key", "method", "amount", "seed", *extra]))
+        out = out.merge(results[joined].drop_duplicates("trial_key"), on="trial_key", how="left")
     return out
 
 
-def _complete(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "complete"] if "status" in df.columns else df
+def subjects(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """The rows of each (model, dataset) that has a complete trial: the report's sections.
+
+    Args:
+        df: Rows of `sweep.load_results`.
+
+    Returns:
+        ``(model, dataset)`` -> its rows (any status), sorted by name. Rows with no model or
+        dataset (a trial that failed before building them) belong to none. A frame without
+        those columns is one subject, ``()``.
+
+    Example:
+        >>> df = pd.DataFrame({"status": "complete", "model": ["b", "a"], "dataset": "digits"})
+        >>> list(subjects(df))
+        [('a', 'digits'), ('b', 'digits')]
+    """
+    columns = [c for c in SUBJECT if c in df.columns]
+    if not columns:
+        return {(): df}
+    ran = set(complete(df)[columns].itertuples(index=False, name=None))
+    return {
+        key: part for key, part in df.groupby(columns, sort=True, dropna=True) if tuple(key) in ran
+    }
+
+
+def complete(df: pd.DataFrame) -> pd.DataFrame:
+    """The complete trials, as the analysis groups them.
+
+    Method ``none`` rows carry amount 0 (older ones recorded the amount they were asked for,
+    which they ignore) and ``device`` is the device type (``cuda:1`` -> ``cuda``).
+
+    Args:
+        df: Rows of `sweep.load_results` (a frame with no ``status`` counts as all complete).
+
+    Returns:
+        A copy of the complete rows.
+
+    Example:
+        >>> df = pd.DataFrame({"status": ["complete", "failed"], "method": "none",
+        ...                    "amount": 0.5, "device": "cuda:1"})
+        >>> complete(df)[["amount", "device"]].to_dict("records")
+        [{'amount': 0.0, 'device': 'cuda'}]
+    """
+    done = df[df["status"].isin(["complete"])] if "status" in df.columns else df
+    done = done.copy()
+    if {"method", "amount"} <= set(done.columns):
+        done["amount"] = done["amount"].where(~done["method"].isin(["none"]), 0.0)
+    if "device" in done.columns:
+        done["device"] = done["device"].map(lambda d: d.split(":")[0] if isinstance(d, str) else d)
+    return done
+
+
+def dense_levels(df: pd.DataFrame, by: Sequence[str] = ()) -> list[tuple[dict, float]]:
+    """Mean ``acc_dense`` per dense baseline: per model and dataset, and per any other varying
+    key that is one value within each cached baseline (``baseline_key``: pretraining, data
+    split...). A key that differs between trials of one baseline (``finetune.epochs``) does
+    not split it; without ``baseline_key`` only model and dataset do.
+
+    Args:
+        df: Rows of `sweep.load_results`; only complete trials count.
+        by: Further keys that may split the baseline; `varying` always counts.
+
+    Returns:
+        ``(varying key -> value, level)`` per baseline, sorted by key; ``[]`` with no
+        ``acc_dense``.
+
+    Example:
+        >>> df = pd.DataFrame({"status": "complete", "model": ["a", "b"], "acc_dense": 0.5})
+        >>> dense_levels(df)
+        [({'model': 'a'}, 0.5), ({'model': 'b'}, 0.5)]
+    """
+    done = complete(df)
+    if "acc_dense" not in done.columns or not len(done):
+        return []
+    candidates = [
+        c
+        for c in dict.fromkeys([*SUBJECT, *varying(df), *by])
+        if c.split(".")[0] != "method" and _varies(done, c)
+    ]
+    keys = [c for c in candidates if c in SUBJECT]
+    if "baseline_key" in done.columns and done["baseline_key"].notna().any():
+        per_baseline = done.groupby("baseline_key")[candidates].nunique(dropna=False)
+        keys = [c for c in candidates if c in SUBJECT or per_baseline[c].max() <= 1]
+    return [
+        (dict(zip(keys, key, strict=True)), float(part["acc_dense"].mean()))
+        for key, part in _groups(done, keys)
+    ]
+
+
+def _groups(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """``(key tuple, rows)`` per distinct ``keys``; all rows as one group when ``keys`` is empty."""
+    if not keys:
+        return [((), df)]
+    return list(df.groupby(list(keys), dropna=False, sort=True))
+
+
+def _is_none(df: pd.DataFrame) -> pd.Series:
+    if "method" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["method"].isin(["none"])
+
+
+def _by(df: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]:
+    if by is None:
+        return ["method", *varying(df)]
+    return [by] if isinstance(by, str) else list(by)
+
+
+def _varies(df: pd.DataFrame, column: str) -> bool:
+    return column in df.columns and df[column].nunique(dropna=False) > 1
+
+
+def _is_bookkeeping(column: str) -> bool:
+    if column in _BOOKKEEPING or column.startswith(_BOOKKEEPING_GROUPS):
+        return True
+    if column in ("device", *SUBJECT):
+        return False
+    return column in METRIC_COLUMNS or ("." not in column and bool(_METRIC_NAME.search(column)))
+
+
+def _pairs(values: Mapping[str, Any], keys: Sequence[str]) -> str:
+    return ", ".join(f"{k}={_text(values[k])}" for k in keys)
+
+
+def _text(value: Any) -> str:
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return "-"
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(float(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    return str(value)
