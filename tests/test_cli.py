@@ -11,22 +11,26 @@ import pytest
 import torch
 
 from sweep import load_layers, load_results
+from sweep.cli import check_overrides
 from tests.conftest import FAST, run_cli, write_cifar10
 
 
 def test_default_trial_then_another_method_reuses_the_baseline(tmp_path):
     first = run_cli(cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    summary = first.stdout.strip().splitlines()[-1]
+    [summary] = first.stdout.splitlines()  # one line per trial; the details go to the log
     assert summary.startswith(
         "l1_unstructured amount=0.5: complete, sparsity 0.500, accuracy dense"
     )
 
     second = run_cli("method=ln_structured", "amount=0.5", *FAST[-1:], cwd=tmp_path)
     assert second.returncode == 0, second.stderr
-    assert "ln_structured amount=0.5: complete, sparsity 0.500" in second.stdout
-    assert "dense baseline" in second.stdout and "loaded from results/baselines" in second.stdout
-    assert "trained in" in first.stdout and "trained in" not in second.stdout
+    [summary] = second.stdout.splitlines()
+    assert summary.startswith("ln_structured amount=0.5: complete, sparsity 0.500")
+    assert second.stderr == ""  # progress=false: no bars either
+    first_log, second_log = (p.read_text() for p in sorted(tmp_path.glob("outputs/*/*/sweep.log")))
+    assert "overrides: (none)" in first_log and "dense baseline" in first_log
+    assert "trained in" in first_log and "loaded from results/baselines" in second_log
 
     df = load_results(tmp_path / "results")
     assert df.method.tolist() == ["l1_unstructured", "ln_structured"]
@@ -87,53 +91,161 @@ def test_torchvision_model_and_dataset(tmp_path):
     assert abs(row.sparsity - 0.8) < 1e-6 and row.params == 11173962
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (
-            ["method=foo"],
-            "error: method='foo' is unknown; accepted: global_unstructured, l1_unstructured, ln_structured, none, random_structured, random_unstructured",
-        ),
-        (
-            ["model=bar"],
-            "error: model='bar' is unknown; accepted: lenet, mlp, resnet18, small_cnn, vgg11",
-        ),
-        (
-            ["dataset=imagenet"],
-            "error: dataset='imagenet' is unknown; accepted: cifar10, digits, fashion_mnist, mnist, synthetic",
-        ),
-        (
-            ["amount=-0.5"],
-            "error: amount=-0.5 is outside [0, 1); accepted: a float in [0, 1) (a fraction) or an int >= 0 (a count)",
-        ),
-        (["amount=1.0"], "error: amount=1.0 is outside [0, 1)"),
-        (
-            ["amount=145"],
-            "error: amount=145 is larger than layer 'block1.conv' (144 prunable units); accepted: an int up to 144",
-        ),
-        (
-            ["method=ln_structured", "method.dim=2"],
-            "error: method.dim=2 does not exist for layer 'classifier' (weight of shape (10, 64)); accepted: an int from -2 to 1",
-        ),
-        (
-            ["dataset=mnist", "dataset.root=missing"],
-            "error: dataset.root='missing' is not a folder; accepted: a local folder holding <root>/MNIST/raw/",
-        ),
-        (
-            ["method._target_=my_methodz.EveryOther"],
-            "error: method._target_='my_methodz.EveryOther' does not import (no module named 'my_methodz')",
-        ),
-        (["amout=0.5"], "error: Could not override 'amout'."),
-    ],
-)
-def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
-    result = run_cli(*args, *FAST, cwd=tmp_path)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(message)
-    assert [ln for ln in result.stderr.splitlines() if "error" in ln.lower()] == [
-        result.stderr.strip().splitlines()[-1]
+# Every input the README promises to check before anything is trained or written: the
+# command-line arguments, and the start of the one line printed. Checked in process through
+# check_overrides, the code `python -m sweep` runs first (a subprocess costs seconds each);
+# test_bad_input_end_to_end runs a few through the real command.
+BAD_INPUT = [
+    (
+        ["scope.layers=[]"],
+        "scope.layers is empty; accepted: torch.nn module type names such as Conv2d, Linear",
+    ),
+    (
+        ["method=ln_structured", "method.n=abc"],
+        "method.n='abc' is not a norm; accepted: an int, a float, inf, -inf, 'fro' or 'nuc'",
+    ),
+    (
+        ["method=ln_structured", "scope.layers=[BatchNorm2d]"],
+        "method ln_structured is structured and needs weights of 2 or more dims; layer 'block1.bn'",
+    ),
+    (
+        ["method=global_unstructured", "amount=30000"],
+        "amount=30000 is larger than all layers in scope (23824 prunable units); accepted: an int up to 23824 or a float in [0, 1)",
+    ),
+    (
+        ["method=foo"],
+        "method='foo' is unknown; accepted: global_unstructured, l1_unstructured, ln_structured, none, random_structured, random_unstructured",
+    ),
+    (["model=bar"], "model='bar' is unknown; accepted: lenet, mlp, resnet18, small_cnn, vgg11"),
+    (
+        ["dataset=imagenet"],
+        "dataset='imagenet' is unknown; accepted: cifar10, digits, fashion_mnist, mnist, synthetic",
+    ),
+    (
+        ["amount=-0.5"],
+        "amount=-0.5 is outside [0, 1); accepted: a float in [0, 1) (a fraction) or an int >= 0 (a count)",
+    ),
+    (["amount=1.0"], "amount=1.0 is outside [0, 1)"),
+    (["amount=abc"], "amount='abc' is not valid; accepted: a number: a float in [0, 1) or an int"),
+    (
+        ["amount=145"],
+        "amount=145 is larger than layer 'block1.conv' (144 prunable units); accepted: an int up to 144",
+    ),
+    (
+        ["amout=0.5"],
+        "amout is not a key in the config; accepted: amount, compact, dataset, device, finetune, latency, method, model, optuna, pretrain, progress, scope, seed, skip_completed, store",
+    ),
+    (
+        ["finetune.epoch=1"],
+        "finetune.epoch is not a key of finetune; accepted: amp, batch_size, epochs, lr, momentum, optimizer, weight_decay",
+    ),
+    (["model.widht=8"], "model.widht is not a key of model; accepted: _target_, name, width"),
+    (
+        ["method=ln_structured", "method.dim=2"],
+        "method.dim=2 does not exist for layer 'classifier' (weight of shape (10, 64)); accepted: an int from -2 to 1",
+    ),
+    (["finetune.batch_size=0"], "finetune.batch_size=0 is out of range; accepted: an int >= 1"),
+    (["pretrain.batch_size=0"], "pretrain.batch_size=0 is out of range; accepted: an int >= 1"),
+    (["finetune.lr=-1"], "finetune.lr=-1.0 is out of range; accepted: a number > 0"),
+    (["finetune.epochs=-1"], "finetune.epochs=-1 is out of range; accepted: an int >= 0"),
+    (
+        ["finetune.momentum=1.5"],
+        "finetune.momentum=1.5 is out of range; accepted: a number in [0, 1)",
+    ),
+    (["finetune.amp=maybe"], "finetune.amp='maybe' is not valid; accepted: true or false"),
+    (
+        ["finetune.optimizer=adagradx"],
+        "optimizer='adagradx' is unknown; accepted: sgd | adam | adamw",
+    ),
+    (["seed=abc"], "seed='abc' is not valid; accepted: an int"),
+    (["seed=1.5"], "seed='1.5' is not valid; accepted: an int"),
+    (["compact=maybe"], "compact='maybe' is not valid; accepted: true or false"),
+    (["latency.repeats=0"], "latency.repeats=0 is out of range; accepted: an int >= 1"),
+    (["latency.batch_size=0"], "latency.batch_size=0 is out of range; accepted: an int >= 1"),
+    (["model.width=0"], "model.width=0 is out of range; accepted: an int >= 1"),
+    (
+        ["model=mlp", "model.hidden=[64,0]"],
+        "model.hidden[1]=0 is out of range; accepted: an int >= 1",
+    ),
+    (
+        ["dataset.val_fraction=0"],
+        "dataset.val_fraction=0 is out of range; accepted: a fraction in (0, 1)",
+    ),
+    (
+        ["dataset=synthetic", "dataset.num_classes=1"],
+        "dataset.num_classes=1 is out of range; accepted: an int >= 2",
+    ),
+    (
+        ["scope.layers=Conv2d"],
+        "scope.layers='Conv2d' is not valid; accepted: a list such as [Conv2d, Linear]",
+    ),
+    (["device=tpu"], "device='tpu' is not a device; accepted: auto | cpu | cuda | cuda:N"),
+    (["dataset=mnist"], "dataset.root is required but not set"),
+    (
+        ["dataset=mnist", "dataset.root=missing"],
+        "dataset.root='missing' is not a folder; accepted: a local folder holding <root>/MNIST/raw/",
+    ),
+    (
+        ["model._target_=nope.Model"],
+        "model._target_='nope.Model' does not import (no module named 'nope'); accepted: a dotted path to a function or class returning an nn.Module",
+    ),
+    (
+        ["method._target_=my_methodz.EveryOther"],
+        "method._target_='my_methodz.EveryOther' does not import (no module named 'my_methodz')",
+    ),
+    (
+        ["search=tradeoff"],
+        "search=tradeoff runs an Optuna study of many trials and needs -m; accepted: python -m sweep -m search=tradeoff ...",
+    ),
+    (["-m", "amount=0.5,abc"], "amount='abc' is not valid; accepted: a number"),
+    (["-m", "amount=0.5,1.5"], "amount=1.5 is outside [0, 1)"),
+    (
+        ["-m", "method=ln_structured,random_structured", "method.dim=2"],
+        "method.dim=2 does not exist for layer 'classifier'",
+    ),
+    (
+        ["-m", "method=l1_unstructured,ln_structured", "method.dim=0"],
+        "method.dim is not a key of method; accepted: _target_, name",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SystemExit) as exit_:
+        check_overrides([*FAST, *args])
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {message}")
+    assert list(tmp_path.iterdir()) == []  # no store, no run folder
+
+
+def test_store_path_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
+    (tmp_path / "st").write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        check_overrides([*FAST, "store.path=st"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: store.path='st' is a file; accepted: a folder (created if missing)"
     ]
-    assert not (tmp_path / "results" / "trials").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["st"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["amount=145"], ["finetune.epoch=1"], ["-m", "amount=0.5,abc"]],
+    ids=lambda a: " ".join(a),
+)
+def test_bad_input_end_to_end(tmp_path, args):
+    message = {tuple(a): m for a, m in BAD_INPUT}[tuple(args)]
+    result = run_cli(*FAST, *args, cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: {message}")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

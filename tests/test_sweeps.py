@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,25 +29,35 @@ def states(s: optuna.Study) -> list[str]:
     return [t.state.name for t in s.trials]
 
 
-def test_grid_multirun_trains_one_baseline(tmp_path):
+def test_grid_multirun_trains_one_baseline_and_one_dense_reference(tmp_path):
     result = run_cli(
-        "-m", "method=l1_unstructured,ln_structured", "amount=0.25,0.5,0.75", *FAST, cwd=tmp_path
+        "-m",
+        "method=none,l1_unstructured,ln_structured",
+        "amount=0.25,0.5,0.75",
+        *FAST,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 9 and all(": complete, sparsity" in ln for ln in lines)
+    assert sum("[already in the store]" in ln for ln in lines) == 2  # none runs once
     df = load_results(tmp_path / "results")
-    assert len(df) == 6 and df.trial_key.is_unique
+    assert len(df) == 7 and df.trial_key.is_unique
     assert sorted(zip(df.method, df.amount, strict=True)) == [
-        (m, a) for m in ("l1_unstructured", "ln_structured") for a in (0.25, 0.5, 0.75)
-    ]
+        ("l1_unstructured", a) for a in (0.25, 0.5, 0.75)
+    ] + [("ln_structured", a) for a in (0.25, 0.5, 0.75)] + [("none", 0.0)]
     assert df.baseline_trained.sum() == 1
-    assert (df.sparsity == df.amount).all()
+    assert (df.sparsity == df.amount).all()  # none: nothing pruned, and the row says so
 
 
 def test_optuna_study_rows_resume_and_pareto_table(tmp_path):
     first = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=4", *OPTUNA_FAST, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
+    assert first.stderr == ""  # progress=false: no study bar, and Hydra's job lines go to logs
     assert "study tradeoff: 4 trials (4 complete) in sqlite:///results/optuna.db" in first.stdout
     assert "Pareto front (maximize acc_finetuned, maximize sparsity):" in first.stdout
+    table = re.split(r"^trial *\n", first.stdout, flags=re.M)[1].splitlines()
+    assert table and all(re.match(r"\d+ +[a-z]", line) for line in table)  # trial numbers: ints
 
     again = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=6", *OPTUNA_FAST, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
@@ -152,6 +163,15 @@ def test_failures_do_not_stop_the_search_but_a_limit_does(tmp_path):
             ["hydra.sweeper.objectives=[accuracy,sparsity]"],
             "error: hydra.sweeper.objectives names 'accuracy', not a metric; accepted:",
         ),
+        (
+            ["hydra.sweeper.sampler.seed=abc"],
+            "error: hydra.sweeper.sampler.seed='abc' is not valid; accepted: an int, or null for an unseeded sampler",
+        ),
+        (
+            ["hydra.sweeper.study_name='a/b c'"],
+            "error: hydra.sweeper.study_name='a/b c' is not valid; accepted: letters, digits, '_', '-' and '.', starting with a letter or digit (up to 100)",
+        ),
+        (["finetune.lr=-1"], "error: finetune.lr=-1.0 is out of range; accepted: a number > 0"),
     ],
 )
 def test_bad_sweep_input_creates_nothing(tmp_path, args, message):

@@ -144,7 +144,10 @@ def test_skip_completed(cfg_factory):
             ["dataset=cifar10", "dataset.root=/no/such/dir"],
             "dataset.root='/no/such/dir' is not a folder",
         ),
-        (["model._target_=sweep.models.nope"], "model._target_='sweep.models.nope' failed"),
+        (
+            ["model._target_=sweep.models.nope"],
+            "model._target_='sweep.models.nope' does not import (module 'sweep.models' has no 'nope')",
+        ),
         (["scope.amounts={Linear:2.5}"], "scope.amounts.Linear=2.5 is outside [0, 1)"),
         (
             ["finetune.optimizer=adagradx"],

@@ -5,6 +5,7 @@ python -m sweep method=ln_structured amount=0.5
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
@@ -15,11 +16,14 @@ from omegaconf import DictConfig
 from sweep.cli import check_overrides, fail, summary
 from sweep.errors import ConfigError
 
+log = logging.getLogger("sweep")
+
 
 @hydra.main(config_path="pkg://sweep.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> dict:
     from sweep.trial import run_trial  # torch: imported once the command line is known good
 
+    log.info("overrides: %s", " ".join(HydraConfig.get().overrides.task) or "(none)")
     on_epoch = None
     if cfg.optuna.study is not None:
         from sweep.search import reporter

@@ -7,8 +7,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from hydra import compose, initialize_config_module
-from hydra.errors import HydraException, MissingConfigException
-from omegaconf.errors import OmegaConfBaseException
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
+
+from sweep.errors import ConfigError
+from sweep.store import check_writable
 
 __all__ = ["check_overrides", "fail", "summary"]
 
@@ -16,11 +20,13 @@ CONFIG_MODULE = "sweep.conf"
 
 
 def check_overrides(argv: Sequence[str]) -> None:
-    """Compose the config the way Hydra will, and exit with one line if that cannot work.
+    """Check the command line the way the trial will, and exit with one line if it cannot work.
 
-    Hydra reports an unknown option or key over many lines with a config search path; this
-    names the bad value and what is accepted. In a multirun each value of a swept config group
-    is checked; flags that change where configs come from are left to Hydra.
+    Composes the config as Hydra will (an unknown option or key, a value of the wrong type),
+    then checks every value the trial checks before it trains (`sweep.trial.prepare`: ranges,
+    builders, amounts against the model's tensors, a writable store). In a multirun, every
+    value of every swept key is checked this way before the first job starts. Flags that
+    change how Hydra runs (``--cfg``, ``--info``...) are left to Hydra.
     """
     multirun = {"-m", "--multirun"}
     if any(a.startswith("-") and a not in multirun for a in argv):
@@ -31,24 +37,60 @@ def check_overrides(argv: Sequence[str]) -> None:
         parsed = OverridesParser.create().parse_overrides([a for a in argv if a not in multirun])
     except HydraException as e:
         fail(_first_line(e))
+    search = next((o for o in parsed if o.key_or_group == "search"), None)
+    if search is not None and not multirun & set(argv) and search.value() not in (None, "null"):
+        fail(
+            f"search={search.value()} runs an Optuna study of many trials and needs -m; "
+            f"accepted: python -m sweep -m search={search.value()} ..."
+        )
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    variants = [fixed]
-    for o in parsed:
-        if o.is_sweep_override() and "/" not in o.key_or_group and o.is_choice_sweep():
-            key = o.get_key_element()
-            variants += [[*fixed, f"{key}={v}"] for v in o.sweep_string_iterator()]
+    # Combinations the sweep will run: every swept value once, the other swept keys at their
+    # first value (the whole product of a large grid would take as long to check as to start).
+    swept = {
+        o.get_key_element(): list(o.sweep_string_iterator())
+        for o in parsed
+        if o.is_sweep_override() and "/" not in o.key_or_group
+        if o.is_choice_sweep() or o.is_range_sweep()
+    }
+    first = {key: values[0] for key, values in swept.items() if values}
+    variants = [[*fixed, *(f"{k}={v}" for k, v in first.items())]]
+    for key, values in swept.items():
+        for value in values[1:]:
+            variant = {**first, key: value}
+            variants.append([*fixed, *(f"{k}={v}" for k, v in variant.items())])
+    from sweep.trial import prepare
+
+    datasets: dict[str, Any] = {}  # variants of one grid mostly share their dataset
+    stores: set[str] = set()
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        for overrides in variants:
+            try:
+                cfg = compose("config", overrides=overrides, return_hydra_config=True)
+                if overrides is variants[0] and _is_optuna(cfg) and multirun & set(argv):
+                    from sweep.search import study_settings
+
+                    study_settings(cfg.hydra.sweeper, [a for a in argv if a not in multirun])
+                with open_dict(cfg):
+                    del cfg["hydra"]
+                prepare(cfg, datasets=datasets, check_store=False)
+                stores.add(cfg.store.path)
+            except MissingConfigException as e:
+                group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
+                value = _override_value(overrides, group)
+                if e.options:
+                    fail(f"{group}={value!r} is unknown; accepted: {', '.join(sorted(e.options))}")
+                fail(str(e).strip().splitlines()[0])
+            except ConfigCompositionException as e:
+                fail(_composition_error(e, overrides))
+            except ConfigError as e:
+                fail(str(e))
+            except (HydraException, OmegaConfBaseException) as e:
+                fail(_first_line(e))
     try:
-        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
-            for overrides in variants:
-                compose("config", overrides=overrides, return_hydra_config=True)
-    except MissingConfigException as e:
-        group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
-        value = _override_value(overrides, group)
-        if e.options:
-            fail(f"{group}={value!r} is unknown; accepted: {', '.join(sorted(e.options))}")
-        fail(str(e).strip().splitlines()[0])
-    except (HydraException, OmegaConfBaseException) as e:
-        fail(_first_line(e))
+        for path in sorted(stores):  # last: a refused command creates nothing
+            check_writable(path)
+    except ConfigError as e:
+        fail(str(e))
 
 
 def summary(row: Mapping[str, Any]) -> str:
@@ -84,6 +126,35 @@ def _override_value(overrides: Sequence[str], group: str) -> str:
         if key == group:
             return value
     return group
+
+
+def _is_optuna(cfg: DictConfig) -> bool:
+    return OmegaConf.select(cfg, "hydra.sweeper._target_", default="").endswith("OptunaSweeper")
+
+
+def _composition_error(e: ConfigCompositionException, overrides: Sequence[str]) -> str:
+    """One line for an override the schema refuses: the key, the value, what is accepted."""
+    from sweep import config
+
+    cause = e.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if not full_key:
+        return _first_line(e)
+    value = _override_value(overrides, full_key)
+    if isinstance(cause, ConfigAttributeError):
+        node, _, _ = full_key.rpartition(".")
+        valid = config.keys(node) or _present_keys(overrides, full_key, node)
+        where = f"of {node}" if node else "in the config"
+        return f"{full_key} is not a key {where}; accepted: {', '.join(valid)}"
+    accepted = config.accepted(full_key) or "a value of the declared type"
+    return f"{full_key}={value!r} is not valid; accepted: {accepted}"
+
+
+def _present_keys(overrides: Sequence[str], bad_key: str, node: str) -> list[str]:
+    # an open node (model, dataset, method): the keys its chosen option has
+    rest = [o for o in overrides if o.lstrip("+~").partition("=")[0] != bad_key]
+    cfg = compose("config", overrides=rest)
+    return sorted(str(k) for k in OmegaConf.select(cfg, node))
 
 
 def _first_line(e: Exception) -> str:

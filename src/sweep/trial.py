@@ -11,6 +11,7 @@ import logging
 import platform
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sweep import baseline, metrics, sparse
+from sweep import baseline, config, metrics, sparse
+from sweep._imports import locate
 from sweep.data import Dataset
 from sweep.errors import ConfigError, TrialFailed
 from sweep.hashing import config_hash, mask_password
@@ -36,10 +38,10 @@ from sweep.pruning import (
     prune_model,
     silence_dead_channels,
 )
-from sweep.store import read_row, row_id, write_trial
+from sweep.store import check_writable, read_row, row_id, write_trial
 from sweep.training import EpochCallback, evaluate, optimizer_class, train
 
-__all__ = ["resolve_device", "run_trial", "trial_key"]
+__all__ = ["Plan", "prepare", "resolve_device", "run_trial", "trial_key"]
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,10 @@ _NOT_IN_KEY = ("store", "progress", "skip_completed", "optuna")
 def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
     """Run the trial described by ``cfg`` and write its row to the results store.
 
-    Every input is checked before anything is trained or written: a bad value raises
-    `ConfigError` and leaves the store untouched. A trial that fails once running (a NaN loss,
-    any exception) or is stopped by a trial pruner is written with ``status`` ``failed`` (and
-    the reason in ``error``) or ``pruned``.
+    Every input is checked before anything is trained or written (`prepare`): a bad value
+    raises `ConfigError` and leaves the store untouched. A trial that fails once running (a NaN
+    loss, any exception) or is stopped by a trial pruner is written with ``status`` ``failed``
+    (and the reason in ``error``) or ``pruned``.
 
     Args:
         cfg: A composed ``conf/config.yaml``.
@@ -70,24 +72,19 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     """
     started_at = dt.datetime.now(dt.timezone.utc)
     start = time.perf_counter()
-    _check_complete(cfg)
-    device = resolve_device(str(cfg.device))
-    method = PruningMethod.from_config(cfg.method)
-    scope = Scope.from_config(cfg.scope)
-    for stage in ("pretrain", "finetune"):
-        optimizer_class(cfg[stage].optimizer)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    key = trial_key(resolved, device)
+    plan = prepare(cfg)
+    device, method, scope = plan.device, plan.method, plan.scope
+    resolved, key = plan.resolved, plan.key
     rid = row_id(key, cfg.optuna.study, cfg.optuna.trial)
-    done = read_row(cfg.store.path, rid) if cfg.skip_completed else None
+    # The dense reference (method none) is the same whatever the amount: a grid runs it once.
+    reuse = cfg.skip_completed or (method.cls is None and cfg.optuna.study is None)
+    done = read_row(cfg.store.path, rid) if reuse else None
     if done is not None and done["status"] == "complete":
         log.info("trial %s is already complete in %s; skipped", key, cfg.store.path)
-        return done
+        return {**done, "store_file": "already in the store"}
 
-    data = _build_dataset(cfg.dataset).to(device)
-    torch.manual_seed(cfg.seed)
-    model = _build_model(cfg.model, data).to(device)
-    targets = plan_pruning(model, method, cfg.amount, scope)  # bad amount/dim: fail before training
+    data = plan.data.to(device)
+    model = plan.model.to(device)
 
     if resolved["optuna"]["storage"]:
         resolved["optuna"]["storage"] = mask_password(resolved["optuna"]["storage"])
@@ -99,7 +96,7 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         "model": cfg.model.name,
         "dataset": cfg.dataset.name,
         "method": method.name,
-        "amount": cfg.amount,
+        "amount": resolved["amount"],
         "seed": cfg.seed,
         "device": str(device),
         "started_at": started_at,
@@ -204,6 +201,63 @@ def _prune(
     return smaller, targets
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A trial whose every input has been checked; nothing is trained or written yet."""
+
+    device: torch.device
+    method: PruningMethod
+    scope: Scope
+    data: Dataset
+    model: nn.Module
+    targets: list
+    resolved: dict[str, Any]
+    key: str
+
+
+def prepare(
+    cfg: DictConfig, *, datasets: dict[str, Dataset] | None = None, check_store: bool = True
+) -> Plan:
+    """Check every input of the trial ``cfg`` and build what it needs, on the CPU.
+
+    The dataset and model are built (a bad ``_target_`` or argument fails here), the pruning is
+    planned against the model's tensors (amounts, ``dim``), and the store is checked writable
+    last, so that bad input creates nothing.
+
+    Args:
+        cfg: A composed ``conf/config.yaml``.
+        datasets: Datasets already built, by the hash of their config; filled as they are
+            built (checking many variants of one grid builds each dataset once).
+        check_store: Check that the store is writable (creating its folder); a caller that
+            checks several configs does it once all of them passed.
+
+    Raises:
+        ConfigError: One line naming the bad value and what is accepted.
+    """
+    _check_complete(cfg)
+    config.check_values(cfg)
+    device = resolve_device(str(cfg.device))
+    method = PruningMethod.from_config(cfg.method)
+    scope = Scope.from_config(cfg.scope)
+    for stage in ("pretrain", "finetune"):
+        optimizer_class(cfg[stage].optimizer)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    if method.cls is None:
+        resolved["amount"] = 0.0  # nothing is pruned, whatever was asked
+    key = trial_key(resolved, device)
+    datasets = {} if datasets is None else datasets
+    data_key = config_hash(resolved["dataset"])
+    if data_key not in datasets:
+        datasets[data_key] = _build_dataset(cfg.dataset)
+    data = datasets[data_key]
+    torch.manual_seed(cfg.seed)
+    model = _build_model(cfg.model, data)
+    targets = plan_pruning(model, method, resolved["amount"], scope)
+    if check_store:
+        check_writable(cfg.store.path)
+    return Plan(device, method, scope, data, model, targets, resolved, key)
+
+
 def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:
     """Hash of the resolved config minus output settings, with the device type resolved."""
     keyed = {k: v for k, v in resolved.items() if k not in _NOT_IN_KEY and k != "device"}
@@ -242,30 +296,40 @@ def _check_complete(cfg: DictConfig) -> None:
 
 
 def _build_dataset(node: DictConfig) -> Dataset:
-    return _instantiate(node, "dataset")
+    return _instantiate(node, "dataset", "a function or class returning a sweep.data.Dataset")
 
 
 def _build_model(node: DictConfig, data: Dataset) -> nn.Module:
     return _instantiate(
         node,
         "model",
+        "a function or class returning an nn.Module",
         num_classes=data.num_classes,
         in_channels=data.in_channels,
         image_size=data.image_size,
     )
 
 
-def _instantiate(node: DictConfig, group: str, **kwargs: Any) -> Any:
+def _instantiate(node: DictConfig, group: str, accepted: str, **kwargs: Any) -> Any:
     spec = OmegaConf.to_container(node, resolve=True)
     spec.pop("name", None)
+    target = spec.get("_target_")
+    try:
+        locate(str(target))
+    except ImportError as e:
+        raise ConfigError(
+            f"{group}._target_={target!r} does not import ({e}); accepted: a dotted path to "
+            f"{accepted}"
+        ) from None
     try:
         return instantiate(spec, **kwargs)
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, ConfigError):
             raise cause from None
-        reason = str(cause or e).strip().splitlines()[0]
-        raise ConfigError(f"{group}._target_={spec.get('_target_')!r} failed: {reason}") from None
+        reason = " ".join(str(cause or e).split())  # the whole reason, on one line
+        name = type(cause).__name__ if cause is not None else "error"
+        raise ConfigError(f"{group}._target_={target!r} failed: {name}: {reason}") from None
 
 
 def _latency_batch(data: Dataset, batch_size: int) -> torch.Tensor:

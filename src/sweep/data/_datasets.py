@@ -27,6 +27,7 @@ def digits(val_fraction: float, test_fraction: float, split_seed: int) -> Datase
     """
     from sklearn.datasets import load_digits
 
+    _check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
     x, y = load_digits(return_X_y=True)
     x = torch.from_numpy(x.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
     y = torch.from_numpy(y.astype(np.int64))
@@ -44,6 +45,19 @@ def synthetic(
     split_seed: int,
 ) -> Dataset:
     """One random prototype image per class plus Gaussian ``noise``; fixed by ``split_seed``."""
+    _check_fractions(val_fraction=val_fraction, test_fraction=test_fraction)
+    for name, value, low in (
+        ("num_classes", num_classes, 2),
+        ("in_channels", in_channels, 1),
+        ("image_size", image_size, 1),
+        ("num_samples", num_samples, 3 * num_classes),  # every split sees every class
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(
+                f"dataset.{name}={value!r} is out of range; accepted: an int >= {low}"
+            )
+    if not noise >= 0:
+        raise ConfigError(f"dataset.noise={noise!r} is out of range; accepted: a number >= 0")
     g = torch.Generator().manual_seed(split_seed)
     prototypes = torch.randn(num_classes, in_channels, image_size, image_size, generator=g)
     y = torch.randint(num_classes, (num_samples,), generator=g)
@@ -82,6 +96,7 @@ def cifar10(
     """
     from torchvision.datasets import CIFAR10
 
+    _check_fractions(val_fraction=val_fraction)
     if not verify_checksums:
         # torchvision's check_integrity(path, md5=None) only checks that each file exists.
         CIFAR10 = type(
@@ -103,6 +118,7 @@ def cifar10(
 
 
 def _torchvision_grayscale(cls, folder, root, val_fraction, split_seed, stats) -> Dataset:
+    _check_fractions(val_fraction=val_fraction)
     train, test = _open(cls, f"{folder}/raw", root)
 
     def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,6 +126,15 @@ def _torchvision_grayscale(cls, folder, root, val_fraction, split_seed, stats) -
         return _normalize(x, stats), ds.targets.long()
 
     return _two_way(tensors(train), tensors(test), val_fraction, split_seed, len(train.classes))
+
+
+def _check_fractions(**fractions: float) -> None:
+    # an empty split would leave nothing to validate or test on
+    for name, value in fractions.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+            raise ConfigError(
+                f"dataset.{name}={value!r} is out of range; accepted: a fraction in (0, 1)"
+            )
 
 
 def _open(cls, layout: str, root: str):

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from sweep.errors import ConfigError
+
 __all__ = ["lenet", "mlp", "resnet18", "small_cnn", "vgg11"]
 
 
@@ -23,6 +25,7 @@ def small_cnn(num_classes: int, in_channels: int, image_size: int, width: int = 
         >>> small_cnn(num_classes=10, in_channels=1, image_size=8)(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
     """
+    _check_sizes(width=width)
     w = width
     return nn.Sequential(
         OrderedDict(
@@ -41,6 +44,7 @@ def mlp(
     num_classes: int, in_channels: int, image_size: int, hidden: Sequence[int] = (256, 128)
 ) -> nn.Module:
     """Fully connected layers with ReLU over the flattened image."""
+    _check_sizes(**{f"hidden[{i}]": h for i, h in enumerate(hidden)})
     sizes = [in_channels * image_size * image_size, *hidden]
     layers: list[nn.Module] = [nn.Flatten()]
     for fan_in, fan_out in itertools.pairwise(sizes):
@@ -78,6 +82,11 @@ def resnet18(
     """torchvision's ResNet-18, with the CIFAR stem (3x3 stride 1, no max-pool) for small inputs."""
     import torchvision  # 1 s to import: only for the models that need it
 
+    if small_input_stem not in ("auto", True, False):
+        raise ConfigError(
+            f"model.small_input_stem={small_input_stem!r} is not valid; "
+            "accepted: auto | true | false"
+        )
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     small = image_size <= 32 if small_input_stem == "auto" else bool(small_input_stem)
     if small:
@@ -102,6 +111,7 @@ def vgg11(
     """
     import torchvision
 
+    _check_sizes(classifier_width=classifier_width)
     build = torchvision.models.vgg11_bn if batch_norm else torchvision.models.vgg11
     model = build(weights=None)
     first = model.features[0]
@@ -125,6 +135,12 @@ def vgg11(
         nn.Linear(w, num_classes),
     )
     return model
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model.{name}={value!r} is out of range; accepted: an int >= 1")
 
 
 def _conv_bn(c_in: int, c_out: int) -> nn.Sequential:

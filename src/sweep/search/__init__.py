@@ -7,7 +7,7 @@ The Hydra sweeper plugin (``hydra/sweeper=optuna``, selected by ``search=<name>`
 from sweep.search._job import reporter
 from sweep.search._space import Param, SearchSpace
 from sweep.search._study import OBJECTIVES, PRUNERS, SAMPLERS, StudySettings, open_storage
-from sweep.search._sweeper import OptunaSweep
+from sweep.search._sweeper import OptunaSweep, study_settings
 
 __all__ = [
     "OBJECTIVES",
@@ -19,4 +19,5 @@ __all__ = [
     "StudySettings",
     "open_storage",
     "reporter",
+    "study_settings",
 ]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from sweep.search._space import SearchSpace
 from sweep.store import LABEL_COLUMNS, METRIC_COLUMNS
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "qmc")
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "threshold")
 # Metrics a study may optimise: every fixed column of a trial row that is a number.
 OBJECTIVES = tuple(c for c in METRIC_COLUMNS if c not in LABEL_COLUMNS)
@@ -62,8 +64,12 @@ class StudySettings:
 
     def check(self) -> None:
         where = "hydra.sweeper"
-        if not self.study_name:
-            raise ConfigError(f"{where}.study_name is empty; accepted: a name for the study")
+        if not _STUDY_NAME.fullmatch(self.study_name):
+            # it names files (rows, locks) and goes into URLs and shell commands
+            raise ConfigError(
+                f"{where}.study_name={self.study_name!r} is not valid; accepted: letters, "
+                "digits, '_', '-' and '.', starting with a letter or digit (up to 100)"
+            )
         if not self.storage:
             raise ConfigError(f"{where}.storage is empty; accepted: a database URL or a file path")
         for key in ("n_trials", "n_jobs", "max_failures"):
@@ -88,6 +94,12 @@ class StudySettings:
         for d in self.directions:
             if d not in ("maximize", "minimize"):
                 raise ConfigError(f"{where}.directions has {d!r}; accepted: maximize | minimize")
+        seed = self.sampler.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigError(
+                f"{where}.sampler.seed={seed!r} is not valid; accepted: an int, or null for "
+                "an unseeded sampler"
+            )
         sampler = self.sampler.get("name")
         if sampler not in SAMPLERS:
             raise ConfigError(

@@ -36,7 +36,7 @@ from sweep.search._study import (
     open_storage,
     worker_identity,
 )
-from sweep.store import load_results, read_row, row_id, write_trial
+from sweep.store import clean, load_results, read_row, row_id, write_trial
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class OptunaSweep:
         except ConfigError as e:
             fail(str(e))
         store = Path(self.config.store.path)
+        clean(store)  # what killed writers left behind more than an hour ago
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -93,7 +94,8 @@ class OptunaSweep:
         else:
             helpers = []
         try:
-            results, stop = self._work(study, settings, fixed, store, progress=worker == 0)
+            progress = worker == 0 and bool(self.config.progress)
+            results, stop = self._work(study, settings, fixed, store, progress=progress)
         finally:
             for i, proc in enumerate(helpers, start=1):
                 if proc.wait() != 0:
@@ -109,17 +111,7 @@ class OptunaSweep:
         return results
 
     def _settings(self, arguments: Sequence[str]) -> tuple[StudySettings, list[str]]:
-        node = OmegaConf.to_container(self.sweeper_cfg, resolve=True)
-        params = dict(node.get("params") or {})
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        fixed = []
-        for o in parser.parse_overrides(list(arguments)):
-            if o.is_sweep_override():
-                params[o.get_key_element()] = _param_from_sweep(o)
-            else:
-                fixed.append(o.input_line)
-        space = SearchSpace.from_config(params)
-        return StudySettings.from_config(node, space), fixed
+        return study_settings(self.sweeper_cfg, arguments, self.hydra_context.config_loader)
 
     def _work(self, study, settings: StudySettings, fixed, store: Path, progress: bool):
         results = []
@@ -185,6 +177,30 @@ class OptunaSweep:
             out = open(sweep_dir / f"worker-{i}.log", "w")  # noqa: SIM115 - closed with the process
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
         return procs
+
+
+def study_settings(
+    sweeper: DictConfig, arguments: Sequence[str], config_loader: Any = None
+) -> tuple[StudySettings, list[str]]:
+    """The study's settings from ``hydra.sweeper`` and the command line's sweeps, checked.
+
+    Sweeps on the command line (``finetune.lr=choice(0.001,0.01)``) join the search space;
+    the other overrides are returned as the fixed part of every job.
+
+    Raises:
+        ConfigError: A setting or search dimension that cannot work.
+    """
+    node = OmegaConf.to_container(sweeper, resolve=True)
+    params = dict(node.get("params") or {})
+    fixed = []
+    parser = OverridesParser.create(config_loader=config_loader)  # it expands glob(...) sweeps
+    for o in parser.parse_overrides(list(arguments)):
+        if o.is_sweep_override():
+            params[o.get_key_element()] = _param_from_sweep(o)
+        else:
+            fixed.append(o.input_line)
+    space = SearchSpace.from_config(params)
+    return StudySettings.from_config(node, space), fixed
 
 
 def ask_within_budget(study: optuna.Study, settings: StudySettings, store: Path):

@@ -1,0 +1,174 @@
+"""The config schema: the type and the accepted values of every key, declared once.
+
+``conf/config.yaml`` extends ``base_config`` (registered here in Hydra's ConfigStore), so a
+wrong type or an unknown key fails when the config is composed, naming the key. Defaults live
+in the YAML files only: every field here is ``MISSING`` until they fill it. Ranges a type
+cannot say (``finetune.lr`` above 0, ``latency.repeats`` at least 1) are declared beside the
+field with `_field` and checked by `check_values`.
+
+Nodes whose keys depend on the option chosen (``model``, ``dataset``, ``method``) stay open:
+their builders check their own arguments.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from sweep.errors import ConfigError
+
+__all__ = ["Config", "accepted", "check_values", "keys", "register"]
+
+
+def _field(accepted: str, valid: Callable[[Any], bool]) -> Any:
+    """A schema field whose value must also pass ``valid``; ``accepted`` says what passes."""
+    return field(default=MISSING, metadata={"accepted": accepted, "valid": valid})
+
+
+def _positive(v: float) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+@dataclass
+class TrainSettings:
+    """``pretrain`` and ``finetune``: one training run."""
+
+    epochs: int = _field("an int >= 0", lambda v: v >= 0)
+    batch_size: int = _field("an int >= 1", lambda v: v >= 1)
+    optimizer: str = MISSING
+    lr: float = _field("a number > 0", _positive)
+    momentum: float = _field("a number in [0, 1)", lambda v: 0 <= v < 1)
+    weight_decay: float = _field("a number >= 0", lambda v: math.isfinite(v) and v >= 0)
+    amp: bool = MISSING
+
+
+@dataclass
+class ScopeSettings:
+    layers: list[str] = MISSING
+    # Any, not dict | None: OmegaConf 2.3 cannot merge a mapping into a typed node that holds
+    # null, and null is the default (so that overrides can add keys); Scope checks the value
+    amounts: Any = MISSING
+    exclude: list[str] = MISSING
+    prune_classifier_outputs: bool = MISSING
+
+
+@dataclass
+class StoreSettings:
+    path: str = _field("a folder path", lambda v: bool(v.strip()))
+    baselines: str = _field("a folder path", lambda v: bool(v.strip()))
+
+
+@dataclass
+class LatencySettings:
+    batch_size: int = _field("an int >= 1", lambda v: v >= 1)
+    warmup: int = _field("an int >= 0", lambda v: v >= 0)
+    repeats: int = _field("an int >= 1", lambda v: v >= 1)
+
+
+@dataclass
+class OptunaJob:
+    """Set by the Optuna sweeper for each of its jobs; null otherwise."""
+
+    study: str | None = None
+    trial: int | None = None
+    storage: str | None = None
+
+
+@dataclass
+class Config:
+    """The whole composed config (``conf/config.yaml`` and its groups)."""
+
+    model: dict[str, Any] = MISSING
+    dataset: dict[str, Any] = MISSING
+    method: dict[str, Any] = MISSING
+    pretrain: TrainSettings = MISSING
+    finetune: TrainSettings = MISSING
+    amount: int | float = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    scope: ScopeSettings = MISSING
+    compact: bool = MISSING
+    store: StoreSettings = MISSING
+    skip_completed: bool = MISSING
+    latency: LatencySettings = MISSING
+    progress: bool = MISSING
+    optuna: OptunaJob = field(default_factory=OptunaJob)
+
+
+def register() -> None:
+    """Store the schema in Hydra's ConfigStore as ``base_config``, which config.yaml extends."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Check every declared range of the schema on a composed config; raise `ConfigError`.
+
+    Types and keys were checked when the config was composed; this checks what a type cannot
+    say, such as ``finetune.lr=-1``.
+    """
+    _check(cfg, Config, "")
+
+
+def accepted(key: str) -> str | None:
+    """What the schema accepts for the dotted ``key`` (``finetune.lr``), or ``None`` if unknown."""
+    node: Any = Config
+    *parents, name = key.split(".")
+    for part in parents:
+        fields = {f.name: f for f in dataclasses.fields(node)} if _is_schema(node) else {}
+        if part not in fields or not _is_schema(_type(fields[part])):
+            return None
+        node = _type(fields[part])
+    fields = {f.name: f for f in dataclasses.fields(node)}
+    if name not in fields:
+        return None
+    f = fields[name]
+    return f.metadata.get("accepted") or _describe(_type(f))
+
+
+def keys(node_key: str) -> list[str] | None:
+    """The keys the schema allows under ``node_key`` (``""`` for the top level), if it is typed."""
+    node: Any = Config
+    for part in [p for p in node_key.split(".") if p]:
+        fields = {f.name: f for f in dataclasses.fields(node)} if _is_schema(node) else {}
+        if part not in fields or not _is_schema(_type(fields[part])):
+            return None
+        node = _type(fields[part])
+    return sorted(f.name for f in dataclasses.fields(node))
+
+
+def _check(cfg: DictConfig, schema: type, prefix: str) -> None:
+    for f in dataclasses.fields(schema):
+        value = cfg.get(f.name)
+        kind = _type(f)
+        if _is_schema(kind) and isinstance(value, DictConfig):
+            _check(value, kind, f"{prefix}{f.name}.")
+        elif "valid" in f.metadata and value is not None and not f.metadata["valid"](value):
+            raise ConfigError(
+                f"{prefix}{f.name}={value!r} is out of range; accepted: {f.metadata['accepted']}"
+            )
+
+
+def _type(f: dataclasses.Field) -> Any:
+    return f.type
+
+
+def _is_schema(kind: Any) -> bool:
+    return dataclasses.is_dataclass(kind)
+
+
+def _describe(kind: Any) -> str:
+    names = {int: "an int", float: "a number", bool: "true or false", str: "text"}
+    if kind in names:
+        return names[kind]
+    text = str(kind)
+    if text == "int | float":
+        return "a number: a float in [0, 1) or an int"
+    if text.startswith("list"):
+        return "a list such as [Conv2d, Linear]"
+    if text.startswith("dict"):
+        return "a mapping such as {Conv2d: 0.2}"
+    return text
