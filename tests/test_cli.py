@@ -69,7 +69,7 @@ def test_torchvision_model_and_dataset(tmp_path):
         "model=resnet18",
         "dataset=cifar10",
         "dataset.root=cifar",
-        "dataset.verify_checksums=false",
+        "dataset.allow_unpickling_unverified_files=true",
         "method=global_unstructured",
         "amount=0.8",
         "device=cpu",

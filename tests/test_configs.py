@@ -31,7 +31,7 @@ def build(node, **kwargs):
 def test_dataset_options(name, data_roots, tmp_path):
     extra = [] if name in {"digits", "synthetic"} else [f"dataset.root={data_roots}"]
     if name == "cifar10":
-        extra.append("dataset.verify_checksums=false")
+        extra.append("dataset.allow_unpickling_unverified_files=true")
     cfg = make_cfg(tmp_path, f"dataset={name}", *extra)
     assert cfg.dataset.name == name
     ds = build(cfg.dataset)

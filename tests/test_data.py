@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+import re
+from functools import partial
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -35,27 +41,113 @@ def test_idx_datasets_read_by_torchvision(builder, data_roots):
 
 
 def test_cifar10_read_by_torchvision(data_roots):
-    ds = cifar10(str(data_roots), val_fraction=0.1, split_seed=0, verify_checksums=False)
+    ds = cifar10(
+        str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=True
+    )
     assert (len(ds.train) + len(ds.val), len(ds.test)) == (40, 10)
     assert (ds.num_classes, ds.in_channels, ds.image_size) == (10, 3, 32)
 
 
-def test_cifar10_checksums_are_verified_by_default(data_roots):
-    with pytest.raises(
-        ConfigError, match="no readable CIFAR10 files in <root>/cifar-10-batches-py/"
-    ):
-        cifar10(str(data_roots), val_fraction=0.1, split_seed=0)
+def _refused(root, name: str) -> str:
+    return (
+        f"dataset.root={str(root)!r}: cifar-10-batches-py/{name} does not match the official "
+        "CIFAR-10 md5; these files are Python pickles, which can run code when loaded; "
+        "accepted: the official files, or dataset.allow_unpickling_unverified_files=true "
+        "if you trust these"
+    )
 
 
-@pytest.mark.parametrize("builder", [mnist, fashion_mnist, cifar10])
+def test_cifar10_files_must_match_the_official_md5_by_default(data_roots):
+    with pytest.raises(ConfigError) as e:
+        cifar10(
+            str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=False
+        )
+    assert str(e.value) == _refused(data_roots, "data_batch_1")
+
+
+@pytest.fixture
+def official_sums(data_roots, monkeypatch):
+    """Makes the md5 sums of the tiny CIFAR-10 files under ``data_roots`` the official ones."""
+    from torchvision.datasets import CIFAR10
+
+    folder = data_roots / "cifar-10-batches-py"
+
+    def md5(name: str) -> str:
+        return hashlib.md5(folder.joinpath(name).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5(n)] for n, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, "test_list", [[n, md5(n)] for n, _ in CIFAR10.test_list])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5("batches.meta")})
+    return folder
+
+
+def test_cifar10_files_matching_the_official_md5_load_by_default(data_roots, official_sums):
+    ds = cifar10(
+        str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=False
+    )
+    assert (len(ds.train) + len(ds.val), len(ds.test)) == (40, 10)
+
+
+class _TouchWhenUnpickled:
+    """A crafted pickle: loading it calls ``Path.touch(marker)``, as an attack would run code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize("name", ["data_batch_3", "test_batch", "batches.meta"])
+def test_cifar10_crafted_pickle_is_refused_before_unpickling(
+    name, data_roots, official_sums, tmp_path
+):
+    # issue "Unsafe data formats are named": crafted batch files ran code when loaded
+    marker = tmp_path / "code-ran"
+    (official_sums / name).write_bytes(pickle.dumps(_TouchWhenUnpickled(marker)))
+
+    with pytest.raises(ConfigError) as e:
+        cifar10(
+            str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=False
+        )
+    assert str(e.value) == _refused(data_roots, name)
+    assert not marker.exists()
+    # MNIST and Fashion-MNIST are raw IDX bytes, not pickles: no such check, nothing to opt into
+    assert len(mnist(str(data_roots), val_fraction=0.25, split_seed=0).test) == 20
+    assert len(fashion_mnist(str(data_roots), val_fraction=0.25, split_seed=0).test) == 20
+
+    # the crafted file is live: opting in unpickles it, which runs its code
+    with pytest.raises(TypeError):
+        cifar10(
+            str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=True
+        )
+    assert marker.exists()
+
+
+_cifar10_by_default = partial(cifar10, allow_unpickling_unverified_files=False)
+
+
+@pytest.mark.parametrize(
+    "builder",
+    [mnist, fashion_mnist, _cifar10_by_default],
+    ids=["mnist", "fashion_mnist", "cifar10"],
+)
 def test_missing_root_is_one_clear_error(builder, tmp_path):
     with pytest.raises(ConfigError, match=r"dataset.root='.*nothing' is not a folder; accepted"):
         builder(str(tmp_path / "nothing"), val_fraction=0.1, split_seed=0)
 
 
-def test_root_without_files_is_one_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"has no readable MNIST files in <root>/MNIST/raw/"):
-        mnist(str(tmp_path), val_fraction=0.1, split_seed=0)
+@pytest.mark.parametrize(
+    ("builder", "files"),
+    [
+        (mnist, "MNIST files in <root>/MNIST/raw/"),
+        (_cifar10_by_default, "CIFAR10 files in <root>/cifar-10-batches-py/"),
+    ],
+    ids=["mnist", "cifar10"],
+)
+def test_root_without_files_is_one_clear_error(builder, files, tmp_path):
+    with pytest.raises(ConfigError, match=rf"has no readable {re.escape(files)}"):
+        builder(str(tmp_path), val_fraction=0.1, split_seed=0)
 
 
 def test_batches_cover_every_row_once():

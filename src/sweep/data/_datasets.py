@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -87,28 +88,36 @@ def fashion_mnist(root: str, val_fraction: float, split_seed: int) -> Dataset:
 
 
 def cifar10(
-    root: str, val_fraction: float, split_seed: int, verify_checksums: bool = True
+    root: str, val_fraction: float, split_seed: int, *, allow_unpickling_unverified_files: bool
 ) -> Dataset:
     """CIFAR-10 from ``root`` (torchvision layout: ``<root>/cifar-10-batches-py/``).
 
-    ``verify_checksums=False`` skips torchvision's md5 check of the batch files (for re-packed
-    copies); the files are still parsed by torchvision's reader.
+    The batch files are Python pickles, and unpickling a crafted file runs its code. So each
+    file's md5 must match the official one (torchvision's list) before any is opened;
+    ``allow_unpickling_unverified_files=True`` loads files that differ (re-packed copies you
+    trust).
+
+    Raises:
+        ConfigError: ``root`` is not a folder, a file differs from the official md5 (and
+            unverified files are not allowed), or the files cannot be read.
     """
     from torchvision.datasets import CIFAR10
 
     _check_fractions(val_fraction=val_fraction)
-    if not verify_checksums:
-        # torchvision's check_integrity(path, md5=None) only checks that each file exists.
-        CIFAR10 = type(
-            "CIFAR10",
-            (CIFAR10,),
-            {
-                "train_list": [[name, None] for name, _ in CIFAR10.train_list],
-                "test_list": [[name, None] for name, _ in CIFAR10.test_list],
-                "meta": {**CIFAR10.meta, "md5": None},
-            },
-        )
-    train, test = _open(CIFAR10, "cifar-10-batches-py", root)
+    _check_root(root, CIFAR10.base_folder)
+    if not allow_unpickling_unverified_files:
+        _check_official_md5(root, CIFAR10)
+    # Verified above, or allowed unverified: torchvision then only checks that each file exists.
+    unchecked = type(
+        "CIFAR10",
+        (CIFAR10,),
+        {
+            "train_list": [[name, None] for name, _ in CIFAR10.train_list],
+            "test_list": [[name, None] for name, _ in CIFAR10.test_list],
+            "meta": {**CIFAR10.meta, "md5": None},
+        },
+    )
+    train, test = _open(unchecked, CIFAR10.base_folder, root)
 
     def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255)
@@ -137,12 +146,41 @@ def _check_fractions(**fractions: float) -> None:
             )
 
 
-def _open(cls, layout: str, root: str):
+def _check_official_md5(root: str, cls) -> None:
+    folder = Path(root) / cls.base_folder
+    expected = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+    for name, md5 in expected:
+        path = folder / name
+        # a missing file is left to torchvision, which reports the folder as unreadable
+        if path.is_file() and _md5(path) != md5:
+            raise ConfigError(
+                f"dataset.root={root!r}: {cls.base_folder}/{name} does not match the official "
+                "CIFAR-10 md5; these files are Python pickles, which can run code when loaded; "
+                "accepted: the official files, or dataset.allow_unpickling_unverified_files=true "
+                "if you trust these"
+            )
+
+
+def _md5(path: Path) -> str:
+    # md5 because it is what torchvision lists; a second preimage is still out of reach.
+    # usedforsecurity=False as in torchvision, so that FIPS builds of OpenSSL allow it.
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_root(root: str, layout: str) -> None:
     if root is None or not Path(root).is_dir():
         raise ConfigError(
             f"dataset.root={root!r} is not a folder; accepted: a local folder holding "
             f"<root>/{layout}/ as torchvision lays it out (prune-sweep never downloads)"
         )
+
+
+def _open(cls, layout: str, root: str):
+    _check_root(root, layout)
     try:
         return cls(root, train=True, download=False), cls(root, train=False, download=False)
     except RuntimeError as e:
