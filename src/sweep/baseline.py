@@ -53,6 +53,9 @@ def load_or_train(
 
     Returns:
         The cached facts: ``key``, ``trained`` (this call trained it), ``time_s``.
+
+    Raises:
+        TrialFailed: Pretraining diverged (a NaN or infinite loss or output); nothing is cached.
     """
     key = baseline_key(settings)
     folder = Path(cache_dir)
@@ -74,7 +77,8 @@ def load_or_train(
             desc="pretrain",
             progress=progress,
         )
-        acc, loss = evaluate(model, data.val)
+        # before saving: a baseline that trained to NaN must not be cached for every later trial
+        acc, loss = evaluate(model, data.val, desc="pretrained model")
         info = {
             "key": key,
             "time_s": time.perf_counter() - start,

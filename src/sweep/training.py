@@ -48,7 +48,8 @@ def train(
         progress: Show a progress bar.
 
     Raises:
-        TrialFailed: The loss is NaN or infinite at the end of an epoch.
+        TrialFailed: The loss is NaN or infinite at the end of an epoch, or the validation
+            outputs are.
     """
     epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
     optimizer = make_optimizer(model, settings)
@@ -75,7 +76,7 @@ def train(
                 raise TrialFailed(f"{desc}: loss became {mean_loss} in epoch {epoch}")
             postfix = {"epoch": epoch, "loss": f"{mean_loss:.4f}"}
             if val_split is not None:
-                acc, _ = evaluate(model, val_split)
+                acc, _ = evaluate(model, val_split, desc=f"{desc} validation")
                 postfix["val_acc"] = f"{acc:.4f}"
             bar.set_postfix(postfix)
             if on_epoch is not None and val_split is not None:
@@ -84,17 +85,43 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 1024) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of ``model`` on ``split``, in eval mode."""
+def evaluate(
+    model: nn.Module, split: Split, batch_size: int = 1024, *, desc: str = "model"
+) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``split``, in eval mode.
+
+    Args:
+        model: On the device of ``split``.
+        split: The data to evaluate on.
+        batch_size: Examples per forward pass.
+        desc: The stage, named in the error (``dense model``, ``pruned model``).
+
+    Returns:
+        (accuracy, mean loss); both finite.
+
+    Raises:
+        TrialFailed: An output or the loss is NaN or infinite; argmax over NaN logits would
+            otherwise pass for an accuracy.
+    """
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=split.x.device)
     loss = torch.zeros((), device=split.x.device)
+    nan = torch.zeros((), dtype=torch.bool, device=split.x.device)
+    inf = torch.zeros((), dtype=torch.bool, device=split.x.device)
     for x, y in batches(split, batch_size):
         logits = model(x).float()
+        # flags stay on the device: one synchronisation at the end, not one per batch
+        nan |= logits.isnan().any()
+        inf |= logits.isinf().any()
         correct += (logits.argmax(1) == y).sum()
         loss += nn.functional.cross_entropy(logits, y, reduction="sum")
+    if nan.item() or inf.item():
+        raise TrialFailed(f"{desc}: outputs are not finite ({'nan' if nan.item() else 'inf'})")
     n = len(split)
-    return correct.item() / n, loss.item() / n
+    mean_loss = loss.item() / n
+    if not math.isfinite(mean_loss):
+        raise TrialFailed(f"{desc}: loss is not finite ({mean_loss})")
+    return correct.item() / n, mean_loss
 
 
 def make_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -53,9 +53,10 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     """Run the trial described by ``cfg`` and write its row to the results store.
 
     Every input is checked before anything is trained or written (`prepare`): a bad value
-    raises `ConfigError` and leaves the store untouched. A trial that fails once running (a NaN
-    loss, any exception) or is stopped by a trial pruner is written with ``status`` ``failed``
-    (and the reason in ``error``) or ``pruned``.
+    raises `ConfigError` and leaves the store untouched. Once the checks pass, every outcome is
+    a row: ``complete``; ``pruned`` (stopped by a trial pruner); or ``failed`` with the reason
+    in ``error`` (a NaN loss or output at any stage, any exception, even ``SystemExit`` from a
+    user's method). Only ``KeyboardInterrupt`` ends it without a row.
 
     Args:
         cfg: A composed ``conf/config.yaml``.
@@ -73,65 +74,78 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     started_at = dt.datetime.now(dt.timezone.utc)
     start = time.perf_counter()
     plan = prepare(cfg)
-    device, method, scope = plan.device, plan.method, plan.scope
-    resolved, key = plan.resolved, plan.key
-    rid = row_id(key, cfg.optuna.study, cfg.optuna.trial)
+    rid = row_id(plan.key, cfg.optuna.study, cfg.optuna.trial, cfg.optuna.uid)
     # The dense reference (method none) is the same whatever the amount: a grid runs it once.
-    reuse = cfg.skip_completed or (method.cls is None and cfg.optuna.study is None)
+    reuse = cfg.skip_completed or (plan.method.cls is None and cfg.optuna.study is None)
     done = read_row(cfg.store.path, rid) if reuse else None
     if done is not None and done["status"] == "complete":
-        log.info("trial %s is already complete in %s; skipped", key, cfg.store.path)
+        log.info("trial %s is already complete in %s; skipped", plan.key, cfg.store.path)
         return {**done, "store_file": "already in the store"}
 
-    data = plan.data.to(device)
-    model = plan.model.to(device)
+    row = _new_row(cfg, plan, started_at)
+    layers = _run_or_fail(cfg, plan, row, on_epoch)
+    row["time_total_s"] = time.perf_counter() - start
+    row["store_file"] = str(write_trial(cfg.store.path, row, layers, row_id=rid))
+    return row
 
-    if resolved["optuna"]["storage"]:
-        resolved["optuna"]["storage"] = mask_password(resolved["optuna"]["storage"])
-    row: dict[str, Any] = {
-        **_flatten(resolved),
-        "trial_key": key,
-        "status": "running",
-        "error": None,
-        "model": cfg.model.name,
-        "dataset": cfg.dataset.name,
-        "method": method.name,
-        "amount": resolved["amount"],
-        "seed": cfg.seed,
-        "device": str(device),
-        "started_at": started_at,
-        **_versions(),
-    }
-    settings = {
-        "model": resolved["model"],
-        "dataset": resolved["dataset"],
-        "seed": cfg.seed,
-        "pretrain": resolved["pretrain"],
-        "device_type": device.type,
-    }
-    dense = baseline.load_or_train(
-        model, data, settings, cfg.store.baselines, progress=cfg.progress
-    )
+
+def _run_or_fail(
+    cfg: DictConfig, plan: Plan, row: dict[str, Any], on_epoch: EpochCallback | None
+) -> list[dict[str, Any]]:
+    """`_run` the trial, filling ``row``; a failure sets ``status`` and ``error`` instead.
+
+    Returns:
+        The per-layer rows; none for a failed trial.
+    """
+    try:
+        return _run(cfg, plan, row, on_epoch)
+    except (KeyboardInterrupt, GeneratorExit):
+        raise  # the user stops the run, not the trial
+    # BaseException: a user's method calling sys.exit must cost one row, not the whole sweep
+    except BaseException as e:
+        if isinstance(e, TrialFailed):
+            reason = str(e)
+        else:
+            log.exception("trial %s failed", plan.key)
+            reason = f"{type(e).__name__}: {e}"
+        row.update(status="failed", error=reason)
+        return []
+
+
+def _run(
+    cfg: DictConfig, plan: Plan, row: dict[str, Any], on_epoch: EpochCallback | None
+) -> list[dict[str, Any]]:
+    """Load or train the baseline, measure it, prune, finetune, measure again; fill ``row``.
+
+    Returns:
+        The per-layer rows.
+
+    Raises:
+        TrialFailed: A NaN or infinite loss or output, naming the stage.
+    """
+    data, model = plan.data.to(plan.device), plan.model.to(plan.device)
+    dense = _load_baseline(cfg, plan, model, data)
     row["baseline_key"], row["baseline_trained"] = dense["key"], dense["trained"]
     example = data.test.x[:1]
     latency_batch = _latency_batch(data, cfg.latency.batch_size)
-    row["acc_dense"], _ = evaluate(model, data.test)
+    # accuracy first: it fails on NaN outputs, which FLOPs and latency would measure happily
+    row["acc_dense"], _ = evaluate(model, data.test, desc="dense model")
     row["flops_dense"] = metrics.count_flops(model, example)
     row["latency_ms_dense"] = _latency(model, latency_batch, cfg.latency)
 
     dense_numel = metrics.weight_numels(model)
     row["size_bytes_dense"] = sparse.dense_size(model.state_dict())
     row["compacted"], row["compact_error"] = False, None
-    try:
-        t = time.perf_counter()
-        torch.manual_seed(cfg.seed)  # random methods draw the same masks however the baseline came
-        model, targets = _prune(model, method, scope, cfg, example, row)
-        scoped = {t.name for t in targets}
-        row["time_prune_s"] = time.perf_counter() - t
-        row["acc_pruned"], _ = evaluate(model, data.test)
+    t = time.perf_counter()
+    torch.manual_seed(cfg.seed)  # random methods draw the same masks however the baseline came
+    model, targets = _prune(model, plan.method, plan.scope, cfg, example, row)
+    scoped = {t.name for t in targets}
+    row["time_prune_s"] = time.perf_counter() - t
+    row["acc_pruned"], _ = evaluate(model, data.test, desc="pruned model")
 
-        t = time.perf_counter()
-        torch.manual_seed(cfg.seed)
+    t = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    try:
         train(
             model,
             data.train,
@@ -142,33 +156,56 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
             desc="finetune",
             progress=cfg.progress,
         )
-        row["time_finetune_s"] = time.perf_counter() - t
-        make_permanent(model)
-        row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
-        row["acc_finetuned"], row["loss_finetuned"] = evaluate(model, data.test)
-        row["params"] = metrics.count_params(model)
-        row["params_nonzero"] = metrics.count_nonzero(model)
-        row["flops"] = metrics.count_flops(model, example)
-        row["latency_ms"] = _latency(model, latency_batch, cfg.latency)
-        row["speedup"] = row["latency_ms_dense"] / row["latency_ms"]
-        row["size_bytes"] = sparse.sparse_size(model.state_dict())
-        row["status"] = "complete"
-        layers = metrics.layer_table(model, dense_numel, scoped)
     except optuna.TrialPruned as e:
         row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
         row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
-        layers = metrics.layer_table(model, dense_numel, scoped)
-    except ConfigError:
-        raise
-    except Exception as e:  # the row records any failure; the traceback goes to the log
-        if not isinstance(e, TrialFailed):
-            log.exception("trial %s failed", key)
-        reason = str(e) if isinstance(e, TrialFailed) else f"{type(e).__name__}: {e}"
-        row.update(status="failed", error=reason)
-        layers = []
-    row["time_total_s"] = time.perf_counter() - start
-    row["store_file"] = str(write_trial(cfg.store.path, row, layers, row_id=rid))
-    return row
+        return metrics.layer_table(model, dense_numel, scoped)
+    row["time_finetune_s"] = time.perf_counter() - t
+    make_permanent(model)
+    row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
+    row["acc_finetuned"], row["loss_finetuned"] = evaluate(model, data.test, desc="finetuned model")
+    row["params"] = metrics.count_params(model)
+    row["params_nonzero"] = metrics.count_nonzero(model)
+    row["flops"] = metrics.count_flops(model, example)
+    row["latency_ms"] = _latency(model, latency_batch, cfg.latency)
+    row["speedup"] = row["latency_ms_dense"] / row["latency_ms"]
+    row["size_bytes"] = sparse.sparse_size(model.state_dict())
+    row["status"] = "complete"
+    return metrics.layer_table(model, dense_numel, scoped)
+
+
+def _load_baseline(cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset) -> dict[str, Any]:
+    """Fill ``model`` with its cached dense baseline, training it first if there is none."""
+    settings = {
+        "model": plan.resolved["model"],
+        "dataset": plan.resolved["dataset"],
+        "seed": cfg.seed,
+        "pretrain": plan.resolved["pretrain"],
+        "device_type": plan.device.type,
+    }
+    return baseline.load_or_train(model, data, settings, cfg.store.baselines, progress=cfg.progress)
+
+
+def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, Any]:
+    """The row before anything runs: the flattened config, what the trial is, versions."""
+    resolved = plan.resolved
+    flat = _flatten(resolved)
+    if flat["optuna.storage"]:
+        flat["optuna.storage"] = mask_password(flat["optuna.storage"])
+    return {
+        **flat,
+        "trial_key": plan.key,
+        "status": "running",
+        "error": None,
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "method": plan.method.name,
+        "amount": resolved["amount"],
+        "seed": cfg.seed,
+        "device": str(plan.device),
+        "started_at": started_at,
+        **_versions(),
+    }
 
 
 def _prune(
