@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from sweep.errors import ConfigError
-from sweep.search import OBJECTIVES, SearchSpace, StudySettings
+from sweep.search import OBJECTIVES, SearchSpace, StudySettings, open_storage
 from sweep.search._space import overrides
 
 SPACE = {
@@ -156,3 +156,51 @@ def test_single_objective_may_use_a_trial_pruner():
         SearchSpace.from_config(SPACE),
     )
     assert not s.multi_objective
+
+
+def test_journal_lock_points_at_the_journal_from_a_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = open_storage("results/optuna.journal")
+    optuna.create_study(storage=storage, study_name="s")
+    lock = storage._backend._lock
+    assert lock.acquire()
+    try:
+        # the symlink resolves: a killed holder's lock ages out instead of spinning stat()
+        assert (tmp_path / "results/optuna.journal.lock").resolve() == (
+            tmp_path / "results/optuna.journal"
+        )
+        assert (tmp_path / "results/optuna.journal.lock").exists()
+    finally:
+        lock.release()
+
+
+@pytest.mark.slow
+def test_journal_sweep_recovers_from_a_worker_killed_holding_the_lock(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import FAST, run_cli
+
+    hold = (
+        "import time, sys; from sweep.search import open_storage; "
+        "s = open_storage('results/optuna.journal'); s._backend._lock.acquire(); "
+        "print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "held"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert (tmp_path / "results/optuna.journal.lock").is_symlink()
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.storage=results/optuna.journal",
+        "hydra.sweeper.n_trials=1",
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr  # released after Optuna's 30 s grace period

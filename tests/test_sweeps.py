@@ -77,6 +77,23 @@ def test_optuna_study_rows_resume_and_pareto_table(tmp_path):
     done = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=6", *OPTUNA_FAST, cwd=tmp_path)
     assert done.returncode == 0 and len(load_results(tmp_path / "results")) == 6
 
+    # a study of the same name in another storage adds its rows and replaces none
+    other = run_cli(
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.storage=sqlite:///results/other.db",
+        "hydra.sweeper.n_trials=2",
+        *OPTUNA_FAST,
+        cwd=tmp_path,
+    )
+    assert other.returncode == 0, other.stderr
+    assert "study tradeoff: 2 trials (2 complete)" in other.stdout
+    df = load_results(tmp_path / "results")
+    assert len(df) == 8 and df.groupby("optuna.uid").size().sort_values().tolist() == [2, 6]
+    assert df.loc[df["optuna.uid"] == s.user_attrs["uid"], "trial_key"].tolist() == [
+        t.user_attrs["trial_key"] for t in s.trials
+    ]
+
 
 def test_trial_pruner_stops_finetunes(tmp_path):
     result = run_cli(
@@ -253,7 +270,7 @@ def test_two_local_workers(tmp_path):
     assert len(workers) == 2  # both processes ran trials
 
 
-def _workers(tmp_path, storage: str, n_workers: int, n_trials: int) -> None:
+def _workers(tmp_path, storage: str, n_workers: int, n_trials: int, *extra: str) -> None:
     args = [
         sys.executable,
         "-m",
@@ -264,6 +281,7 @@ def _workers(tmp_path, storage: str, n_workers: int, n_trials: int) -> None:
         "hydra.sweeper.study_name=shared",
         f"hydra.sweeper.n_trials={n_trials}",
         *OPTUNA_FAST,
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     procs = [
@@ -310,3 +328,53 @@ def test_latency_search_compacts_and_trades_accuracy_for_speed(tmp_path):
     for t in s.trials:
         row = df[df["optuna.trial"] == t.number].iloc[0]
         assert t.values == [row.acc_finetuned, row.latency_ms]
+
+
+@pytest.mark.slow
+def test_workers_started_together_by_hand_draw_different_points(tmp_path):
+    """Each started as a scheduler would start it, none knows of the others: still no repeats."""
+    storage = f"sqlite:///{tmp_path}/results/optuna.db"
+    _workers(tmp_path, storage, 4, 12, "hydra/sweeper/sampler=random")
+    s = study(tmp_path, "shared", storage)
+    assert states(s) == ["COMPLETE"] * 12
+    drawn = {tuple(sorted(t.params.items())) for t in s.trials}
+    assert len(drawn) == 12
+    assert s.user_attrs["workers_started"] == 4
+
+
+def test_storage_with_a_quote_in_its_path(tmp_path):
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        'hydra.sweeper.storage="results/it\'s.journal"',
+        "hydra.sweeper.n_trials=1",
+        *OPTUNA_FAST,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    df = load_results(tmp_path / "results")
+    assert df.status.tolist() == ["complete"]
+    assert df["optuna.storage"].tolist() == ["results/it's.journal"]
+
+
+@pytest.mark.slow
+def test_storage_password_is_never_written(tmp_path, postgres_url):
+    secret = "s3cr'et"
+    url = postgres_url.replace("postgres@", f"postgres:{secret}@")  # trust auth ignores it
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        f'hydra.sweeper.storage="{url}"',
+        "hydra.sweeper.study_name=secret",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
+        *OPTUNA_FAST,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert secret not in result.stdout + result.stderr
+    assert "postgres:***@" in result.stdout
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == []
+    df = load_results(tmp_path / "results")
+    assert len(df) == 3 and df["optuna.storage"].str.contains(":***@").all()

@@ -74,6 +74,7 @@ class OptunaJob:
     """Set by the Optuna sweeper for each of its jobs; null otherwise."""
 
     study: str | None = None
+    uid: str | None = None
     trial: int | None = None
     storage: str | None = None
 

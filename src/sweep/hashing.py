@@ -22,10 +22,14 @@ def config_hash(value: Any, length: int = 16) -> str:
 
 
 def mask_password(url: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``; other text unchanged.
+    """Hide the secrets a database URL can carry: ``user:secret@host`` and query parameters
+    such as ``?password=secret``; other text unchanged.
 
     Example:
         >>> mask_password("postgresql://u:hunter2@db/sweeps")
         'postgresql://u:***@db/sweeps'
+        >>> mask_password("postgresql://db/sweeps?user=u&password=hunter2&sslmode=require")
+        'postgresql://db/sweeps?user=u&password=***&sslmode=require'
     """
-    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    return re.sub(r"([?&](?:password|passwd|pwd|sslpassword)=)[^&]*", r"\1***", url, flags=re.I)

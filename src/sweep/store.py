@@ -155,11 +155,19 @@ _NULLABLE = {_INT: pd.Int64Dtype(), _BOOL: pd.BooleanDtype()}
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 
 
-def row_id(trial_key: str | None, study: str | None = None, number: int | None = None) -> str:
-    """File name of a trial's row: ``<study>-<number>`` for Optuna trials (two trials of a study
-    may share a config), else the trial key (a rerun of the same config replaces its row)."""
+def row_id(
+    trial_key: str | None,
+    study: str | None = None,
+    number: int | None = None,
+    study_uid: str | None = None,
+) -> str:
+    """File name of a trial's row: ``<study>-<uid>-<number>`` for Optuna trials (two trials of a
+    study may share a config; two studies may share a name, in other storages or after the
+    storage was deleted, but not a uid), else the trial key (a rerun of the same config
+    replaces its row)."""
     if study is not None and number is not None:
-        return f"{study}-{int(number):05d}"
+        uid = f"-{study_uid}" if study_uid else ""
+        return f"{study}{uid}-{int(number):05d}"
     return str(trial_key)
 
 

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.search._study import make_pruner, open_storage
+from sweep.search._study import STORAGE_ENV, make_pruner, open_storage
 from sweep.training import EpochCallback
 
 
@@ -21,7 +22,8 @@ def reporter(cfg: DictConfig) -> EpochCallback | None:
     """
     from sweep.trial import resolve_device, trial_key
 
-    storage = _storage(cfg.optuna.storage)
+    # the row's optuna.storage is masked; the sweep that launched this job set the real URL
+    storage = _storage(os.environ.get(STORAGE_ENV) or cfg.optuna.storage)
     study_id = storage.get_study_id_from_name(cfg.optuna.study)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial)
     resolved = OmegaConf.to_container(cfg, resolve=True)

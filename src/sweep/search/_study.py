@@ -18,6 +18,9 @@ from sweep.search._space import SearchSpace
 from sweep.store import LABEL_COLUMNS, METRIC_COLUMNS
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "qmc")
+# How a sweep hands its storage URL to its jobs and local helper workers: the environment,
+# never a file or a command line (the URL may hold a password).
+STORAGE_ENV = "SWEEP_OPTUNA_STORAGE"
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "threshold")
 # Metrics a study may optimise: every fixed column of a trial row that is a number.
@@ -127,8 +130,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         if "://" not in url:
             from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(url))
+            # Absolute: Optuna's lock is a symlink to this path, which a relative path would
+            # leave dangling, and a dangling lock left by a killed worker spins every later
+            # run forever instead of being released after its grace period.
+            path = Path(url).expanduser().resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
         engine_kwargs = {}
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

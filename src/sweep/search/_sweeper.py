@@ -8,10 +8,15 @@ which every worker shares anyway, so the budget is never overshot.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import os
+import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +24,7 @@ from typing import Any
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
@@ -28,6 +33,7 @@ from sweep.errors import ConfigError
 from sweep.hashing import mask_password
 from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
+    STORAGE_ENV,
     StudySettings,
     counted_trials,
     create_study,
@@ -67,16 +73,21 @@ class OptunaSweep:
 
         try:
             settings, fixed = self._settings(arguments)
+            if os.environ.get(WORKER_ENV, "0") != "0":
+                # a local helper: the real storage URL comes from its parent, never from argv
+                settings = dataclasses.replace(settings, storage=os.environ[STORAGE_ENV])
+            # in-process jobs and helpers read the real URL here; nothing written holds it
+            os.environ[STORAGE_ENV] = settings.storage
+            _scrub_storage(self.config, settings.storage)
             storage = open_storage(settings.storage)
             worker = int(os.environ.get(WORKER_ENV, "0"))
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             study = create_study(settings, storage, seed_offset=0)
-            # a different sampler seed per worker and per resume: no two draw the same points
-            offset = 1000 * worker + len(study.trials)
-            study.sampler = make_sampler(settings.sampler, settings.space, seed_offset=offset)
         except ConfigError as e:
             fail(str(e))
         store = Path(self.config.store.path)
+        _, offset = register_worker(study, settings, store)
+        study.sampler = make_sampler(settings.sampler, settings.space, seed_offset=offset)
         clean(store)  # what killed writers left behind more than an hour ago
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +125,7 @@ class OptunaSweep:
         return study_settings(self.sweeper_cfg, arguments, self.hydra_context.config_loader)
 
     def _work(self, study, settings: StudySettings, fixed, store: Path, progress: bool):
+        uid = study.user_attrs["uid"]
         results = []
         failures, last_error = 0, ""
         bar = tqdm(
@@ -133,8 +145,9 @@ class OptunaSweep:
                     *fixed,
                     *overrides(values),
                     f"optuna.study={settings.study_name}",
+                    f"optuna.uid={uid}",
                     f"optuna.trial={trial.number}",
-                    f"optuna.storage='{settings.storage}'",
+                    f"optuna.storage={_quoted(mask_password(settings.storage))}",
                 ]
                 [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
                 status, error = tell(study, trial, ret, settings)
@@ -203,6 +216,31 @@ def study_settings(
     return StudySettings.from_config(node, space), fixed
 
 
+def register_worker(study: optuna.Study, settings: StudySettings, store: Path) -> tuple[str, int]:
+    """The study's uid, and what this worker adds to the sampler's seed.
+
+    The uid (a study attribute, made by the first worker) names the study's rows in the store,
+    so a study of the same name in another storage, or after its storage was deleted, never
+    replaces them. The study counts the workers that ever started on it: the first keeps the
+    configured seed, so a one-worker sweep is reproducible; every later one (a local helper,
+    a worker started by hand or by a scheduler, a resume) offsets it by a hash of its own
+    process (host, pid, start time), which no other worker shares, so none draws alike.
+    Both are read and written under the store's lock.
+    """
+    store.mkdir(parents=True, exist_ok=True)
+    with locked(store / f".optuna-{settings.study_name}.lock"):
+        uid = study.user_attrs.get("uid")
+        if uid is None:
+            uid = uuid.uuid4().hex[:12]
+            study.set_user_attr("uid", uid)
+        started = int(study.user_attrs.get("workers_started", 0))
+        study.set_user_attr("workers_started", started + 1)
+    if started == 0:
+        return uid, 0
+    identity = json.dumps(worker_identity(), sort_keys=True).encode()
+    return uid, int.from_bytes(hashlib.sha256(identity).digest()[:4], "big") % 2**31
+
+
 def ask_within_budget(study: optuna.Study, settings: StudySettings, store: Path):
     """A new trial, or ``None`` when the study's budget is spent (checked under a lock)."""
     store.mkdir(parents=True, exist_ok=True)
@@ -250,6 +288,7 @@ def recover_interrupted(study: optuna.Study, storage, store: Path, settings: Stu
 
     A trial whose row reached the store before the worker died is told from that row instead.
     """
+    uid = study.user_attrs.get("uid")
     study_id = storage.get_study_id_from_name(study.study_name)
     requeued = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -261,7 +300,7 @@ def recover_interrupted(study: optuna.Study, storage, store: Path, settings: Stu
         def set_attr(key, value, trial_id=trial_id):
             storage.set_trial_user_attr(trial_id, key, value)
 
-        rid = row_id(None, study.study_name, t.number)
+        rid = row_id(None, study.study_name, t.number, uid)
         row = read_row(store, rid)
         if row is not None:
             tell_row(study, t.number, row, settings, set_attr)
@@ -281,6 +320,7 @@ def recover_interrupted(study: optuna.Study, storage, store: Path, settings: Stu
                 "started_at": t.datetime_start,
                 **t.params,
                 "optuna.study": study.study_name,
+                "optuna.uid": uid,
                 "optuna.trial": t.number,
             },
             row_id=rid,
@@ -309,13 +349,42 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
     pairs = list(zip(settings.objectives, settings.directions, strict=True))
     goals = ", ".join(f"{d} {o}" for o, d in pairs)
     df = load_results(store)
-    df = df[df["optuna.study"] == settings.study_name].drop_duplicates("optuna.trial", keep="last")
+    uid = study.user_attrs.get("uid")
+    ours = (df["optuna.study"] == settings.study_name) & (df.get("optuna.uid") == uid)
+    df = df[ours].drop_duplicates("optuna.trial", keep="last")
     df = df.set_index("optuna.trial").loc[[t.number for t in best]]
     columns = ["method", "amount", "sparsity", "acc_finetuned", *settings.objectives]
     first, direction = pairs[0]
     table = df[list(dict.fromkeys(columns))].sort_values(first, ascending=direction == "minimize")
     table.index.name = "trial"
     return f"{head}\n{title} ({goals}):\n{table.to_string(float_format=lambda v: f'{v:.4f}')}"
+
+
+def _scrub_storage(config: DictConfig, url: str) -> None:
+    """Mask the storage URL's secrets in the sweep's config, before anything saves it.
+
+    Hydra recomposes every job from this config's recorded overrides and saves them in the
+    job's folder (``.hydra/hydra.yaml``); multirun.yaml and helper workers' command lines
+    come from it too. The real URL travels in the environment instead (``STORAGE_ENV``).
+    """
+    masked = mask_password(url)
+    if masked == url:
+        return
+    with read_write(config), open_dict(config):
+        config.hydra.sweeper.storage = masked
+        config.hydra.overrides.hydra = [
+            f"hydra.sweeper.storage={_quoted(masked)}"
+            if o.startswith("hydra.sweeper.storage=")
+            else o
+            for o in config.hydra.overrides.hydra
+        ]
+
+
+def _quoted(value: str) -> str:
+    """A Hydra override value that stays one string whatever quotes it holds."""
+    # Hydra unescapes backslashes only before a quote or at the end of a quoted string
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + "'"
 
 
 def _param_from_sweep(o) -> dict[str, Any]:
