@@ -60,37 +60,24 @@ def test_wheel_install_finds_its_config_from_any_folder(tmp_path):
     )
 
     elsewhere = _mkdir(tmp_path / "elsewhere")
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    where = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sweep.conf, hydra_plugins.prune_sweep as p; print(sweep.conf.__file__); "
-            "print(p.__file__)",
-        ],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
+
+    def installed(*args: str) -> subprocess.CompletedProcess:
+        """Python with only the wheel's copy ahead of the environment, from another folder."""
+        env = {**os.environ, "PYTHONPATH": str(target)}
+        return subprocess.run(
+            [sys.executable, *args], cwd=elsewhere, env=env, capture_output=True, text=True
+        )
+
+    where = installed(
+        "-c",
+        "import sweep.conf, hydra_plugins.prune_sweep as p; print(sweep.conf.__file__); "
+        "print(p.__file__)",
     )
     assert [Path(p).is_relative_to(target) for p in where.stdout.split()] == [True, True]
-    job = subprocess.run(
-        [sys.executable, "-m", "sweep", "method=ln_structured", "--cfg", "job"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    job = installed("-m", "sweep", "method=ln_structured", "--cfg", "job")
     assert job.returncode == 0, job.stderr
     assert "  name: ln_structured\n  _target_: torch.nn.utils.prune.LnStructured" in job.stdout
-    sweeper = subprocess.run(
-        [sys.executable, "-m", "sweep", "search=tradeoff", "--cfg", "hydra"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    sweeper = installed("-m", "sweep", "search=tradeoff", "--cfg", "hydra")
     assert sweeper.returncode == 0, sweeper.stderr
     assert "_target_: hydra_plugins.prune_sweep.OptunaSweeper" in sweeper.stdout
     assert not list(elsewhere.iterdir())  # --cfg writes nothing
