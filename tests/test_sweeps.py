@@ -77,6 +77,33 @@ def test_optuna_study_rows_resume_and_pareto_table(tmp_path):
     done = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=6", *OPTUNA_FAST, cwd=tmp_path)
     assert done.returncode == 0 and len(load_results(tmp_path / "results")) == 6
 
+    # resuming with what changes the trials is refused, in one line, adding nothing
+    for changed, message in [
+        (
+            ["finetune.epochs=2"],
+            "error: study 'tradeoff' was run with finetune.epochs=1; this run has "
+            "finetune.epochs=2; accepted: the study's overrides, or another "
+            "hydra.sweeper.study_name for a new study",
+        ),
+        (
+            ["hydra.sweeper.objectives=[acc_finetuned]", "hydra.sweeper.directions=[maximize]"],
+            "error: study 'tradeoff' has directions ['maximize', 'maximize']; this run asks "
+            "['maximize']; accepted: the study's directions, or another "
+            "hydra.sweeper.study_name for a new study",
+        ),
+    ]:
+        refused = run_cli(
+            "-m",
+            "search=tradeoff",
+            "hydra.sweeper.n_trials=8",
+            *OPTUNA_FAST,
+            *changed,
+            cwd=tmp_path,
+        )
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines()[-1] == message
+        assert len(study(tmp_path).trials) == 6 and len(load_results(tmp_path / "results")) == 6
+
     # a study of the same name in another storage adds its rows and replaces none
     other = run_cli(
         "-m",
@@ -378,3 +405,21 @@ def test_storage_password_is_never_written(tmp_path, postgres_url):
     assert leaks == []
     df = load_results(tmp_path / "results")
     assert len(df) == 3 and df["optuna.storage"].str.contains(":***@").all()
+
+
+def test_a_value_only_the_job_can_check_is_a_failed_row(tmp_path):
+    result = run_cli(
+        "-m",
+        "search=accuracy_at_sparsity",
+        "hydra.sweeper.n_trials=2",
+        "hydra/sweeper/sampler=random",
+        "amount=interval(1.0,1.5)",  # sampled per trial, so no check before the sweep sees it
+        *OPTUNA_FAST,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert states(study(tmp_path, "accuracy_at_sparsity")) == ["FAIL", "FAIL"]
+    df = load_results(tmp_path / "results")
+    assert df.status.tolist() == ["failed", "failed"]
+    assert df.error.str.fullmatch(r"amount=1\.\d+ is outside \[0, 1\); accepted: .*").all()
+    assert sorted(df["optuna.trial"]) == [0, 1]

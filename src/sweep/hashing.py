@@ -7,7 +7,11 @@ import json
 import re
 from typing import Any
 
-__all__ = ["config_hash", "mask_password"]
+__all__ = ["NOT_IN_KEY", "config_hash", "mask_password"]
+
+# Top-level config keys that say where results go or how a run looks, not what it computes:
+# left out of a trial's key, and free to change when a study is resumed.
+NOT_IN_KEY = ("store", "progress", "skip_completed", "optuna")
 
 
 def config_hash(value: Any, length: int = 16) -> str:

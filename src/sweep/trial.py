@@ -26,7 +26,7 @@ from sweep import baseline, config, metrics, sparse
 from sweep._imports import locate
 from sweep.data import Dataset
 from sweep.errors import ConfigError, TrialFailed
-from sweep.hashing import config_hash, mask_password
+from sweep.hashing import NOT_IN_KEY, config_hash, mask_password
 from sweep.pruning import (
     PruningMethod,
     Scope,
@@ -44,9 +44,6 @@ from sweep.training import EpochCallback, evaluate, optimizer_class, train
 __all__ = ["Plan", "prepare", "resolve_device", "run_trial", "trial_key"]
 
 log = logging.getLogger(__name__)
-
-# Config keys that say where results go or how a run looks, not what it computes.
-_NOT_IN_KEY = ("store", "progress", "skip_completed", "optuna")
 
 
 def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
@@ -297,7 +294,7 @@ def prepare(
 
 def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:
     """Hash of the resolved config minus output settings, with the device type resolved."""
-    keyed = {k: v for k, v in resolved.items() if k not in _NOT_IN_KEY and k != "device"}
+    keyed = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY and k != "device"}
     return config_hash({**keyed, "device_type": device.type})
 
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from sweep._files import locked
 from sweep.errors import ConfigError
-from sweep.hashing import mask_password
+from sweep.hashing import NOT_IN_KEY, mask_password
 from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
     STORAGE_ENV,
@@ -47,6 +47,7 @@ from sweep.store import clean, load_results, read_row, row_id, write_trial
 log = logging.getLogger(__name__)
 
 WORKER_ENV = "SWEEP_WORKER"
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class OptunaSweep:
@@ -83,6 +84,7 @@ class OptunaSweep:
             worker = int(os.environ.get(WORKER_ENV, "0"))
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             study = create_study(settings, storage, seed_offset=0)
+            check_unchanged(study, settings, fixed)
         except ConfigError as e:
             fail(str(e))
         store = Path(self.config.store.path)
@@ -127,7 +129,6 @@ class OptunaSweep:
     def _work(self, study, settings: StudySettings, fixed, store: Path, progress: bool):
         uid = study.user_attrs["uid"]
         results = []
-        failures, last_error = 0, ""
         bar = tqdm(
             total=settings.n_trials,
             desc=f"study {settings.study_name}",
@@ -150,19 +151,16 @@ class OptunaSweep:
                     f"optuna.storage={_quoted(mask_password(settings.storage))}",
                 ]
                 [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
-                status, error = tell(study, trial, ret, settings)
+                status, error = tell(study, trial, ret, settings, store)
                 results.append(ret)
-                if status == TrialState.FAIL:
-                    failures, last_error = failures + 1, error
-                    if failures >= settings.max_failures:
-                        bar.update(_finished(study) - bar.n)
-                        return results, (
-                            f"stopped after {failures} failed trials in a row "
-                            f"(hydra.sweeper.max_failures={settings.max_failures}); "
-                            f"last: {last_error}"
-                        )
-                else:
-                    failures = 0
+                # in a row across every worker of the study, not only this one's trials
+                failures = failures_in_a_row(study) if status == TrialState.FAIL else 0
+                if failures >= settings.max_failures:
+                    bar.update(_finished(study) - bar.n)
+                    return results, (
+                        f"stopped after {failures} failed trials in a row "
+                        f"(hydra.sweeper.max_failures={settings.max_failures}); last: {error}"
+                    )
             bar.update(_finished(study) - bar.n)
         return results, None
 
@@ -216,6 +214,52 @@ def study_settings(
     return StudySettings.from_config(node, space), fixed
 
 
+def check_unchanged(study: optuna.Study, settings: StudySettings, fixed: Sequence[str]) -> None:
+    """Refuse to resume a study with other objectives, directions or fixed overrides.
+
+    Its trials would not be comparable (the study would judge new rows by other measures, or
+    mix finetuning budgets); the first worker records what the study runs with.
+
+    Raises:
+        ConfigError: Naming the first difference, and how to start a new study instead.
+    """
+    name = settings.study_name
+    new_study = "or another hydra.sweeper.study_name for a new study"
+    directions = [d.name.lower() for d in study.directions]
+    if directions != list(settings.directions):
+        raise ConfigError(
+            f"study {name!r} has directions {directions}; this run asks "
+            f"{list(settings.directions)}; accepted: the study's directions, {new_study}"
+        )
+    wanted = {"objectives": list(settings.objectives), "fixed": _computing(fixed)}
+    recorded = study.user_attrs.get("settings")
+    if recorded is None:
+        study.set_user_attr("settings", wanted)
+        return
+    if recorded["objectives"] != wanted["objectives"]:
+        raise ConfigError(
+            f"study {name!r} has objectives {recorded['objectives']}; this run asks "
+            f"{wanted['objectives']}; accepted: the study's objectives, {new_study}"
+        )
+    old, new = recorded["fixed"], wanted["fixed"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            before = f"{key}={old[key]}" if key in old else f"no {key} override"
+            now = f"{key}={new[key]}" if key in new else f"no {key} override"
+            raise ConfigError(
+                f"study {name!r} was run with {before}; this run has {now}; "
+                f"accepted: the study's overrides, {new_study}"
+            )
+
+
+def _computing(fixed: Sequence[str]) -> dict[str, str]:
+    # the overrides that change what a trial computes (not where it writes or how it looks)
+    pairs = (o.lstrip("+~").partition("=") for o in fixed)
+    return {
+        key: value for key, _, value in pairs if key.split(".")[0] not in (*NOT_IN_KEY, "hydra")
+    }
+
+
 def register_worker(study: optuna.Study, settings: StudySettings, store: Path) -> tuple[str, int]:
     """The study's uid, and what this worker adds to the sampler's seed.
 
@@ -252,16 +296,59 @@ def ask_within_budget(study: optuna.Study, settings: StudySettings, store: Path)
         return trial
 
 
-def tell(study: optuna.Study, trial, ret, settings: StudySettings) -> tuple[TrialState, str]:
-    """Tell the study what the job stored (or why it raised)."""
+def tell(
+    study: optuna.Study, trial, ret, settings: StudySettings, store: Path
+) -> tuple[TrialState, str]:
+    """Tell the study what the job stored, or why it raised (then the store gets a row too)."""
     try:
         row = ret.return_value
-    except Exception as e:  # the job raised: bad input for this combination, or a crash
+    except Exception as e:  # bad input only this combination has (an interval's value)
         error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         trial.set_user_attr("error", error)
+        write_failed_row(store, study, trial, error)
         study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL, error
     return tell_row(study, trial.number, row, settings, trial.set_user_attr)
+
+
+def write_failed_row(store: Path, study: optuna.Study, trial, error: str) -> None:
+    """A failed row for a trial whose job wrote none; ``trial`` is live or frozen."""
+    uid = study.user_attrs.get("uid")
+    rid = row_id(None, study.study_name, trial.number, uid)
+    if read_row(store, rid) is not None:
+        return
+    write_trial(
+        store,
+        {
+            "trial_key": trial.user_attrs.get("trial_key"),
+            "status": "failed",
+            "error": error,
+            "method": trial.params.get("method"),
+            "amount": trial.params.get("amount"),
+            "started_at": trial.datetime_start,
+            **trial.params,
+            "optuna.study": study.study_name,
+            "optuna.uid": uid,
+            "optuna.trial": trial.number,
+        },
+        row_id=rid,
+    )
+
+
+def failures_in_a_row(study: optuna.Study) -> int:
+    """How many of the study's last finished trials failed, by the time they finished."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=_FINISHED)
+        if t.datetime_complete is not None and not t.user_attrs.get("interrupted")
+    ]
+    done.sort(key=lambda t: t.datetime_complete)
+    count = 0
+    for t in reversed(done):
+        if t.state != TrialState.FAIL:
+            break
+        count += 1
+    return count
 
 
 def tell_row(
@@ -288,7 +375,6 @@ def recover_interrupted(study: optuna.Study, storage, store: Path, settings: Stu
 
     A trial whose row reached the store before the worker died is told from that row instead.
     """
-    uid = study.user_attrs.get("uid")
     study_id = storage.get_study_id_from_name(study.study_name)
     requeued = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -300,8 +386,7 @@ def recover_interrupted(study: optuna.Study, storage, store: Path, settings: Stu
         def set_attr(key, value, trial_id=trial_id):
             storage.set_trial_user_attr(trial_id, key, value)
 
-        rid = row_id(None, study.study_name, t.number, uid)
-        row = read_row(store, rid)
+        row = read_row(store, row_id(None, study.study_name, t.number, study.user_attrs.get("uid")))
         if row is not None:
             tell_row(study, t.number, row, settings, set_attr)
             continue
@@ -309,22 +394,7 @@ def recover_interrupted(study: optuna.Study, storage, store: Path, settings: Stu
         set_attr("interrupted", True)
         set_attr("error", error)
         study.tell(t.number, state=TrialState.FAIL)
-        write_trial(
-            store,
-            {
-                "trial_key": t.user_attrs.get("trial_key"),
-                "status": "failed",
-                "error": error,
-                "method": t.params.get("method"),
-                "amount": t.params.get("amount"),
-                "started_at": t.datetime_start,
-                **t.params,
-                "optuna.study": study.study_name,
-                "optuna.uid": uid,
-                "optuna.trial": t.number,
-            },
-            row_id=rid,
-        )
+        write_failed_row(store, study, t, error)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         requeued += 1
     return requeued
@@ -399,10 +469,9 @@ def _param_from_sweep(o) -> dict[str, Any]:
 
 
 def _finished(study: optuna.Study) -> int:
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     return sum(
         1
-        for t in study.get_trials(deepcopy=False, states=states)
+        for t in study.get_trials(deepcopy=False, states=_FINISHED)
         if not t.user_attrs.get("interrupted")
     )
 
