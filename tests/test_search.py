@@ -204,3 +204,58 @@ def test_journal_sweep_recovers_from_a_worker_killed_holding_the_lock(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr  # released after Optuna's 30 s grace period
+
+
+def test_workers_opening_a_new_sqlite_file_together_all_succeed(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/new.db"
+    code = f"from sweep.search import open_storage; open_storage({url!r})"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+
+
+def test_a_trial_its_worker_never_claimed_is_recovered(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from optuna.trial import TrialState
+
+    from sweep import load_results
+    from sweep.search import _sweeper
+
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(storage=storage, study_name="s")
+    space = SearchSpace.from_config({"amount": {"low": 0.1, "high": 0.9}})
+    settings = StudySettings.from_config(
+        {
+            "study_name": "s",
+            "storage": "x",
+            "n_trials": 3,
+            "n_jobs": 1,
+            "objectives": ["acc_finetuned"],
+            "directions": ["maximize"],
+            "max_failures": 3,
+        },
+        space,
+    )
+    trial = study.ask()  # its worker dies before recording who it is
+    space.sample(trial)
+    store = tmp_path / "results"
+    assert _sweeper.recover_interrupted(study, storage, store, settings) == 0  # may be starting
+    monkeypatch.setattr(_sweeper, "UNCLAIMED_AFTER", dt.timedelta(0))
+    assert _sweeper.recover_interrupted(study, storage, store, settings) == 1
+    [failed, retry] = study.trials
+    assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.system_attrs["fixed_params"] == failed.params  # an enqueued trial's params
+    assert retry.user_attrs["retry_of"] == failed.number
+    row = load_results(store).iloc[0]
+    assert (row.status, row.error) == (
+        "failed",
+        "interrupted: its worker died before it started the trial",
+    )
+    assert _sweeper.recover_interrupted(study, storage, store, settings) == 0  # once only

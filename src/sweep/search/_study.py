@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sweep._files import locked
 from sweep.errors import ConfigError
 from sweep.hashing import mask_password
 from sweep.search._space import SearchSpace
@@ -138,9 +139,16 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             return JournalStorage(JournalFileBackend(str(path)))
         engine_kwargs = {}
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            # several local workers share one file: wait for its lock instead of failing
+            database = Path(url.removeprefix("sqlite:///"))
+            database.parent.mkdir(parents=True, exist_ok=True)
+            # several local workers share one file: wait for its lock instead of failing, and
+            # create the schema one at a time (workers starting together on a new file raced
+            # on alembic_version: "UNIQUE constraint failed")
             engine_kwargs = {"connect_args": {"timeout": 60}}
+            with locked(database.with_name(f".{database.name}.lock")):
+                return _retry_schema_race(
+                    lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                )
         return _retry_schema_race(
             lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         )
@@ -153,13 +161,15 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def _retry_schema_race(open_rdb, attempts: int = 5):
-    # Workers starting together on an empty PostgreSQL database race on CREATE TABLE IF NOT
-    # EXISTS, which PostgreSQL does not make atomic; the losers find the tables on a retry.
+    # Workers starting together on an empty database race on creating the schema (CREATE
+    # TABLE IF NOT EXISTS is not atomic in PostgreSQL; two may insert alembic's version row);
+    # the losers find the schema made on a retry.
     for attempt in range(attempts):
         try:
             return open_rdb()
         except Exception as e:
-            if attempt == attempts - 1 or "already exists" not in str(e):
+            raced = "already exists" in str(e) or "UNIQUE constraint failed" in str(e)
+            if attempt == attempts - 1 or not raced:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")

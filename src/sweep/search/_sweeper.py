@@ -9,6 +9,7 @@ which every worker shares anyway, so the budget is never overshot.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 
 WORKER_ENV = "SWEEP_WORKER"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# A running trial whose worker never recorded itself (it died between ask and that) is given
+# up after this long; asking and recording take milliseconds.
+UNCLAIMED_AFTER = dt.timedelta(minutes=2)
 
 
 class OptunaSweep:
@@ -97,7 +101,10 @@ class OptunaSweep:
         _limit_threads(settings.n_jobs)
 
         if worker == 0:
-            recovered = recover_interrupted(study, storage, store, settings)
+            # under the lock that asks are made under: workers restarted together recover
+            # each dead trial once, and no worker asks while a trial is being requeued
+            with locked(store / f".optuna-{settings.study_name}.lock"):
+                recovered = recover_interrupted(study, storage, store, settings)
             if recovered:
                 print(
                     f"study {settings.study_name}: failed and requeued {recovered} trial(s) "
@@ -377,9 +384,17 @@ def recover_interrupted(study: optuna.Study, storage, store: Path, settings: Stu
     """
     study_id = storage.get_study_id_from_name(study.study_name)
     requeued = 0
+    now = dt.datetime.now()  # Optuna's trial times are naive local times
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker")
-        if not is_dead(worker):
+        if worker is None:
+            # asked, but its worker died before it could say who it was
+            if not (t.datetime_start and now - t.datetime_start > UNCLAIMED_AFTER):
+                continue
+            error = "interrupted: its worker died before it started the trial"
+        elif is_dead(worker):
+            error = f"interrupted: worker {worker['host']}:{worker['pid']} died while the trial ran"
+        else:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
 
@@ -390,7 +405,6 @@ def recover_interrupted(study: optuna.Study, storage, store: Path, settings: Stu
         if row is not None:
             tell_row(study, t.number, row, settings, set_attr)
             continue
-        error = f"interrupted: worker {worker['host']}:{worker['pid']} died while the trial ran"
         set_attr("interrupted", True)
         set_attr("error", error)
         study.tell(t.number, state=TrialState.FAIL)
