@@ -423,3 +423,22 @@ def test_a_value_only_the_job_can_check_is_a_failed_row(tmp_path):
     assert df.status.tolist() == ["failed", "failed"]
     assert df.error.str.fullmatch(r"amount=1\.\d+ is outside \[0, 1\); accepted: .*").all()
     assert sorted(df["optuna.trial"]) == [0, 1]
+
+
+@pytest.mark.slow
+def test_max_failures_counts_across_workers(tmp_path):
+    result = run_cli(
+        "-m",
+        "search=accuracy_at_sparsity",
+        "hydra.sweeper.n_trials=12",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.max_failures=3",
+        "finetune.lr=choice(1e30)",
+        *OPTUNA_FAST,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "stopped after" in result.stderr and "(hydra.sweeper.max_failures=3)" in result.stderr
+    # counted per worker, each of the two would go on to its own third failure (up to 6)
+    failed = states(study(tmp_path, "accuracy_at_sparsity")).count("FAIL")
+    assert 3 <= failed <= 4
