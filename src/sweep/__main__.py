@@ -6,6 +6,7 @@ python -m sweep method=ln_structured amount=0.5
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -13,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sweep.cli import check_overrides, fail, summary
+from sweep.cli import WORKER_ENV, check_overrides, fail, summary
 from sweep.errors import ConfigError
 
 log = logging.getLogger("sweep")
@@ -42,7 +43,8 @@ def _main(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    check_overrides(sys.argv[1:])
+    if WORKER_ENV not in os.environ:  # a local helper's parent checked this command line
+        check_overrides(sys.argv[1:])
     _main()
 
 

@@ -17,6 +17,8 @@ from sweep.store import check_writable
 __all__ = ["check_overrides", "fail", "summary"]
 
 CONFIG_MODULE = "sweep.conf"
+# Set for the local helper workers a sweep starts (hydra.sweeper.n_jobs): their number.
+WORKER_ENV = "SWEEP_WORKER"
 
 
 def check_overrides(argv: Sequence[str]) -> None:

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from sweep._files import locked
+from sweep.cli import WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
 from sweep.search._space import SearchSpace, overrides
@@ -47,7 +48,6 @@ from sweep.store import clean, load_results, read_row, row_id, write_trial
 
 log = logging.getLogger(__name__)
 
-WORKER_ENV = "SWEEP_WORKER"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # A running trial whose worker never recorded itself (it died between ask and that) is given
 # up after this long; asking and recording take milliseconds.
