@@ -116,49 +116,37 @@ def check_values(cfg: DictConfig) -> None:
 
 def accepted(key: str) -> str | None:
     """What the schema accepts for the dotted ``key`` (``finetune.lr``), or ``None`` if unknown."""
-    node: Any = Config
-    *parents, name = key.split(".")
-    for part in parents:
-        fields = {f.name: f for f in dataclasses.fields(node)} if _is_schema(node) else {}
-        if part not in fields or not _is_schema(_type(fields[part])):
-            return None
-        node = _type(fields[part])
-    fields = {f.name: f for f in dataclasses.fields(node)}
-    if name not in fields:
-        return None
-    f = fields[name]
-    return f.metadata.get("accepted") or _describe(_type(f))
+    node_key, _, name = key.rpartition(".")
+    f = _fields(node_key).get(name)
+    return None if f is None else f.metadata.get("accepted") or _describe(f.type)
 
 
 def keys(node_key: str) -> list[str] | None:
     """The keys the schema allows under ``node_key`` (``""`` for the top level), if it is typed."""
+    fields = _fields(node_key)
+    return sorted(fields) if fields else None
+
+
+def _fields(node_key: str) -> dict[str, dataclasses.Field]:
+    """The schema fields of the node ``node_key``; empty where the node is open or unknown."""
     node: Any = Config
     for part in [p for p in node_key.split(".") if p]:
-        fields = {f.name: f for f in dataclasses.fields(node)} if _is_schema(node) else {}
-        if part not in fields or not _is_schema(_type(fields[part])):
-            return None
-        node = _type(fields[part])
-    return sorted(f.name for f in dataclasses.fields(node))
+        f = {f.name: f for f in dataclasses.fields(node)}.get(part)
+        if f is None or not dataclasses.is_dataclass(f.type):
+            return {}
+        node = f.type
+    return {f.name: f for f in dataclasses.fields(node)}
 
 
 def _check(cfg: DictConfig, schema: type, prefix: str) -> None:
     for f in dataclasses.fields(schema):
         value = cfg.get(f.name)
-        kind = _type(f)
-        if _is_schema(kind) and isinstance(value, DictConfig):
-            _check(value, kind, f"{prefix}{f.name}.")
+        if dataclasses.is_dataclass(f.type) and isinstance(value, DictConfig):
+            _check(value, f.type, f"{prefix}{f.name}.")
         elif "valid" in f.metadata and value is not None and not f.metadata["valid"](value):
             raise ConfigError(
                 f"{prefix}{f.name}={value!r} is out of range; accepted: {f.metadata['accepted']}"
             )
-
-
-def _type(f: dataclasses.Field) -> Any:
-    return f.type
-
-
-def _is_schema(kind: Any) -> bool:
-    return dataclasses.is_dataclass(kind)
 
 
 def _describe(kind: Any) -> str:

@@ -244,7 +244,6 @@ class Plan:
     scope: Scope
     data: Dataset
     model: nn.Module
-    targets: list
     resolved: dict[str, Any]
     key: str
 
@@ -286,10 +285,10 @@ def prepare(
     data = datasets[data_key]
     torch.manual_seed(cfg.seed)
     model = _build_model(cfg.model, data)
-    targets = plan_pruning(model, method, resolved["amount"], scope)
+    plan_pruning(model, method, resolved["amount"], scope)  # amounts and dim, before training
     if check_store:
         check_writable(cfg.store.path)
-    return Plan(device, method, scope, data, model, targets, resolved, key)
+    return Plan(device, method, scope, data, model, resolved, key)
 
 
 def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:

@@ -92,7 +92,7 @@ class OptunaSweep:
         except ConfigError as e:
             fail(str(e))
         store = Path(self.config.store.path)
-        _, offset = register_worker(study, settings, store)
+        offset = register_worker(study, settings, store)
         study.sampler = make_sampler(settings.sampler, settings.space, seed_offset=offset)
         clean(store)  # what killed writers left behind more than an hour ago
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -267,8 +267,8 @@ def _computing(fixed: Sequence[str]) -> dict[str, str]:
     }
 
 
-def register_worker(study: optuna.Study, settings: StudySettings, store: Path) -> tuple[str, int]:
-    """The study's uid, and what this worker adds to the sampler's seed.
+def register_worker(study: optuna.Study, settings: StudySettings, store: Path) -> int:
+    """Make sure the study has a uid, and return what this worker adds to the sampler's seed.
 
     The uid (a study attribute, made by the first worker) names the study's rows in the store,
     so a study of the same name in another storage, or after its storage was deleted, never
@@ -280,16 +280,14 @@ def register_worker(study: optuna.Study, settings: StudySettings, store: Path) -
     """
     store.mkdir(parents=True, exist_ok=True)
     with locked(store / f".optuna-{settings.study_name}.lock"):
-        uid = study.user_attrs.get("uid")
-        if uid is None:
-            uid = uuid.uuid4().hex[:12]
-            study.set_user_attr("uid", uid)
+        if "uid" not in study.user_attrs:
+            study.set_user_attr("uid", uuid.uuid4().hex[:12])
         started = int(study.user_attrs.get("workers_started", 0))
         study.set_user_attr("workers_started", started + 1)
     if started == 0:
-        return uid, 0
+        return 0
     identity = json.dumps(worker_identity(), sort_keys=True).encode()
-    return uid, int.from_bytes(hashlib.sha256(identity).digest()[:4], "big") % 2**31
+    return int.from_bytes(hashlib.sha256(identity).digest()[:4], "big") % 2**31
 
 
 def ask_within_budget(study: optuna.Study, settings: StudySettings, store: Path):
