@@ -19,6 +19,15 @@ from sweep import analysis, load_layers, load_results
 from sweep.store import write_trial
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+# What python -m sweep.report writes for a store of one model on one dataset.
+REPORT_FILES = [
+    "summary.md",
+    "tradeoff.png",
+    "tradeoff_compression.png",
+    "pruned.png",
+    "pareto.png",
+    "layers.png",
+]
 
 
 @pytest.fixture
@@ -306,14 +315,7 @@ def test_report_command(store, tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    names = [
-        "summary.md",
-        "tradeoff.png",
-        "tradeoff_compression.png",
-        "pruned.png",
-        "pareto.png",
-        "layers.png",
-    ]
+    names = REPORT_FILES
     assert result.stdout.strip() == f"wrote {', '.join(names)} to {out}/"
     assert all((out / n).stat().st_size > 10_000 for n in names[1:])
     text = (out / "summary.md").read_text()
@@ -414,14 +416,7 @@ def test_finetune_epochs_are_two_settings_not_two_seeds(tmp_path):
     assert kept["finetune.epochs"].tolist() == [1, 3] and kept.n.tolist() == [0, 1]
     assert math.isnan(kept.sparsity[0]) and kept.sparsity[1] == 0.5  # 0.95 drops 4 points
     names, text = _report(store, tmp_path / "report")
-    assert names == [
-        "summary.md",
-        "tradeoff.png",
-        "tradeoff_compression.png",
-        "pruned.png",
-        "pareto.png",
-        "layers.png",
-    ]
+    assert names == REPORT_FILES
     lines = text.splitlines()
     assert (
         "2 trial(s) (2 complete); 2 setting(s) (method x amount x finetune.epochs); "
