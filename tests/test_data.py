@@ -42,7 +42,11 @@ def test_idx_datasets_read_by_torchvision(builder, data_roots):
 
 def test_cifar10_read_by_torchvision(data_roots):
     ds = cifar10(
-        str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=True
+        str(data_roots),
+        val_fraction=0.1,
+        split_seed=0,
+        allow_unpickling_unverified_files=True,
+        augment=False,
     )
     assert (len(ds.train) + len(ds.val), len(ds.test)) == (40, 10)
     assert (ds.num_classes, ds.in_channels, ds.image_size) == (10, 3, 32)
@@ -60,7 +64,11 @@ def _refused(root, name: str) -> str:
 def test_cifar10_files_must_match_the_official_md5_by_default(data_roots):
     with pytest.raises(ConfigError) as e:
         cifar10(
-            str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=False
+            str(data_roots),
+            val_fraction=0.1,
+            split_seed=0,
+            allow_unpickling_unverified_files=False,
+            augment=False,
         )
     assert str(e.value) == _refused(data_roots, "data_batch_1")
 
@@ -83,7 +91,11 @@ def official_sums(data_roots, monkeypatch):
 
 def test_cifar10_files_matching_the_official_md5_load_by_default(data_roots, official_sums):
     ds = cifar10(
-        str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=False
+        str(data_roots),
+        val_fraction=0.1,
+        split_seed=0,
+        allow_unpickling_unverified_files=False,
+        augment=False,
     )
     assert (len(ds.train) + len(ds.val), len(ds.test)) == (40, 10)
 
@@ -108,7 +120,11 @@ def test_cifar10_crafted_pickle_is_refused_before_unpickling(
 
     with pytest.raises(ConfigError) as e:
         cifar10(
-            str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=False
+            str(data_roots),
+            val_fraction=0.1,
+            split_seed=0,
+            allow_unpickling_unverified_files=False,
+            augment=False,
         )
     assert str(e.value) == _refused(data_roots, name)
     assert not marker.exists()
@@ -119,12 +135,16 @@ def test_cifar10_crafted_pickle_is_refused_before_unpickling(
     # the crafted file is live: opting in unpickles it, which runs its code
     with pytest.raises(TypeError):
         cifar10(
-            str(data_roots), val_fraction=0.1, split_seed=0, allow_unpickling_unverified_files=True
+            str(data_roots),
+            val_fraction=0.1,
+            split_seed=0,
+            allow_unpickling_unverified_files=True,
+            augment=False,
         )
     assert marker.exists()
 
 
-_cifar10_by_default = partial(cifar10, allow_unpickling_unverified_files=False)
+_cifar10_by_default = partial(cifar10, allow_unpickling_unverified_files=False, augment=False)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Training and evaluation loops: one device, in-memory batches, optional bf16 autocast on CUDA."""
+"""Training and evaluation loops: one device, batches from any `DataSplit` (in memory or
+streamed), optional bf16 autocast on CUDA."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from sweep._imports import locate
-from sweep.data import Split, batches
+from sweep.data import DataSplit, batches
 from sweep.errors import ConfigError, TrialFailed
 
 __all__ = ["evaluate", "make_optimizer", "optimizer_class", "train"]
@@ -25,11 +26,11 @@ EpochCallback = Callable[[int, float], None]
 
 def train(
     model: nn.Module,
-    train_split: Split,
+    train_split: DataSplit,
     settings: Mapping[str, Any],
     *,
     seed: int,
-    val_split: Split | None = None,
+    val_split: DataSplit | None = None,
     on_epoch: EpochCallback | None = None,
     desc: str = "train",
     progress: bool = True,
@@ -38,10 +39,10 @@ def train(
 
     Args:
         model: Already on the device of ``train_split``; pruning masks stay applied.
-        train_split: Training data.
+        train_split: Training data, in memory or streamed; its augmentation applies.
         settings: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``momentum``,
             ``weight_decay``, ``amp`` (a ``conf/finetune`` or ``conf/pretrain`` node).
-        seed: Fixes the order of batches.
+        seed: Fixes the order of batches and their augmentation.
         val_split: Evaluated after every epoch (shown, and passed to ``on_epoch``).
         on_epoch: Receives (epoch, validation accuracy); may stop training by raising.
         desc: Progress bar label.
@@ -56,13 +57,14 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     steps = math.ceil(len(train_split) / batch_size)
-    autocast = _autocast(train_split.x.device, settings.get("amp", False))
+    device = train_split.device
+    autocast = _autocast(device, settings.get("amp", False))
     mean_loss = float("nan")
     bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
     with bar:
         for epoch in range(1, epochs + 1):
             model.train()
-            total = torch.zeros((), device=train_split.x.device)
+            total = torch.zeros((), device=device)
             for x, y in batches(train_split, batch_size, shuffle=True, generator=generator):
                 with autocast:
                     loss = loss_fn(model(x), y)
@@ -86,7 +88,7 @@ def train(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, split: Split, batch_size: int = 1024, *, desc: str = "model"
+    model: nn.Module, split: DataSplit, batch_size: int = 1024, *, desc: str = "model"
 ) -> tuple[float, float]:
     """Accuracy and mean cross-entropy of ``model`` on ``split``, in eval mode.
 
@@ -104,10 +106,11 @@ def evaluate(
             otherwise pass for an accuracy.
     """
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
-    loss = torch.zeros((), device=split.x.device)
-    nan = torch.zeros((), dtype=torch.bool, device=split.x.device)
-    inf = torch.zeros((), dtype=torch.bool, device=split.x.device)
+    device = split.device
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss = torch.zeros((), device=device)
+    nan = torch.zeros((), dtype=torch.bool, device=device)
+    inf = torch.zeros((), dtype=torch.bool, device=device)
     for x, y in batches(split, batch_size):
         logits = model(x).float()
         # flags stay on the device: one synchronisation at the end, not one per batch

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sweep.data._augment import RandomCropFlip
 from sweep.data._split import Dataset, Split, holdout
 from sweep.errors import ConfigError
 
@@ -88,9 +90,17 @@ def fashion_mnist(root: str, val_fraction: float, split_seed: int) -> Dataset:
 
 
 def cifar10(
-    root: str, val_fraction: float, split_seed: int, *, allow_unpickling_unverified_files: bool
+    root: str,
+    val_fraction: float,
+    split_seed: int,
+    *,
+    allow_unpickling_unverified_files: bool,
+    augment: bool,
 ) -> Dataset:
     """CIFAR-10 from ``root`` (torchvision layout: ``<root>/cifar-10-batches-py/``).
+
+    With ``augment`` the training batches are randomly cropped (after padding 4 pixels of black
+    on each side) and flipped horizontally, on their device, drawn from the batches' generator.
 
     The batch files are Python pickles, and unpickling a crafted file runs its code. So each
     file's md5 must match the official one (torchvision's list) before any is opened;
@@ -104,6 +114,8 @@ def cifar10(
     from torchvision.datasets import CIFAR10
 
     _check_fractions(val_fraction=val_fraction)
+    if not isinstance(augment, bool):
+        raise ConfigError(f"dataset.augment={augment!r} is not valid; accepted: true or false")
     _check_root(root, CIFAR10.base_folder)
     if not allow_unpickling_unverified_files:
         _check_official_md5(root, CIFAR10)
@@ -123,7 +135,11 @@ def cifar10(
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255)
         return _normalize(x, _CIFAR10_STATS), torch.tensor(ds.targets, dtype=torch.long)
 
-    return _two_way(tensors(train), tensors(test), val_fraction, split_seed, len(train.classes))
+    data = _two_way(tensors(train), tensors(test), val_fraction, split_seed, len(train.classes))
+    if not augment:
+        return data
+    black = tuple(-m / s for m, s in zip(*_CIFAR10_STATS, strict=True))
+    return replace(data, train=replace(data.train, augment=RandomCropFlip(4, black)))
 
 
 def _torchvision_grayscale(cls, folder, root, val_fraction, split_seed, stats) -> Dataset:

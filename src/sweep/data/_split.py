@@ -1,71 +1,152 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Protocol, runtime_checkable
 
 import torch
+
+# A training augmentation of in-memory batches: (inputs on their device, generator) -> inputs.
+Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
+@runtime_checkable
+class DataSplit(Protocol):
+    """What training and evaluation need of a split: in-memory `Split` and `Streamed` both."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device:
+        """Where its batches are delivered."""
+        ...
+
+    def to(self, device: torch.device | str) -> DataSplit:
+        """The same split, delivering its batches on ``device``."""
+        ...
+
+    def inputs(self, n: int) -> torch.Tensor:
+        """The first ``n`` inputs (fewer when the split is shorter), stacked, on its device."""
+        ...
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(x, y)`` mini-batches on its device; see `batches`."""
+        ...
 
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs ``x`` (N, C, H, W) float and labels ``y`` (N,) long."""
+    """Inputs ``x`` (N, C, H, W) float and labels ``y`` (N,) long, held in memory.
+
+    ``augment``, when set, transforms each shuffled (training) batch on its device, drawing
+    from the batches' generator; unshuffled batches (evaluation) are never augmented.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
+    augment: Augment | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.x.to(device), self.y.to(device))
+        return replace(self, x=self.x.to(device), y=self.y.to(device))
+
+    def inputs(self, n: int) -> torch.Tensor:
+        return self.x[:n]
+
+    def batches(
+        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        if not shuffle:
+            for start in range(0, n, batch_size):
+                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+            return
+        order = torch.randperm(n, generator=generator).to(self.y.device)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            x = self.x[idx]
+            if self.augment is not None:
+                x = self.augment(x, generator)
+            yield x, self.y[idx]
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset split three ways, with what a model builder needs to know about its inputs."""
+    """A dataset split three ways, with what a model builder needs to know about its inputs.
 
-    train: Split
-    val: Split
-    test: Split
+    The splits are in-memory `Split` tensors or `Streamed` loaders; code that trains or
+    evaluates sees only the `DataSplit` interface.
+    """
+
+    train: DataSplit
+    val: DataSplit
+    test: DataSplit
     num_classes: int
     in_channels: int
     image_size: int
 
     def to(self, device: torch.device | str) -> Dataset:
-        return Dataset(
-            self.train.to(device),
-            self.val.to(device),
-            self.test.to(device),
-            self.num_classes,
-            self.in_channels,
-            self.image_size,
+        return replace(
+            self,
+            train=self.train.to(device),
+            val=self.val.to(device),
+            test=self.test.to(device),
         )
 
 
 def batches(
-    split: Split,
+    split: DataSplit,
     batch_size: int,
     *,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches of ``split``; with ``shuffle`` a new permutation drawn from ``generator``."""
-    n = len(split)
-    if shuffle:
-        order = torch.randperm(n, generator=generator).to(split.y.device)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            yield split.x[idx], split.y[idx]
-    else:
-        for start in range(0, n, batch_size):
-            yield split.x[start : start + batch_size], split.y[start : start + batch_size]
+    """Mini-batches ``(x, y)`` of ``split`` on its device, in order or shuffled.
+
+    Args:
+        split: An in-memory `Split` or a `Streamed` one.
+        batch_size: Examples per batch; the last batch holds the rest.
+        shuffle: A new order for each call, drawn from ``generator``, and the split's training
+            augmentation (an in-memory ``augment``, a streamed dataset's random transforms)
+            drawn from it too: the same generator state gives the same batches.
+        generator: The source of the order (the global RNG when ``None``).
+
+    Example:
+        >>> split = Split(torch.zeros(5, 1, 2, 2), torch.arange(5))
+        >>> [y.tolist() for _, y in batches(split, 2)]
+        [[0, 1], [2, 3], [4]]
+    """
+    return split.batches(batch_size, shuffle=shuffle, generator=generator)
 
 
 def holdout(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int) -> tuple[Split, Split]:
     """Split off ``fraction`` of the rows at random (fixed by ``seed``): (kept, held out)."""
+    kept, out = holdout_indices(len(y), fraction, seed)
+    return Split(x[kept], y[kept]), Split(x[out], y[out])
+
+
+def holdout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row indices `holdout` keeps and holds out of ``n`` rows."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"split fraction {fraction!r} outside [0, 1)")
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_out = round(fraction * len(y))
-    out, kept = order[:n_out], order[n_out:]
-    return Split(x[kept], y[kept]), Split(x[out], y[out])
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_out = round(fraction * n)
+    return order[n_out:], order[:n_out]
+
+
+def three_way_indices(
+    n: int, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train, val, test) row indices: ``test_fraction`` of all rows held out with ``seed``,
+    then ``val_fraction`` of the rest with ``seed + 1``."""
+    rest, test = holdout_indices(n, test_fraction, seed)
+    kept, val = holdout_indices(len(rest), val_fraction, seed + 1)
+    return rest[kept], rest[val], test
