@@ -11,7 +11,7 @@ from torch.nn.utils import prune
 
 from sweep import load_layers
 from sweep.metrics import count_params
-from sweep.models import lenet, mlp, resnet18, small_cnn, vgg11
+from sweep.models import lenet, mlp, small_cnn, torchvision
 from sweep.pruning import (
     PruningMethod,
     Scope,
@@ -22,6 +22,15 @@ from sweep.pruning import (
 )
 from sweep.sparse import dense_size, load_sparse, save_sparse, sparse_size
 from sweep.trial import run_trial
+
+
+def resnet18(**facts) -> nn.Module:
+    return torchvision(arch="resnet18", **facts)
+
+
+def vgg11(**facts) -> nn.Module:
+    return torchvision(arch="vgg11_bn", classifier_width=512, **facts)
+
 
 LN = PruningMethod("ln_structured", prune.LnStructured, {"n": 2, "dim": 0})
 MODELS = [(small_cnn, 1, 8), (mlp, 1, 8), (lenet, 1, 8), (resnet18, 3, 32), (vgg11, 3, 32)]

@@ -7,6 +7,8 @@ the compacted model (channels removed by Torch-Pruning). All timed side by side 
 median of repeats after warm-up; ratios are against the dense model measured in the same run.
 
     python experiments/benchmarks/compaction.py [--device cpu|cuda] [--amounts 0.25 0.5 0.75]
+    python experiments/benchmarks/compaction.py --archs resnet50 --image-size 224 --amounts 0.5 \
+        --batches 1 32
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import copy
 import torch
 from torch.nn.utils import prune
 
-from sweep.metrics import count_params, latency_ms
-from sweep.models import resnet18, vgg11
+from sweep.metrics import count_flops, count_params, latency_ms
+from sweep.models import torchvision
 from sweep.pruning import (
     PruningMethod,
     Scope,
@@ -28,6 +30,8 @@ from sweep.pruning import (
     silence_dead_channels,
 )
 
+# the resnet18 and vgg11 presets of conf/model
+ARCHS = {"resnet18": {"arch": "resnet18"}, "vgg11": {"arch": "vgg11_bn", "classifier_width": 512}}
 METHOD = PruningMethod("ln_structured", prune.LnStructured, {"n": 2, "dim": 0})
 
 
@@ -36,17 +40,23 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amounts", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument(
+        "--archs", nargs="+", default=list(ARCHS), help="presets, or any torchvision arch"
+    )
+    parser.add_argument("--image-size", type=int, default=32)
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
     print(
         f"{'model':9} {'amount':>6} {'batch':>5} {'dense ms':>9} {'masked':>7} {'folded':>7} "
-        f"{'compact':>7} {'params':>7}"
+        f"{'compact':>7} {'params':>7} {'flops':>7}"
     )
-    for build in (resnet18, vgg11):
+    size = args.image_size
+    for name in args.archs:
         torch.manual_seed(0)
-        dense = build(num_classes=10, in_channels=3, image_size=32).eval()
-        example = torch.randn(1, 3, 32, 32)
+        options = ARCHS.get(name, {"arch": name})
+        dense = torchvision(num_classes=10, in_channels=3, image_size=size, **options).eval()
+        example = torch.randn(1, 3, size, size)
         for amount in args.amounts:
             masked = copy.deepcopy(dense)
             _, groups = prune_channel_groups(masked, METHOD, amount, Scope(), example)
@@ -54,9 +64,10 @@ def main() -> None:
             small = compact(masked, groups, example).eval()
             folded = make_permanent(copy.deepcopy(_detached(masked))).eval()
             params = count_params(small) / count_params(dense)
+            flops = count_flops(small, example) / count_flops(dense, example)
             models = {"dense": dense, "masked": masked.eval(), "folded": folded, "compact": small}
             for batch in args.batches:
-                x = torch.randn(batch, 3, 32, 32, device=device)
+                x = torch.randn(batch, 3, size, size, device=device)
                 repeats = 30 if batch == 1 else 8
                 times = {
                     name: latency_ms(m.to(device), x, warmup=3, repeats=repeats)
@@ -64,12 +75,12 @@ def main() -> None:
                 }
                 ratio = {k: v / times["dense"] for k, v in times.items()}
                 print(
-                    f"{build.__name__:9} {amount:6.2f} {batch:5d} {times['dense']:9.2f} "
+                    f"{name:9} {amount:6.2f} {batch:5d} {times['dense']:9.2f} "
                     f"{ratio['masked']:7.2f} {ratio['folded']:7.2f} {ratio['compact']:7.2f} "
-                    f"{params:7.2f}"
+                    f"{params:7.2f} {flops:7.2f}"
                 )
     print(
-        "masked/folded/compact: latency relative to dense; params: compacted / dense. "
+        "masked/folded/compact: latency relative to dense; params, flops: compacted / dense. "
         "Targets at 0.5 on CPU: compact <= 0.40, params <= 0.30."
     )
 
