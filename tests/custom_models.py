@@ -45,3 +45,23 @@ class TinyViT(nn.Module):
 
 def tiny_vit(num_classes: int, in_channels: int, image_size: int) -> TinyViT:
     return TinyViT(num_classes, in_channels, image_size)
+
+
+class UserNet(nn.Module):
+    """A user's own model: its constructor takes the class count and nothing else we know."""
+
+    def __init__(self, num_classes: int = 10, hidden: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, hidden, 3, padding=1, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

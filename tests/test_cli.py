@@ -116,10 +116,13 @@ BAD_INPUT = [
         ["method=foo"],
         "method='foo' is unknown; accepted: global_unstructured, l1_unstructured, ln_structured, none, random_structured, random_unstructured",
     ),
-    (["model=bar"], "model='bar' is unknown; accepted: lenet, mlp, resnet18, small_cnn, vgg11"),
+    (
+        ["model=bar"],
+        "model='bar' is unknown; accepted: lenet, mlp, resnet18, small_cnn, torchvision, vgg11",
+    ),
     (
         ["dataset=imagenet"],
-        "dataset='imagenet' is unknown; accepted: cifar10, digits, fashion_mnist, mnist, synthetic",
+        "dataset='imagenet' is unknown; accepted: cifar10, custom, digits, fashion_mnist, image_folder, mnist, synthetic",
     ),
     (
         ["amount=-0.5"],
@@ -139,7 +142,10 @@ BAD_INPUT = [
         ["finetune.epoch=1"],
         "finetune.epoch is not a key of finetune; accepted: amp, batch_size, epochs, lr, momentum, optimizer, weight_decay",
     ),
-    (["model.widht=8"], "model.widht is not a key of model; accepted: _target_, name, width"),
+    (
+        ["model.widht=8"],
+        "model.widht is not a key of model; accepted: _target_, checkpoint, name, width",
+    ),
     (
         ["method=ln_structured", "method.dim=2"],
         "method.dim=2 does not exist for layer 'classifier' (weight of shape (10, 64)); accepted: an int from -2 to 1",
@@ -182,12 +188,32 @@ BAD_INPUT = [
     (["device=tpu"], "device='tpu' is not a device; accepted: auto | cpu | cuda | cuda:N"),
     (["dataset=mnist"], "dataset.root is required but not set"),
     (
+        ["dataset=custom"],
+        "dataset.dataset._target_ is required but not set; e.g. dataset.dataset._target_=my_module.Name",
+    ),
+    (
+        ["dataset=custom", "dataset.dataset._target_=my_data.Pets"],
+        "dataset.dataset._target_='my_data.Pets' does not import (no module named 'my_data'); accepted: a dotted path to a class or function",
+    ),
+    (
+        ["dataset=image_folder", "dataset.root=nowhere"],
+        "dataset.root='nowhere' is not a folder; accepted: a local folder of class subfolders holding images",
+    ),
+    (
+        ["dataset=synthetic", "dataset.in_channels=3", "model=torchvision", "model.arch=resnet19"],
+        "model.arch='resnet19' is not a torchvision classification model; closest: resnet18",
+    ),
+    (
+        ["model=torchvision", "model.arch=fasterrcnn_resnet50_fpn"],
+        "model.arch='fasterrcnn_resnet50_fpn' is a torchvision detection model, not a classification model",
+    ),
+    (
         ["dataset=mnist", "dataset.root=missing"],
         "dataset.root='missing' is not a folder; accepted: a local folder holding <root>/MNIST/raw/",
     ),
     (
         ["model._target_=nope.Model"],
-        "model._target_='nope.Model' does not import (no module named 'nope'); accepted: a dotted path to a function or class returning an nn.Module",
+        "model._target_='nope.Model' does not import (no module named 'nope'); accepted: a dotted path to an nn.Module class or a function returning one",
     ),
     (
         ["method._target_=my_methodz.EveryOther"],

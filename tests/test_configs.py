@@ -9,10 +9,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from sweep._build import build_model
 from sweep.data import Dataset
 from sweep.pruning import PruningMethod, Scope
 from sweep.training import make_optimizer
 from tests.conftest import make_cfg
+from tests.test_image_folder import write_images
 
 CONF = Path(__file__).parents[1] / "conf"
 
@@ -29,9 +31,14 @@ def build(node, **kwargs):
 
 @pytest.mark.parametrize("name", options("dataset"))
 def test_dataset_options(name, data_roots, tmp_path):
-    extra = [] if name in {"digits", "synthetic"} else [f"dataset.root={data_roots}"]
+    extra = [] if name in {"digits", "synthetic", "custom"} else [f"dataset.root={data_roots}"]
     if name == "cifar10":
         extra.append("dataset.allow_unpickling_unverified_files=true")
+    if name == "image_folder":
+        write_images(tmp_path / "images", 3)
+        extra = [f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8"]
+    if name == "custom":
+        extra.append("dataset.dataset._target_=tests.custom_datasets.Squares")
     cfg = make_cfg(tmp_path, f"dataset={name}", *extra)
     assert cfg.dataset.name == name
     ds = build(cfg.dataset)
@@ -42,9 +49,10 @@ def test_dataset_options(name, data_roots, tmp_path):
 @pytest.mark.parametrize("shape", [(1, 8), (3, 32)], ids=["digits", "cifar"])
 def test_model_options(name, shape, tmp_path):
     cfg = make_cfg(tmp_path, f"model={name}")
-    assert cfg.model.name == name
+    assert cfg.model.name == (cfg.model.arch if name == "torchvision" else name)
     channels, size = shape
-    model = build(cfg.model, num_classes=7, in_channels=channels, image_size=size)
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    model = build_model(spec, {"num_classes": 7, "in_channels": channels, "image_size": size})
     model.eval()
     assert model(torch.zeros(2, channels, size, size)).shape == (2, 7)
 

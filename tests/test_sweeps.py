@@ -40,7 +40,7 @@ def test_grid_multirun_trains_one_baseline_and_one_dense_reference(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 9 and all(": complete, sparsity" in ln for ln in lines)
-    assert sum("[already in the store]" in ln for ln in lines) == 2  # none runs once
+    assert sum("already in the store]" in ln for ln in lines) == 2  # none runs once
     df = load_results(tmp_path / "results")
     assert len(df) == 7 and df.trial_key.is_unique
     assert sorted(zip(df.method, df.amount, strict=True)) == [
@@ -56,8 +56,11 @@ def test_optuna_study_rows_resume_and_pareto_table(tmp_path):
     assert first.stderr == ""  # progress=false: no study bar, and Hydra's job lines go to logs
     assert "study tradeoff: 4 trials (4 complete) in sqlite:///results/optuna.db" in first.stdout
     assert "Pareto front (maximize acc_finetuned, maximize sparsity):" in first.stdout
-    table = re.split(r"^trial *\n", first.stdout, flags=re.M)[1].splitlines()
-    assert table and all(re.match(r"\d+ +[a-z]", line) for line in table)  # trial numbers: ints
+    *table, load = re.split(r"^trial *\n", first.stdout, flags=re.M)[1].splitlines()
+    # trial numbers (ints), trial keys, methods
+    assert table and all(re.match(r"\d+ +[0-9a-f]{16} +[a-z]", line) for line in table)
+    key = table[0].split()[1]
+    assert load == f"load a trial's pruned model: sweep.load_model({key!r})"
 
     again = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=6", *OPTUNA_FAST, cwd=tmp_path)
     assert again.returncode == 0, again.stderr

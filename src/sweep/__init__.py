@@ -7,6 +7,7 @@ and in a notebook::
     import sweep
     df = sweep.load_results()          # one row per trial
     layers = sweep.load_layers()       # per-layer sparsity, keyed by trial_key
+    model = sweep.load_model(df.trial_key[0])   # a trial's pruned, finetuned nn.Module
 """
 
 from typing import Any
@@ -15,7 +16,7 @@ from sweep.store import load_layers, load_results
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_layers", "load_results", "run_trial"]
+__all__ = ["__version__", "load_layers", "load_model", "load_results", "run_trial"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from sweep.trial import run_trial
 
         return run_trial
+    if name == "load_model":
+        from sweep.export import load_model
+
+        return load_model
     raise AttributeError(f"module 'sweep' has no attribute {name!r}")

@@ -96,7 +96,8 @@ def check_overrides(argv: Sequence[str]) -> None:
 
 
 def summary(row: Mapping[str, Any]) -> str:
-    """One line: method, amount, sparsity, accuracy dense -> pruned -> finetuned, time."""
+    """One line: method, amount, sparsity, accuracy dense -> pruned -> finetuned, time, and
+    the trial key (``sweep.load_model(key)`` gives its model back)."""
     amount = row["amount"]
     head = (
         f"{row['method']} amount={amount:.4g}"
@@ -113,7 +114,7 @@ def summary(row: Mapping[str, Any]) -> str:
     return (
         f"{head}: {row['status']}, sparsity {row['sparsity']:.3f}, "
         f"accuracy dense -> pruned -> finetuned {acc}, {row['time_total_s']:.1f} s "
-        f"[{row.get('store_file', row['trial_key'])}]"
+        f"[trial {row['trial_key']}: {row.get('store_file', 'not stored')}]"
     )
 
 

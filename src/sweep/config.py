@@ -60,6 +60,7 @@ class ScopeSettings:
 class StoreSettings:
     path: str = _field("a folder path", lambda v: bool(v.strip()))
     baselines: str = _field("a folder path", lambda v: bool(v.strip()))
+    models: str = _field("sparse | dense | none", lambda v: v in ("sparse", "dense", "none"))
 
 
 @dataclass

@@ -7,11 +7,34 @@ import json
 import re
 from typing import Any
 
-__all__ = ["NOT_IN_KEY", "config_hash", "mask_password"]
+__all__ = ["HOW_NOT_WHAT", "KEYED_UNLESS", "NOT_IN_KEY", "config_hash", "key_view", "mask_password"]
 
 # Top-level config keys that say where results go or how a run looks, not what it computes:
 # left out of a trial's key, and free to change when a study is resumed.
 NOT_IN_KEY = ("store", "progress", "skip_completed", "optuna")
+# (group, key) -> value: settings added after stores existed, left out of keys while they hold
+# the value that behaves as before, so that existing trials and baselines keep their keys.
+KEYED_UNLESS = {("model", "checkpoint"): None, ("dataset", "augment"): False}
+# (group, key): settings that change how fast a result comes, never the result (the batches a
+# DataLoader delivers are the same with any number of workers): left out of keys.
+HOW_NOT_WHAT = (
+    ("dataset", "num_workers"),
+    ("dataset", "pin_memory"),
+    ("dataset", "persistent_workers"),
+)
+
+
+def key_view(group: str, node: Any) -> Any:
+    """The config node ``group`` as trial and baseline keys see it (see `KEYED_UNLESS`,
+    `HOW_NOT_WHAT`)."""
+    if not isinstance(node, dict):
+        return node
+    return {
+        k: v
+        for k, v in node.items()
+        if (group, k) not in HOW_NOT_WHAT
+        if not ((group, k) in KEYED_UNLESS and KEYED_UNLESS[(group, k)] == v)
+    }
 
 
 def config_hash(value: Any, length: int = 16) -> str:

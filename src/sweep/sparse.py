@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-__all__ = ["dense_size", "load_sparse", "save_sparse", "sparse_size"]
+__all__ = ["dense_size", "load_sparse", "pack", "save_sparse", "sparse_size", "unpack"]
 
 
 def save_sparse(state: Mapping[str, torch.Tensor], path: str | os.PathLike | io.BytesIO) -> None:
@@ -27,6 +27,16 @@ def save_sparse(state: Mapping[str, torch.Tensor], path: str | os.PathLike | io.
         >>> load_sparse(buf)["w"].tolist()
         [0.0, 2.0, 0.0, 3.0]
     """
+    torch.save(pack(state), path)
+
+
+def load_sparse(path: str | os.PathLike | io.BytesIO) -> dict[str, torch.Tensor]:
+    """The state dict saved by `save_sparse`, with every tensor dense again."""
+    return unpack(torch.load(path, weights_only=True))
+
+
+def pack(state: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """``state`` on the CPU, each float tensor with enough zeros as values + bitmask."""
     packed: dict[str, object] = {}
     for name, tensor in state.items():
         t = tensor.detach().cpu()
@@ -40,12 +50,11 @@ def save_sparse(state: Mapping[str, torch.Tensor], path: str | os.PathLike | io.
             }
         else:
             packed[name] = t.clone()
-    torch.save(packed, path)
+    return packed
 
 
-def load_sparse(path: str | os.PathLike | io.BytesIO) -> dict[str, torch.Tensor]:
-    """The state dict saved by `save_sparse`, with every tensor dense again."""
-    packed = torch.load(path, weights_only=True)
+def unpack(packed: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    """The dense state dict of a `pack` result."""
     state = {}
     for name, entry in packed.items():
         if isinstance(entry, dict):

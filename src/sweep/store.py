@@ -4,6 +4,7 @@ Layout under the store folder::
 
     trials/<row id>.parquet   one row: fixed metric columns plus the flattened config
     layers/<row id>.parquet   per-layer sparsity of that trial (long format)
+    models/<row id>.pt        its final model (store.models; read with sweep.load_model)
     baselines/                the dense-baseline cache (see sweep.baseline)
 
 Each file is written to a hidden temporary name and renamed into place, so a reader or a kill
@@ -100,6 +101,7 @@ METRIC_COLUMNS = (
     "size_bytes",
     "compacted",
     "compact_error",
+    "model_file",
     "time_prune_s",
     "time_finetune_s",
     "time_total_s",
@@ -118,6 +120,7 @@ LABEL_COLUMNS = frozenset(
         "started_at",
         "compacted",
         "compact_error",
+        "model_file",
     }
 )
 LAYER_COLUMNS = ("trial_key", "layer", "param", "numel", "nonzero", "in_scope")
@@ -140,6 +143,7 @@ _ROW_TYPES: dict[str, pa.DataType | str] = {
     **dict.fromkeys(("time_prune_s", "time_finetune_s", "time_total_s"), _FLOAT),
     "compacted": _BOOL,
     "compact_error": _TEXT,
+    "model_file": _TEXT,
     "started_at": pa.timestamp("us", tz=_UTC),
     "optuna.study": _TEXT,
     "optuna.trial": _INT,
@@ -206,6 +210,8 @@ def write_trial(
     if not layers:
         # The replaced row's layers would otherwise pass for this row's (same trial key).
         layers_file.unlink(missing_ok=True)
+    if not row.get("model_file"):
+        (root / "models" / f"{row_id}.pt").unlink(missing_ok=True)  # likewise its model
     return target
 
 
@@ -276,7 +282,8 @@ def load_layers(path: str | os.PathLike | None = None, *, strict: bool = False) 
 
 
 def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
-    """Remove what killed writers left: temporary ``.*.tmp`` files and layers without a row.
+    """Remove what killed writers left: temporary ``.*.tmp`` files, and layers and models
+    without a row.
 
     Readers already ignore both; this only keeps them from piling up. Files younger than
     ``older_than_s`` stay, since they may belong to a writer still running.
@@ -297,9 +304,14 @@ def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
     rows = {p.stem for p in _listing(root / "trials")}
     leftovers = [
         entry
-        for folder in ("trials", "layers", "baselines")
+        for folder in ("trials", "layers", "models", "baselines")
         for entry in _entries(root / folder)
         if entry.name.startswith(".") and entry.name.endswith(".tmp")
+    ]
+    leftovers += [
+        entry
+        for entry in _entries(root / "models")
+        if entry.name.endswith(".pt") and entry.name.removesuffix(".pt") not in rows
     ]
     leftovers += [
         entry

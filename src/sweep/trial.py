@@ -17,16 +17,15 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sweep import baseline, config, metrics, sparse
-from sweep._imports import locate
+from sweep import baseline, config, metrics, sparse, weights
+from sweep._build import BUILD_FACTS, build_model, call_target
 from sweep.data import Dataset
 from sweep.errors import ConfigError, TrialFailed
-from sweep.hashing import NOT_IN_KEY, config_hash, mask_password
+from sweep.export import save_model
+from sweep.hashing import NOT_IN_KEY, config_hash, key_view, mask_password
 from sweep.pruning import (
     PruningMethod,
     Scope,
@@ -80,14 +79,18 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         return {**done, "store_file": "already in the store"}
 
     row = _new_row(cfg, plan, started_at)
-    layers = _run_or_fail(cfg, plan, row, on_epoch)
+    layers = _run_or_fail(cfg, plan, row, on_epoch, rid)
     row["time_total_s"] = time.perf_counter() - start
     row["store_file"] = str(write_trial(cfg.store.path, row, layers, row_id=rid))
     return row
 
 
 def _run_or_fail(
-    cfg: DictConfig, plan: Plan, row: dict[str, Any], on_epoch: EpochCallback | None
+    cfg: DictConfig,
+    plan: Plan,
+    row: dict[str, Any],
+    on_epoch: EpochCallback | None,
+    rid: str,
 ) -> list[dict[str, Any]]:
     """`_run` the trial, filling ``row``; a failure sets ``status`` and ``error`` instead.
 
@@ -95,7 +98,7 @@ def _run_or_fail(
         The per-layer rows; none for a failed trial.
     """
     try:
-        return _run(cfg, plan, row, on_epoch)
+        return _run(cfg, plan, row, on_epoch, rid)
     except (KeyboardInterrupt, GeneratorExit):
         raise  # the user stops the run, not the trial
     # BaseException: a user's method calling sys.exit must cost one row, not the whole sweep
@@ -110,9 +113,14 @@ def _run_or_fail(
 
 
 def _run(
-    cfg: DictConfig, plan: Plan, row: dict[str, Any], on_epoch: EpochCallback | None
+    cfg: DictConfig,
+    plan: Plan,
+    row: dict[str, Any],
+    on_epoch: EpochCallback | None,
+    rid: str,
 ) -> list[dict[str, Any]]:
-    """Load or train the baseline, measure it, prune, finetune, measure again; fill ``row``.
+    """Load or train the baseline, measure it, prune, finetune, measure again, keep the model
+    (``store.models``) as ``models/<rid>.pt``; fill ``row``.
 
     Returns:
         The per-layer rows.
@@ -123,7 +131,7 @@ def _run(
     data, model = plan.data.to(plan.device), plan.model.to(plan.device)
     dense = _load_baseline(cfg, plan, model, data)
     row["baseline_key"], row["baseline_trained"] = dense["key"], dense["trained"]
-    example = data.test.x[:1]
+    example = data.test.inputs(1)
     latency_batch = _latency_batch(data, cfg.latency.batch_size)
     # accuracy first: it fails on NaN outputs, which FLOPs and latency would measure happily
     row["acc_dense"], _ = evaluate(model, data.test, desc="dense model")
@@ -135,6 +143,7 @@ def _run(
     row["compacted"], row["compact_error"] = False, None
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)  # random methods draw the same masks however the baseline came
+    built = model  # a compacted model's files record how it differs from the built one
     model, targets = _prune(model, plan.method, plan.scope, cfg, example, row)
     scoped = {t.name for t in targets}
     row["time_prune_s"] = time.perf_counter() - t
@@ -167,15 +176,23 @@ def _run(
     row["latency_ms"] = _latency(model, latency_batch, cfg.latency)
     row["speedup"] = row["latency_ms_dense"] / row["latency_ms"]
     row["size_bytes"] = sparse.sparse_size(model.state_dict())
+    row["model_file"] = _keep(cfg, plan, model, built if row["compacted"] else None, rid)
     row["status"] = "complete"
     return metrics.layer_table(model, dense_numel, scoped)
 
 
 def _load_baseline(cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset) -> dict[str, Any]:
-    """Fill ``model`` with its cached dense baseline, training it first if there is none."""
+    """Fill ``model`` with its cached dense baseline, training it first if there is none.
+
+    With ``model.checkpoint`` the model already holds the user's weights (`prepare` loaded
+    them): that is the baseline, keyed by the model config and the file's content.
+    """
+    if plan.resolved["model"].get("checkpoint"):
+        identity = _weights_identity(plan.resolved["model"])
+        return {"key": baseline.baseline_key({"model": identity}), "trained": False}
     settings = {
-        "model": plan.resolved["model"],
-        "dataset": plan.resolved["dataset"],
+        "model": key_view("model", plan.resolved["model"]),
+        "dataset": key_view("dataset", plan.resolved["dataset"]),
         "seed": cfg.seed,
         "pretrain": plan.resolved["pretrain"],
         "device_type": plan.device.type,
@@ -194,7 +211,7 @@ def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, 
         "trial_key": plan.key,
         "status": "running",
         "error": None,
-        "model": cfg.model.name,
+        "model": resolved["model"]["name"],
         "dataset": cfg.dataset.name,
         "method": plan.method.name,
         "amount": resolved["amount"],
@@ -275,8 +292,15 @@ def prepare(
     for stage in ("pretrain", "finetune"):
         optimizer_class(cfg[stage].optimizer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["model"] = _model_spec(cfg.model)
     if method.cls is None:
         resolved["amount"] = 0.0  # nothing is pruned, whatever was asked
+    checkpoint = resolved["model"].get("checkpoint")
+    if checkpoint:
+        state = weights.read_state(checkpoint)  # first: a missing file fails before any build
+        # the weights are the file's content, wherever it lies; no pretraining happens
+        resolved["model"]["checkpoint_sha256"] = weights.file_digest(checkpoint)
+        del resolved["pretrain"]
     key = trial_key(resolved, device)
     datasets = {} if datasets is None else datasets
     data_key = config_hash(resolved["dataset"])
@@ -284,7 +308,9 @@ def prepare(
         datasets[data_key] = _build_dataset(cfg.dataset)
     data = datasets[data_key]
     torch.manual_seed(cfg.seed)
-    model = _build_model(cfg.model, data)
+    model = build_model(resolved["model"], _facts(data))
+    if checkpoint:
+        weights.fit(model, state, checkpoint)
     plan_pruning(model, method, resolved["amount"], scope)  # amounts and dim, before training
     if check_store:
         check_writable(cfg.store.path)
@@ -292,9 +318,22 @@ def prepare(
 
 
 def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:
-    """Hash of the resolved config minus output settings, with the device type resolved."""
+    """Hash of the resolved config minus output settings, with the device type resolved.
+
+    Settings added after stores existed count only when set (`sweep.hashing.KEYED_UNLESS`), so
+    that existing trials keep their keys; loader settings never count (`HOW_NOT_WHAT`).
+    """
     keyed = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY and k != "device"}
+    keyed = {k: key_view(k, v) for k, v in keyed.items()}
+    keyed["model"] = _weights_identity(keyed["model"])
     return config_hash({**keyed, "device_type": device.type})
+
+
+def _weights_identity(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config as keys see it: a checkpoint by its content, not where the file lies."""
+    if spec.get("checkpoint_sha256"):
+        return {k: v for k, v in spec.items() if k != "checkpoint"}
+    return dict(spec)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -325,48 +364,65 @@ def resolve_device(device: str) -> torch.device:
 def _check_complete(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(f"{missing[0]} is required but not set; e.g. {missing[0]}=/path/to/data")
+        key = missing[0]
+        example = "my_module.Name" if key.endswith("_target_") else "/path/to/data"
+        raise ConfigError(f"{key} is required but not set; e.g. {key}={example}")
 
 
 def _build_dataset(node: DictConfig) -> Dataset:
-    return _instantiate(node, "dataset", "a function or class returning a sweep.data.Dataset")
-
-
-def _build_model(node: DictConfig, data: Dataset) -> nn.Module:
-    return _instantiate(
-        node,
-        "model",
-        "a function or class returning an nn.Module",
-        num_classes=data.num_classes,
-        in_channels=data.in_channels,
-        image_size=data.image_size,
-    )
-
-
-def _instantiate(node: DictConfig, group: str, accepted: str, **kwargs: Any) -> Any:
     spec = OmegaConf.to_container(node, resolve=True)
-    spec.pop("name", None)
-    target = spec.get("_target_")
-    try:
-        locate(str(target))
-    except ImportError as e:
-        raise ConfigError(
-            f"{group}._target_={target!r} does not import ({e}); accepted: a dotted path to "
-            f"{accepted}"
-        ) from None
-    try:
-        return instantiate(spec, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        reason = " ".join(str(cause or e).split())  # the whole reason, on one line
-        name = type(cause).__name__ if cause is not None else "error"
-        raise ConfigError(f"{group}._target_={target!r} failed: {name}: {reason}") from None
+    return call_target(spec, "dataset", "a function or class returning a sweep.data.Dataset")
+
+
+def _model_spec(node: DictConfig) -> dict[str, Any]:
+    """The resolved ``model`` node; a preset whose ``_target_`` the user replaced (``model.
+    _target_=my_models.Net`` on the default ``small_cnn``) drops the preset's own arguments
+    that were left as they were, and is named after the new target."""
+    spec = OmegaConf.to_container(node, resolve=True)
+    preset = _preset("model", str(spec.get("name")))
+    if preset is None or preset.get("_target_") == spec.get("_target_"):
+        return spec
+    kept = {k: v for k, v in spec.items() if k == "_target_" or k not in preset or preset[k] != v}
+    kept["name"] = str(spec["_target_"]).rsplit(".", 1)[-1]
+    return kept
+
+
+def _preset(group: str, name: str) -> dict[str, Any] | None:
+    """The raw YAML of our config ``group/name``, or ``None`` when there is no such preset."""
+    from importlib.resources import files
+
+    file = files("sweep.conf") / group / f"{name}.yaml"
+    if not file.is_file():
+        return None
+    return OmegaConf.to_container(OmegaConf.create(file.read_text()), resolve=False)
+
+
+def _facts(data: Dataset) -> dict[str, int]:
+    return {k: getattr(data, k) for k in BUILD_FACTS}
+
+
+def _keep(
+    cfg: DictConfig, plan: Plan, model: nn.Module, built: nn.Module | None, rid: str
+) -> str | None:
+    """Write the final model to ``<store>/models/<rid>.pt`` as ``store.models`` says; return
+    its path relative to the store (the row's ``model_file``), or ``None``."""
+    if cfg.store.models == "none":
+        return None
+    relative = f"models/{rid}.pt"
+    save_model(
+        f"{cfg.store.path}/{relative}",
+        model,
+        spec=plan.resolved["model"],
+        inputs=_facts(plan.data),
+        reference=built,
+        packed=cfg.store.models == "sparse",
+        trial_key=plan.key,
+    )
+    return relative
 
 
 def _latency_batch(data: Dataset, batch_size: int) -> torch.Tensor:
-    x = data.test.x
+    x = data.test.inputs(batch_size)
     reps = -(-batch_size // len(x))
     return x.repeat(reps, 1, 1, 1)[:batch_size] if reps > 1 else x[:batch_size]
 

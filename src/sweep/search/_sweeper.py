@@ -44,7 +44,7 @@ from sweep.search._study import (
     open_storage,
     worker_identity,
 )
-from sweep.store import clean, load_results, read_row, row_id, write_trial
+from sweep.store import DEFAULT_PATH, clean, load_results, read_row, row_id, write_trial
 
 log = logging.getLogger(__name__)
 
@@ -435,11 +435,17 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
     ours = (df["optuna.study"] == settings.study_name) & (df.get("optuna.uid") == uid)
     df = df[ours].drop_duplicates("optuna.trial", keep="last")
     df = df.set_index("optuna.trial").loc[[t.number for t in best]]
-    columns = ["method", "amount", "sparsity", "acc_finetuned", *settings.objectives]
+    columns = ["trial_key", "method", "amount", "sparsity", "acc_finetuned", *settings.objectives]
     first, direction = pairs[0]
     table = df[list(dict.fromkeys(columns))].sort_values(first, ascending=direction == "minimize")
     table.index.name = "trial"
-    return f"{head}\n{title} ({goals}):\n{table.to_string(float_format=lambda v: f'{v:.4f}')}"
+    text = f"{head}\n{title} ({goals}):\n{table.to_string(float_format=lambda v: f'{v:.4f}')}"
+    kept = df.loc[table.index, "model_file"].notna() if "model_file" in df else None
+    if kept is not None and kept.any():
+        key = table["trial_key"][kept].iloc[0]
+        path = "" if str(store) == DEFAULT_PATH else f", path={str(store)!r}"
+        text += f"\nload a trial's pruned model: sweep.load_model({key!r}{path})"
+    return text
 
 
 def _scrub_storage(config: DictConfig, url: str) -> None:

@@ -1,0 +1,99 @@
+"""Build the dataset and the model a config names by ``_target_``, with one-line errors.
+
+Used by a trial (`sweep.trial.prepare`) and by `sweep.load_model`, which rebuilds a kept model
+from the config its row recorded.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from torch import nn
+
+from sweep._imports import locate
+from sweep.errors import ConfigError
+
+__all__ = ["BUILD_FACTS", "MODEL_SETTINGS", "build_model", "call_target"]
+
+# What a model builder may learn about its inputs from the dataset.
+BUILD_FACTS = ("num_classes", "in_channels", "image_size")
+# Keys of a model node that are prune-sweep's, not the builder's.
+MODEL_SETTINGS = ("name", "checkpoint", "checkpoint_sha256")
+
+
+def build_model(spec: Mapping[str, Any], facts: Mapping[str, int]) -> nn.Module:
+    """The model ``spec`` (a resolved ``model`` node) names, for inputs described by ``facts``.
+
+    The dataset facts (`BUILD_FACTS`) are passed to a builder only where its signature takes
+    them (or ``**kwargs``), so a user's ``nn.Module`` whose ``__init__`` takes none works too.
+
+    Raises:
+        ConfigError: The target does not import, is not callable with these arguments, or does
+            not return an ``nn.Module``.
+    """
+    spec = {k: v for k, v in spec.items() if k not in MODEL_SETTINGS}
+    target = spec.get("_target_")
+    accepted = "a dotted path to an nn.Module class or a function returning one"
+    obj = _locate(target, "model", accepted)
+    facts = {k: v for k, v in facts.items() if _takes(obj, k)}
+    model = call_target(spec, "model", accepted, **facts)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model._target_={target!r} returned {type(model).__name__}, not an nn.Module; "
+            f"accepted: {accepted}"
+        )
+    return model
+
+
+def call_target(spec: Mapping[str, Any], group: str, accepted: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of ``spec`` (without its ``name``), errors on one line."""
+    spec = {k: v for k, v in spec.items() if k != "name"}
+    target = spec.get("_target_")
+    _locate(target, group, accepted)
+    for key, node in _nested_targets(spec, group):  # a user's dataset inside dataset=custom
+        _locate(node, key, "a dotted path to a class or function")
+    try:
+        return instantiate(spec, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        reason = " ".join(str(cause or e).split())  # the whole reason, on one line
+        name = type(cause).__name__ if cause is not None else "error"
+        raise ConfigError(f"{group}._target_={target!r} failed: {name}: {reason}") from None
+
+
+def _locate(target: object, group: str, accepted: str) -> Any:
+    try:
+        return locate(str(target))
+    except ImportError as e:
+        raise ConfigError(
+            f"{group}._target_={target!r} does not import ({e}); accepted: {accepted}"
+        ) from None
+
+
+def _nested_targets(spec: Mapping[str, Any], prefix: str) -> list[tuple[str, Any]]:
+    found = []
+    for k, v in spec.items():
+        if isinstance(v, Mapping):
+            if "_target_" in v:
+                found.append((f"{prefix}.{k}", v["_target_"]))
+            found += _nested_targets(v, f"{prefix}.{k}")
+    return found
+
+
+def _takes(obj: Any, name: str) -> bool:
+    """Whether calling ``obj`` accepts the keyword ``name`` (directly or via ``**kwargs``)."""
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: pass everything, as before
+        return True
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in params
+    )

@@ -1,0 +1,170 @@
+"""Every model back out: kept model files, load_model, python -m sweep.export."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sweep import load_model, load_results
+from sweep.errors import ConfigError
+from sweep.export import export, read_model
+from sweep.training import evaluate
+from sweep.trial import prepare, run_trial
+
+KINDS = {
+    "masked": ["method=l1_unstructured", "amount=0.6"],
+    "global": ["method=global_unstructured", "amount=0.7"],
+    "custom_method": [
+        "method._target_=tests.custom_methods.EveryOther",
+        "method.name=every_other",
+    ],
+    "compacted": ["method=ln_structured", "amount=0.5", "compact=true"],
+    "user_model": ["model._target_=tests.custom_models.UserNet", "method=ln_structured"],
+    "user_model_compacted": [
+        "model._target_=tests.custom_models.UserNet",
+        "method=ln_structured",
+        "compact=true",
+    ],
+}
+
+
+def _accuracy(cfg, model) -> float:
+    data = prepare(cfg, check_store=False).data
+    return evaluate(model, data.test)[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_load_model_gives_the_rows_accuracy(cfg_factory, tmp_path, kind):
+    cfg = cfg_factory(*KINDS[kind])
+    row = run_trial(cfg)
+    assert row["status"] == "complete"
+    assert row["compacted"] is kind.endswith("compacted")
+    model = load_model(row["trial_key"], tmp_path / "results")
+    assert not model.training
+    assert _accuracy(cfg, model) == row["acc_finetuned"]
+    assert sum(int((p != 0).sum()) for p in model.parameters()) == row["params_nonzero"]
+    assert sum(p.numel() for p in model.parameters()) == row["params"]
+    # the same from a row of the DataFrame
+    df = load_results(tmp_path / "results")
+    again = load_model(df.iloc[0], tmp_path / "results")
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )
+
+
+def test_sparse_dense_and_no_kept_model(cfg_factory, tmp_path):
+    sizes = {}
+    for keep in ("sparse", "dense"):
+        row = run_trial(
+            cfg_factory(
+                "amount=0.9",
+                f"store.models={keep}",
+                f"store.path={tmp_path / keep}",
+                f"store.baselines={tmp_path / 'baselines'}",
+            )
+        )
+        sizes[keep] = (tmp_path / keep / row["model_file"]).stat().st_size
+        assert row["model_file"] == f"models/{row['trial_key']}.pt"
+    # 10 % of the weights plus a 1-bit mask: well under a third of the dense file
+    assert sizes["sparse"] < 0.3 * sizes["dense"]
+    row = run_trial(
+        cfg_factory(
+            "store.models=none",
+            f"store.path={tmp_path / 'dense'}",
+            f"store.baselines={tmp_path / 'baselines'}",
+            "amount=0.9",
+        )
+    )
+    assert row["model_file"] is None
+    assert not (tmp_path / "dense" / "models" / f"{row['trial_key']}.pt").exists()  # replaced
+    with pytest.raises(
+        ConfigError, match=r"kept no model .*complete trials keep theirs unless store\.models=none"
+    ):
+        load_model(row["trial_key"], tmp_path / "dense")
+    with pytest.raises(ConfigError, match="trial 'nope' is not in the store"):
+        load_model("nope", tmp_path / "dense")
+
+
+def test_export_round_trip(cfg_factory, tmp_path, monkeypatch):
+    cfg = cfg_factory("method=ln_structured", "amount=0.5", "compact=true")
+    row = run_trial(cfg)
+    monkeypatch.chdir(tmp_path)  # the default store is ./results
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.export", row["trial_key"], "--out", "out/pruned.pt"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.splitlines()[-1] == "load it with: sweep.load_model('out/pruned.pt')"
+    record = torch.load(tmp_path / "out" / "pruned.pt", weights_only=True)
+    # a plain state dict: any torch user can read it; the rest says how to rebuild
+    assert set(record) == {"format", "trial_key", "model", "inputs", "structure", "state_dict"}
+    assert all(isinstance(v, torch.Tensor) for v in record["state_dict"].values())
+    model = read_model(tmp_path / "out" / "pruned.pt")
+    assert _accuracy(cfg, model) == row["acc_finetuned"]
+
+
+def test_export_refuses_unknown_format(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.export", "abc", "--out", "x", "--format", "tflite"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: --format='tflite' is not supported; accepted: pt | onnx"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_onnx(cfg_factory, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    row = run_trial(cfg_factory("method=ln_structured", "amount=0.5", "compact=true"))
+    out = export(row["trial_key"], tmp_path / "m.onnx", path=tmp_path / "results", format="onnx")
+    graph = onnx.load(out)
+    onnx.checker.check_model(graph)
+    [images] = graph.graph.input
+    assert [d.dim_value for d in images.type.tensor_type.shape.dim][1:] == [1, 8, 8]
+
+
+# torchvision archs through the whole road: depthwise convs, residual blocks, Linear-heavy
+# blocks with LayerNorm and layer scale; the kept model reloads to the row's accuracy.
+# whether compaction must succeed: Torch-Pruning misreads ConvNeXt's graph today (the masks
+# are kept and compact_error says why), which a later release may fix
+ARCHS = {"mobilenet_v2": True, "resnet18": True, "convnext_tiny": None}
+TINY_RGB = [
+    "dataset=synthetic",
+    "dataset.in_channels=3",
+    "dataset.image_size=32",
+    "dataset.num_samples=60",
+    "pretrain.epochs=1",
+    "pretrain.batch_size=16",
+    "finetune.batch_size=16",
+]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_torchvision_arch_prunes_compacts_and_reloads(cfg_factory, tmp_path, arch):
+    cfg = cfg_factory(
+        "model=torchvision",
+        f"model.arch={arch}",
+        *TINY_RGB,
+        "method=ln_structured",
+        "amount=0.3",
+        "compact=true",
+    )
+    row = run_trial(cfg)
+    assert (row["status"], row["model"]) == ("complete", arch)
+    if ARCHS[arch] or row["compacted"]:
+        assert row["compacted"] is True and row["compact_error"] is None
+        assert row["flops"] < 0.75 * row["flops_dense"]  # 30 % of the channels of each group
+    else:
+        assert row["compact_error"].startswith("RuntimeError: the compacted model computes")
+    model = load_model(row["trial_key"], tmp_path / "results")
+    assert _accuracy(cfg, model) == row["acc_finetuned"]
+    assert sum(p.numel() for p in model.parameters()) == row["params"]
