@@ -459,3 +459,40 @@ def test_random_crop_flip_moves_and_mirrors_each_image():
     for n, o in enumerate(out):
         windows = [padded[n, :, i : i + 5, j : j + 5] for i in range(5) for j in range(5)]
         assert any(torch.equal(o, w) or torch.equal(o, w.flip(-1)) for w in windows)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_trial_on_an_image_folder_streams_and_keeps_its_model(cfg_factory, tmp_path, workers):
+    from sweep import load_model
+    from sweep.trial import prepare, run_trial
+    from sweep.training import evaluate
+
+    write_images(tmp_path / "images", 8)
+    cfg = cfg_factory(
+        "dataset=image_folder",
+        f"dataset.root={tmp_path / 'images'}",
+        "dataset.image_size=8",
+        f"dataset.num_workers={workers}",
+        "method=ln_structured",
+        "compact=true",
+    )
+    row = run_trial(cfg)
+    assert (row["status"], row["dataset"], row["compacted"]) == ("complete", "image_folder", True)
+    data = prepare(cfg, check_store=False).data
+    assert isinstance(data.test, Streamed) and len(data.test) == 2  # 10 % of 24 images
+    model = load_model(row["trial_key"], tmp_path / "results")
+    assert evaluate(model, data.test)[0] == row["acc_finetuned"]
+
+
+def test_trial_on_a_users_dataset(cfg_factory):
+    from sweep.trial import run_trial
+
+    row = run_trial(
+        cfg_factory(
+            "dataset=custom",
+            "dataset.dataset._target_=tests.custom_datasets.Squares",
+            "dataset.num_workers=0",
+        )
+    )
+    assert (row["status"], row["dataset"]) == ("complete", "custom")
+    assert row["dataset.dataset._target_"] == "tests.custom_datasets.Squares"
