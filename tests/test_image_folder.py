@@ -464,8 +464,8 @@ def test_random_crop_flip_moves_and_mirrors_each_image():
 @pytest.mark.parametrize("workers", [0, 2])
 def test_trial_on_an_image_folder_streams_and_keeps_its_model(cfg_factory, tmp_path, workers):
     from sweep import load_model
-    from sweep.trial import prepare, run_trial
     from sweep.training import evaluate
+    from sweep.trial import prepare, run_trial
 
     write_images(tmp_path / "images", 8)
     cfg = cfg_factory(
