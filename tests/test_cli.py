@@ -136,11 +136,11 @@ BAD_INPUT = [
     ),
     (
         ["amout=0.5"],
-        "amout is not a key in the config; accepted: amount, compact, dataset, device, finetune, latency, method, model, optuna, pretrain, progress, scope, seed, skip_completed, store",
+        "amout is not a key in the config; accepted: amount, compact, dataset, device, finetune, latency, method, model, optuna, pretrain, progress, recalibrate, scope, seed, skip_completed, store",
     ),
     (
         ["finetune.epoch=1"],
-        "finetune.epoch is not a key of finetune; accepted: amp, batch_size, epochs, lr, momentum, optimizer, weight_decay",
+        "finetune.epoch is not a key of finetune; accepted: amp, batch_size, epochs, label_smoothing, lr, momentum, optimizer, scheduler, step_gamma, step_milestones, warmup_epochs, weight_decay",
     ),
     (
         ["model.widht=8"],
@@ -167,6 +167,18 @@ BAD_INPUT = [
     (["seed=1.5"], "seed='1.5' is not valid; accepted: an int"),
     (["compact=maybe"], "compact='maybe' is not valid; accepted: true or false"),
     (["latency.repeats=0"], "latency.repeats=0 is out of range; accepted: an int >= 1"),
+    (
+        ["finetune.scheduler=linear"],
+        "finetune.scheduler='linear' is out of range; accepted: constant | cosine | step",
+    ),
+    (
+        ["finetune.step_milestones=[0.5,1.5]"],
+        "finetune.step_milestones=[0.5, 1.5] is out of range; accepted: a list of fractions of the epochs in (0, 1)",
+    ),
+    (
+        ["recalibrate.batches=-1"],
+        "recalibrate.batches=-1 is out of range; accepted: an int >= 0 (0: off)",
+    ),
     (["latency.batch_size=0"], "latency.batch_size=0 is out of range; accepted: an int >= 1"),
     (["model.width=0"], "model.width=0 is out of range; accepted: an int >= 1"),
     (

@@ -9,6 +9,7 @@ values must lie within a tolerance derived below.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from sweep import load_results
+from sweep.hashing import KEYED_UNLESS
 
 ROOT = Path(__file__).parents[1]
 REFERENCE = ROOT / "experiments" / "digits_tradeoff"
@@ -64,6 +66,13 @@ def test_constraints_pin_the_environment_the_rows_record(committed):
         assert pins[package] == recorded[f"version.{package}"].split("+")[0], package
 
 
+def _value(stored):
+    # lists are stored as JSON text; a missing value is None
+    if isinstance(stored, str) and stored.startswith("["):
+        return json.loads(stored)
+    return None if pd.isna(stored) else stored
+
+
 def test_reference_trial_reproduces(committed, tmp_path, capsys):
     from sweep.trial import run_trial
 
@@ -83,11 +92,15 @@ def test_reference_trial_reproduces(committed, tmp_path, capsys):
     got = load_results(tmp_path).iloc[0]
 
     assert got.trial_key == expected.trial_key
+    assert got.baseline_key == expected.baseline_key  # settings added since leave keys alone
     config = [c for c in got.index if "." in c and not c.startswith(NOT_CONFIG)]
-    # settings added since the reference ran are at the value that behaves as before (null);
-    # the equal trial key says they are the ones left out of keys
+    # settings added since the reference ran hold the values that behave as before, the ones
+    # left out of keys (sweep.hashing.KEYED_UNLESS)
     added = [c for c in config if c not in expected.index]
-    assert got[added].isna().all(), got[added].to_dict()
+    before = {f"{group}.{key}": value for (group, key), value in KEYED_UNLESS.items()}
+    assert {c: _value(got[c]) for c in added} == {
+        c: before.get(c, "not 'as before'") for c in added
+    }
     config = [c for c in config if c not in added]
     assert got[config].to_dict() == expected[config].to_dict()
     others = expected.index.difference(config)

@@ -44,6 +44,17 @@ class TrainSettings:
     momentum: float = _field("a number in [0, 1)", lambda v: 0 <= v < 1)
     weight_decay: float = _field("a number >= 0", lambda v: math.isfinite(v) and v >= 0)
     amp: bool = MISSING
+    label_smoothing: float = _field("a number in [0, 1)", lambda v: 0 <= v < 1)
+    scheduler: str = _field(
+        "constant | cosine | step", lambda v: v in ("constant", "cosine", "step")
+    )
+    warmup_epochs: int = _field("an int >= 0", lambda v: v >= 0)
+    step_gamma: float = _field("a number in (0, 1]", lambda v: 0 < v <= 1)
+    # a field() holding MISSING, not a shared list: the YAML fills it
+    step_milestones: list[float] = _field(  # noqa: RUF009
+        "a list of fractions of the epochs in (0, 1), such as [0.5, 0.75]",
+        lambda v: all(0 < m < 1 for m in v),
+    )
 
 
 @dataclass
@@ -71,6 +82,11 @@ class LatencySettings:
 
 
 @dataclass
+class RecalibrateSettings:
+    batches: int = _field("an int >= 0 (0: off)", lambda v: v >= 0)
+
+
+@dataclass
 class OptunaJob:
     """Set by the Optuna sweeper for each of its jobs; null otherwise."""
 
@@ -94,6 +110,7 @@ class Config:
     device: str = MISSING
     scope: ScopeSettings = MISSING
     compact: bool = MISSING
+    recalibrate: RecalibrateSettings = MISSING
     store: StoreSettings = MISSING
     skip_completed: bool = MISSING
     latency: LatencySettings = MISSING

@@ -14,7 +14,22 @@ __all__ = ["HOW_NOT_WHAT", "KEYED_UNLESS", "NOT_IN_KEY", "config_hash", "key_vie
 NOT_IN_KEY = ("store", "progress", "skip_completed", "optuna")
 # (group, key) -> value: settings added after stores existed, left out of keys while they hold
 # the value that behaves as before, so that existing trials and baselines keep their keys.
-KEYED_UNLESS = {("model", "checkpoint"): None, ("dataset", "augment"): False}
+KEYED_UNLESS = {
+    ("model", "checkpoint"): None,
+    ("dataset", "augment"): False,
+    ("recalibrate", "batches"): 0,
+    **{
+        (stage, key): value
+        for stage in ("pretrain", "finetune")
+        for key, value in {
+            "label_smoothing": 0.0,
+            "scheduler": "constant",
+            "warmup_epochs": 0,
+            "step_gamma": 0.1,
+            "step_milestones": [0.5, 0.75],
+        }.items()
+    },
+}
 # (group, key): settings that change how fast a result comes, never the result (the batches a
 # DataLoader delivers are the same with any number of workers): left out of keys.
 HOW_NOT_WHAT = (

@@ -16,8 +16,9 @@ from sweep._imports import locate
 from sweep.data import DataSplit, batches
 from sweep.errors import ConfigError, TrialFailed
 
-__all__ = ["evaluate", "make_optimizer", "optimizer_class", "train"]
+__all__ = ["SCHEDULERS", "evaluate", "make_optimizer", "make_scheduler", "optimizer_class", "train"]
 
+SCHEDULERS = ("constant", "cosine", "step")
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 # Called after each epoch with (epoch, validation accuracy); may raise optuna.TrialPruned.
@@ -41,7 +42,8 @@ def train(
         model: Already on the device of ``train_split``; pruning masks stay applied.
         train_split: Training data, in memory or streamed; its augmentation applies.
         settings: ``epochs``, ``batch_size``, ``optimizer``, ``lr``, ``momentum``,
-            ``weight_decay``, ``amp`` (a ``conf/finetune`` or ``conf/pretrain`` node).
+            ``weight_decay``, ``amp``, ``label_smoothing`` and the learning-rate schedule
+            (`make_scheduler`): a ``conf/finetune`` or ``conf/pretrain`` node.
         seed: Fixes the order of batches and their augmentation.
         val_split: Evaluated after every epoch (shown, and passed to ``on_epoch``).
         on_epoch: Receives (epoch, validation accuracy); may stop training by raising.
@@ -55,8 +57,9 @@ def train(
     epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
     optimizer = make_optimizer(model, settings)
     generator = torch.Generator().manual_seed(seed)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(settings.get("label_smoothing", 0.0)))
     steps = math.ceil(len(train_split) / batch_size)
+    schedule = make_scheduler(optimizer, settings, steps)
     device = train_split.device
     autocast = _autocast(device, settings.get("amp", False))
     mean_loss = float("nan")
@@ -71,6 +74,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                schedule.step()
                 total += loss.detach() * len(y)
                 bar.update()
             mean_loss = total.item() / len(train_split)
@@ -134,6 +138,40 @@ def make_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim
     if cls is torch.optim.SGD:
         kwargs["momentum"] = settings.get("momentum", 0.0)
     return cls(model.parameters(), **kwargs)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, settings: Mapping[str, Any], steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate of every step, as a factor of ``lr`` (stepped once per batch).
+
+    ``warmup_epochs``: a linear ramp from ``lr / warm-up steps`` up to ``lr``; then
+    ``scheduler``: ``constant``; ``cosine`` (half a cosine from ``lr`` down to 0 at the last
+    step); or ``step`` (times ``step_gamma`` at each of ``step_milestones``, fractions of
+    ``epochs``). The defaults (``constant``, no warm-up) keep ``lr`` throughout.
+    """
+    kind = settings.get("scheduler", "constant")
+    if kind not in SCHEDULERS:
+        raise ConfigError(f"scheduler={kind!r} is unknown; accepted: {' | '.join(SCHEDULERS)}")
+    total = int(settings["epochs"]) * steps_per_epoch
+    warmup = min(int(settings.get("warmup_epochs", 0)) * steps_per_epoch, total)
+    gamma = float(settings.get("step_gamma", 0.1))
+    milestones = [
+        round(f * int(settings["epochs"])) * steps_per_epoch
+        for f in settings.get("step_milestones", (0.5, 0.75))
+    ]
+
+    def factor(step: int) -> float:  # the factor for the step about to run (0-based)
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "cosine":
+            done = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * done))
+        if kind == "step":
+            return gamma ** sum(step >= m for m in milestones)
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:

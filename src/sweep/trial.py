@@ -37,6 +37,7 @@ from sweep.pruning import (
     prune_model,
     silence_dead_channels,
 )
+from sweep.recalibrate import recalibrate_batchnorm
 from sweep.store import check_writable, read_row, row_id, write_trial
 from sweep.training import EpochCallback, evaluate, optimizer_class, train
 
@@ -148,6 +149,14 @@ def _run(
     scoped = {t.name for t in targets}
     row["time_prune_s"] = time.perf_counter() - t
     row["acc_pruned"], _ = evaluate(model, data.test, desc="pruned model")
+    row["recalibrated"] = recalibrate_batchnorm(
+        model, data.train, cfg.recalibrate.batches, cfg.finetune.batch_size, seed=cfg.seed
+    )
+    row["acc_recalibrated"] = (
+        evaluate(model, data.test, desc="recalibrated model")[0]
+        if row["recalibrated"]
+        else row["acc_pruned"]  # no BatchNorm, or recalibrate.batches=0: nothing was done
+    )
 
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -194,7 +203,7 @@ def _load_baseline(cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset)
         "model": key_view("model", plan.resolved["model"]),
         "dataset": key_view("dataset", plan.resolved["dataset"]),
         "seed": cfg.seed,
-        "pretrain": plan.resolved["pretrain"],
+        "pretrain": key_view("pretrain", plan.resolved["pretrain"]),
         "device_type": plan.device.type,
     }
     return baseline.load_or_train(model, data, settings, cfg.store.baselines, progress=cfg.progress)
@@ -325,6 +334,7 @@ def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:
     """
     keyed = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY and k != "device"}
     keyed = {k: key_view(k, v) for k, v in keyed.items()}
+    keyed = {k: v for k, v in keyed.items() if v != {}}  # a group all at "as before" values
     keyed["model"] = _weights_identity(keyed["model"])
     return config_hash({**keyed, "device_type": device.type})
 

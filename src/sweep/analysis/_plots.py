@@ -27,6 +27,7 @@ from sweep.analysis._tables import (
 LABELS = {
     "acc_finetuned": "Test accuracy after finetuning",
     "acc_pruned": "Test accuracy right after pruning",
+    "acc_recalibrated": "Test accuracy after pruning and BatchNorm recalibration",
     "acc_dense": "Dense test accuracy",
     "sparsity": "Sparsity (share of prunable weights removed)",
     "amount": "Requested amount",
@@ -35,9 +36,9 @@ LABELS = {
     "params_nonzero": "Non-zero parameters",
     "loss_finetuned": "Test loss after finetuning",
 }
-_FRACTIONS = {"acc_finetuned", "acc_pruned", "acc_dense", "sparsity", "amount"}
+_FRACTIONS = {"acc_finetuned", "acc_pruned", "acc_recalibrated", "acc_dense", "sparsity", "amount"}
 # Measured before finetuning: for a "none" row that is the dense baseline's own value again.
-_BEFORE_FINETUNE = {"acc_pruned", "acc_dense"}
+_BEFORE_FINETUNE = {"acc_pruned", "acc_recalibrated", "acc_dense"}
 _MARKERS = "osD^v<>Ph*X"
 _GREYS = ("0.3", "0.55", "0.1", "0.7")
 _INSIDE = 6  # legend entries that fit inside the axes without covering curves
