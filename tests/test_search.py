@@ -206,6 +206,8 @@ def test_journal_sweep_recovers_from_a_worker_killed_holding_the_lock(tmp_path):
     assert result.returncode == 0, result.stderr  # released after Optuna's 30 s grace period
 
 
+# a race between processes (26 s): with the scale and fault tests
+@pytest.mark.slow
 def test_workers_opening_a_new_sqlite_file_together_all_succeed(tmp_path):
     import subprocess
     import sys

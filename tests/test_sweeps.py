@@ -145,6 +145,8 @@ def test_trial_pruner_stops_finetunes(tmp_path):
     assert df.error.str.startswith("stopped by the trial pruner after epoch 1").all()
 
 
+# fault injection (30 s): with the scale and fault tests
+@pytest.mark.slow
 def test_failures_do_not_stop_the_search_but_a_limit_does(tmp_path):
     mixed = run_cli(
         "-m",
