@@ -36,13 +36,11 @@ from sweep._build import build_model
 from sweep._files import atomic_write
 from sweep.errors import ConfigError
 
-__all__ = ["FORMAT", "KEEP", "export", "kept_file", "load_model", "read_model", "save_model"]
+__all__ = ["FORMAT", "export", "kept_file", "load_model", "read_model", "save_model"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "prune-sweep model 1"
-# store.models: what a complete trial keeps of its final model
-KEEP = ("sparse", "dense", "none")
 _PLAIN = (int, float, bool, str)
 
 
