@@ -379,13 +379,13 @@ def test_varying_leaves_out_bookkeeping_metrics_and_method_aliases(tmp_path):
     assert analysis.varying(load_results(store)) == []
     _trial(store, 2, dataset__split_seed=1)  # other data
     _trial(store, 3, model__width=32)  # another network
-    _trial(store, 4, schedule="iterative")  # a key a later version adds: older rows have none
+    _trial(store, 4, schedule="iterative")  # older rows have none: they read as one_shot
     _trial(store, 5, device="cpu")  # cuda:0 and cuda:1 are one device type; cpu another
     assert analysis.varying(load_results(store)) == [
+        "schedule",
         "device",
         "dataset.split_seed",
         "model.width",
-        "schedule",
     ]
     _trial(store, 6, method="ln_structured", method__n=1)  # now differs within a method
     assert "method.n" in analysis.varying(load_results(store))

@@ -136,7 +136,7 @@ BAD_INPUT = [
     ),
     (
         ["amout=0.5"],
-        "amout is not a key in the config; accepted: amount, compact, dataset, device, finetune, latency, method, model, optuna, pretrain, progress, recalibrate, scope, seed, skip_completed, store",
+        "amout is not a key in the config; accepted: amount, compact, dataset, device, finetune, latency, method, model, optuna, pretrain, progress, recalibrate, rewind, rewind_weights, schedule, scope, seed, skip_completed, store",
     ),
     (
         ["finetune.epoch=1"],

@@ -8,8 +8,10 @@ under their final names only when complete (write to a temporary name, then rena
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -41,6 +43,7 @@ def load_or_train(
     cache_dir: str | os.PathLike,
     *,
     progress: bool = True,
+    rewind_epoch: int | None = None,
 ) -> dict[str, Any]:
     """Fill ``model`` with its dense baseline weights, training and caching them if needed.
 
@@ -50,9 +53,14 @@ def load_or_train(
         settings: ``model``, ``dataset``, ``seed``, ``pretrain``, ``device_type``: the cache key.
         cache_dir: Folder of ``<key>.pt`` weights and ``<key>.json`` facts.
         progress: Show a progress bar while training.
+        rewind_epoch: Also return the weights after this many pretraining epochs (0: the
+            initialisation), cached beside the baseline as ``<key>.epoch<K>.pt``. A baseline
+            cached without them replays its first K epochs (same seed, same batches, the
+            learning-rate schedule of the whole pretraining) to get them.
 
     Returns:
-        The cached facts: ``key``, ``trained`` (this call trained it), ``time_s``.
+        The cached facts: ``key``, ``trained`` (this call trained it), ``time_s``; with
+        ``rewind_epoch``, ``rewind_state`` too (a state dict on the model's device).
 
     Raises:
         TrialFailed: Pretraining diverged (a NaN or infinite loss or output); nothing is cached.
@@ -61,13 +69,24 @@ def load_or_train(
     folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     weights, facts = folder / f"{key}.pt", folder / f"{key}.json"
+    snapshot = None if rewind_epoch is None else folder / f"{key}.epoch{rewind_epoch}.pt"
     with locked(folder / f"{key}.lock"):
         if weights.exists() and facts.exists():
+            rewind = {}
+            if snapshot is not None:
+                rewind["rewind_state"] = _snapshot(model, data, settings, rewind_epoch, snapshot)
             state = torch.load(weights, map_location=_device(model), weights_only=True)
             model.load_state_dict(state)
             log.info("dense baseline %s loaded from %s", key, weights)
-            return {**json.loads(facts.read_text()), "trained": False}
+            return {**json.loads(facts.read_text()), "trained": False, **rewind}
         start = time.perf_counter()
+        if snapshot is not None and rewind_epoch == 0:
+            _save(model, snapshot)
+
+        def keep(epoch: int) -> None:
+            if snapshot is not None and epoch == rewind_epoch:
+                _save(model, snapshot)
+
         torch.manual_seed(settings["seed"])
         train(
             model,
@@ -76,6 +95,7 @@ def load_or_train(
             seed=settings["seed"],
             desc="pretrain",
             progress=progress,
+            after_epoch=keep,
         )
         # before saving: a baseline that trained to NaN must not be cached for every later trial
         acc, loss = evaluate(model, data.val, desc="pretrained model")
@@ -89,7 +109,39 @@ def load_or_train(
         atomic_write(weights, lambda f: torch.save(model.state_dict(), f))
         atomic_write(facts, lambda f: f.write(json.dumps(info, indent=2, default=str).encode()))
         log.info("dense baseline %s trained in %.1f s, saved to %s", key, info["time_s"], weights)
-        return {**info, "trained": True}
+        rewind = {} if snapshot is None else {"rewind_state": _load(snapshot, model)}
+        return {**info, "trained": True, **rewind}
+
+
+def _snapshot(
+    model: nn.Module, data: Dataset, settings: Mapping[str, Any], epoch: int, file: Path
+) -> dict[str, torch.Tensor]:
+    """The weights of ``file``; made first, from the freshly built ``model``, if missing."""
+    if not file.exists():
+        fresh = copy.deepcopy(model)
+        if epoch > 0:
+            log.info("replaying %d pretraining epoch(s) for the rewind weights %s", epoch, file)
+            torch.manual_seed(settings["seed"])
+            steps = math.ceil(len(data.train) / int(settings["pretrain"]["batch_size"]))
+            train(
+                fresh,
+                data.train,
+                settings["pretrain"],
+                seed=settings["seed"],
+                desc=f"pretrain to epoch {epoch}",
+                progress=False,
+                stop_at_step=epoch * steps,
+            )
+        _save(fresh, file)
+    return _load(file, model)
+
+
+def _save(model: nn.Module, file: Path) -> None:
+    atomic_write(file, lambda f: torch.save(model.state_dict(), f))
+
+
+def _load(file: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    return torch.load(file, map_location=_device(model), weights_only=True)
 
 
 def _device(model: nn.Module) -> torch.device:

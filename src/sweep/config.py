@@ -6,7 +6,8 @@ in the YAML files only: every field here is ``MISSING`` until they fill it. Rang
 cannot say (``finetune.lr`` above 0, ``latency.repeats`` at least 1) are declared beside the
 field with `_field` and checked by `check_values`.
 
-Nodes whose keys depend on the option chosen (``model``, ``dataset``, ``method``) stay open:
+Nodes whose keys depend on the option chosen (``model``, ``dataset``, ``method``,
+``schedule``) stay open:
 their builders check their own arguments.
 """
 
@@ -105,12 +106,15 @@ class Config:
     method: dict[str, Any] = MISSING
     pretrain: TrainSettings = MISSING
     finetune: TrainSettings = MISSING
+    schedule: dict[str, Any] = MISSING
     amount: int | float = MISSING
     seed: int = MISSING
     device: str = MISSING
     scope: ScopeSettings = MISSING
     compact: bool = MISSING
     recalibrate: RecalibrateSettings = MISSING
+    rewind: str = MISSING
+    rewind_weights: str | None = MISSING
     store: StoreSettings = MISSING
     skip_completed: bool = MISSING
     latency: LatencySettings = MISSING

@@ -15,6 +15,9 @@ NOT_IN_KEY = ("store", "progress", "skip_completed", "optuna")
 # (group, key) -> value: settings added after stores existed, left out of keys while they hold
 # the value that behaves as before, so that existing trials and baselines keep their keys.
 KEYED_UNLESS = {
+    ("", "rewind"): "none",  # ("", key): a top-level key
+    ("", "rewind_weights"): None,
+    ("schedule", "name"): "one_shot",
     ("model", "checkpoint"): None,
     ("dataset", "augment"): False,
     ("recalibrate", "batches"): 0,

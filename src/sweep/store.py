@@ -82,6 +82,7 @@ METRIC_COLUMNS = (
     "model",
     "dataset",
     "method",
+    "schedule",
     "amount",
     "seed",
     "device",
@@ -118,6 +119,7 @@ LABEL_COLUMNS = frozenset(
         "model",
         "dataset",
         "method",
+        "schedule",
         "device",
         "started_at",
         "compacted",
@@ -136,7 +138,8 @@ _NUMBER = "int64, or float64 when ints and floats mix"
 # The type every reader gives a fixed column, whatever type a file holds.
 _ROW_TYPES: dict[str, pa.DataType | str] = {
     **dict.fromkeys(
-        ("trial_key", "status", "error", "model", "dataset", "method", "device"), _TEXT
+        ("trial_key", "status", "error", "model", "dataset", "method", "schedule", "device"),
+        _TEXT,
     ),
     "amount": _NUMBER,
     **dict.fromkeys(("seed", "params", "params_nonzero", "flops_dense", "flops"), _INT),
@@ -253,7 +256,8 @@ def load_results(path: str | os.PathLike | None = None, *, strict: bool = False)
 
     Returns:
         The fixed metric columns first, then config columns (``finetune.lr``...) sorted.
-        Columns that appeared later in the store's life are missing (NA) in older rows.
+        Columns that appeared later in the store's life are missing (NA) in older rows,
+        but for ``schedule``: rows from before it existed are ``one_shot``, as they ran.
 
     Example:
         >>> df = load_results("results")  # doctest: +SKIP
@@ -266,7 +270,10 @@ def load_results(path: str | os.PathLike | None = None, *, strict: bool = False)
         # stable, missing times last: rows that started together keep their file order
         table = table.take(pc.sort_indices(table, [("started_at", "ascending")]))
     lead = [c for c in METRIC_COLUMNS if c in table.column_names]
-    return _to_pandas(table.select(lead + sorted(set(table.column_names) - set(lead))))
+    df = _to_pandas(table.select(lead + sorted(set(table.column_names) - set(lead))))
+    if "schedule" in df.columns:  # rows from before schedules existed were pruned at once
+        df["schedule"] = df["schedule"].fillna("one_shot")
+    return df
 
 
 def load_layers(path: str | os.PathLike | None = None, *, strict: bool = False) -> pd.DataFrame:

@@ -35,6 +35,9 @@ def train(
     on_epoch: EpochCallback | None = None,
     desc: str = "train",
     progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+    stop_at_step: int | None = None,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> float:
     """Train ``model`` in place with cross-entropy; return the mean loss of the last epoch.
 
@@ -49,6 +52,11 @@ def train(
         on_epoch: Receives (epoch, validation accuracy); may stop training by raising.
         desc: Progress bar label.
         progress: Show a progress bar.
+        on_step: Called with the 0-based index of each optimizer step before it runs (the
+            steps of a pruning schedule).
+        stop_at_step: Stop before this step, mid-epoch if need be; the learning-rate schedule
+            is still the one of the whole ``epochs``.
+        after_epoch: Called with each finished epoch (1-based), after validation.
 
     Raises:
         TrialFailed: The loss is NaN or infinite at the end of an epoch, or the validation
@@ -63,12 +71,21 @@ def train(
     device = train_split.device
     autocast = _autocast(device, settings.get("amp", False))
     mean_loss = float("nan")
-    bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
+    last = epochs * steps if stop_at_step is None else min(stop_at_step, epochs * steps)
+    step = 0
+    bar = tqdm(total=last, desc=desc, unit="step", disable=not progress, leave=False)
     with bar:
         for epoch in range(1, epochs + 1):
+            if step >= last:
+                break
             model.train()
             total = torch.zeros((), device=device)
+            seen = 0
             for x, y in batches(train_split, batch_size, shuffle=True, generator=generator):
+                if step >= last:
+                    break
+                if on_step is not None:
+                    on_step(step)
                 with autocast:
                     loss = loss_fn(model(x), y)
                 optimizer.zero_grad(set_to_none=True)
@@ -76,10 +93,14 @@ def train(
                 optimizer.step()
                 schedule.step()
                 total += loss.detach() * len(y)
+                seen += len(y)
+                step += 1
                 bar.update()
-            mean_loss = total.item() / len(train_split)
+            mean_loss = total.item() / max(1, seen)
             if not math.isfinite(mean_loss):
                 raise TrialFailed(f"{desc}: loss became {mean_loss} in epoch {epoch}")
+            if seen < len(train_split):
+                break  # stopped mid-epoch (stop_at_step): not an epoch to report
             postfix = {"epoch": epoch, "loss": f"{mean_loss:.4f}"}
             if val_split is not None:
                 acc, _ = evaluate(model, val_split, desc=f"{desc} validation")
@@ -87,6 +108,8 @@ def train(
             bar.set_postfix(postfix)
             if on_epoch is not None and val_split is not None:
                 on_epoch(epoch, acc)
+            if after_epoch is not None:
+                after_epoch(epoch)
     return mean_loss
 
 

@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import importlib.metadata
 import logging
+import math
 import platform
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from sweep.export import save_model
 from sweep.hashing import NOT_IN_KEY, config_hash, key_view, mask_password
 from sweep.pruning import (
     PruningMethod,
+    Schedule,
     Scope,
     compact,
     make_permanent,
@@ -35,9 +38,11 @@ from sweep.pruning import (
     plan_pruning,
     prune_channel_groups,
     prune_model,
+    prune_toward,
     silence_dead_channels,
 )
 from sweep.recalibrate import recalibrate_batchnorm
+from sweep.rewind import parse_rewind, rewind
 from sweep.store import check_writable, read_row, row_id, write_trial
 from sweep.training import EpochCallback, evaluate, optimizer_class, train
 
@@ -145,32 +150,32 @@ def _run(
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)  # random methods draw the same masks however the baseline came
     built = model  # a compacted model's files record how it differs from the built one
-    model, targets = _prune(model, plan.method, plan.scope, cfg, example, row)
+    if plan.schedule.one_shot:
+        model, targets = _prune(model, plan.method, plan.scope, cfg, example, row)
+        probe = model
+    else:
+        # the schedule prunes during finetuning; the columns before it describe the baseline
+        # pruned to `amount` at once, as for one-shot (the same number for every schedule)
+        probe = copy.deepcopy(model)
+        prune_model(probe, plan.method, cfg.amount, plan.scope)
+        targets = plan_pruning(model, plan.method, cfg.amount, plan.scope)
     scoped = {t.name for t in targets}
     row["time_prune_s"] = time.perf_counter() - t
-    row["acc_pruned"], _ = evaluate(model, data.test, desc="pruned model")
+    row["acc_pruned"], _ = evaluate(probe, data.test, desc="pruned model")
     row["recalibrated"] = recalibrate_batchnorm(
-        model, data.train, cfg.recalibrate.batches, cfg.finetune.batch_size, seed=cfg.seed
+        probe, data.train, cfg.recalibrate.batches, cfg.finetune.batch_size, seed=cfg.seed
     )
     row["acc_recalibrated"] = (
-        evaluate(model, data.test, desc="recalibrated model")[0]
+        evaluate(probe, data.test, desc="recalibrated model")[0]
         if row["recalibrated"]
         else row["acc_pruned"]  # no BatchNorm, or recalibrate.batches=0: nothing was done
     )
+    del probe
 
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)
     try:
-        train(
-            model,
-            data.train,
-            cfg.finetune,
-            seed=cfg.seed,
-            val_split=data.val,
-            on_epoch=on_epoch,
-            desc="finetune",
-            progress=cfg.progress,
-        )
+        _finetune(cfg, plan, model, data, on_epoch, dense.get("rewind_state"))
     except optuna.TrialPruned as e:
         row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
         row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
@@ -190,15 +195,71 @@ def _run(
     return metrics.layer_table(model, dense_numel, scoped)
 
 
+def _finetune(
+    cfg: DictConfig,
+    plan: Plan,
+    model: nn.Module,
+    data: Dataset,
+    on_epoch: EpochCallback | None,
+    rewind_state: dict[str, torch.Tensor] | None,
+) -> None:
+    """Finetune ``model``, pruning it on the way as ``schedule`` says; with ``rewind``, stop
+    at the final mask, rewind the survivors and train the whole finetune budget again.
+
+    The trial pruner sees every finished epoch, numbered on across the two trainings.
+    """
+    steps = math.ceil(len(data.train) / cfg.finetune.batch_size) * cfg.finetune.epochs
+    pending = [] if plan.schedule.one_shot else plan.schedule.events(steps)
+    stop = None
+    if rewind_state is not None:
+        stop = pending[-1].step if pending else 0  # training after the final mask is undone
+
+    def prune_due(step: float) -> None:
+        while pending and pending[0].step <= step:
+            event = pending.pop(0)
+            sparsity = None if event.final else event.sparsity
+            prune_toward(model, plan.method, cfg.amount, plan.scope, sparsity)
+
+    epochs_seen = 0
+
+    def report(epoch: int, acc: float) -> None:
+        nonlocal epochs_seen
+        epochs_seen += 1
+        if on_epoch is not None:
+            on_epoch(epochs_seen, acc)
+
+    settings = {"seed": cfg.seed, "val_split": data.val, "progress": cfg.progress}
+    if stop != 0:
+        train(
+            model,
+            data.train,
+            cfg.finetune,
+            on_epoch=report,
+            desc="finetune",
+            on_step=prune_due,
+            stop_at_step=stop,
+            **settings,
+        )
+    prune_due(math.inf)  # no finetuning (epochs=0), or stopped at the final mask
+    if rewind_state is not None:
+        rewind(model, rewind_state)
+        train(model, data.train, cfg.finetune, on_epoch=report, desc="train rewound", **settings)
+
+
 def _load_baseline(cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset) -> dict[str, Any]:
-    """Fill ``model`` with its cached dense baseline, training it first if there is none.
+    """Fill ``model`` with its cached dense baseline, training it first if there is none; with
+    ``rewind``, the weights to rewind to are ``rewind_state``.
 
     With ``model.checkpoint`` the model already holds the user's weights (`prepare` loaded
     them): that is the baseline, keyed by the model config and the file's content.
     """
+    device = plan.device
+    given = plan.rewind_state
+    rewind_state = None if given is None else {k: v.to(device) for k, v in given.items()}
     if plan.resolved["model"].get("checkpoint"):
         identity = _weights_identity(plan.resolved["model"])
-        return {"key": baseline.baseline_key({"model": identity}), "trained": False}
+        key = baseline.baseline_key({"model": identity})
+        return {"key": key, "trained": False, "rewind_state": rewind_state}
     settings = {
         "model": key_view("model", plan.resolved["model"]),
         "dataset": key_view("dataset", plan.resolved["dataset"]),
@@ -206,7 +267,11 @@ def _load_baseline(cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset)
         "pretrain": key_view("pretrain", plan.resolved["pretrain"]),
         "device_type": plan.device.type,
     }
-    return baseline.load_or_train(model, data, settings, cfg.store.baselines, progress=cfg.progress)
+    epoch = None if rewind_state is not None else plan.rewind_epoch
+    facts = baseline.load_or_train(
+        model, data, settings, cfg.store.baselines, progress=cfg.progress, rewind_epoch=epoch
+    )
+    return {"rewind_state": rewind_state, **facts}
 
 
 def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, Any]:
@@ -223,6 +288,7 @@ def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, 
         "model": resolved["model"]["name"],
         "dataset": cfg.dataset.name,
         "method": plan.method.name,
+        "schedule": plan.schedule.name,
         "amount": resolved["amount"],
         "seed": cfg.seed,
         "device": str(plan.device),
@@ -272,6 +338,11 @@ class Plan:
     model: nn.Module
     resolved: dict[str, Any]
     key: str
+    schedule: Schedule = field(default_factory=Schedule)
+    # the pretraining epoch to rewind to (0: init), None: no rewind
+    rewind_epoch: int | None = None
+    # the weights to rewind to, when the user gave them (rewind_weights)
+    rewind_state: dict[str, torch.Tensor] | None = None
 
 
 def prepare(
@@ -298,6 +369,10 @@ def prepare(
     device = resolve_device(str(cfg.device))
     method = PruningMethod.from_config(cfg.method)
     scope = Scope.from_config(cfg.scope)
+    schedule = Schedule.from_config(cfg.schedule)
+    schedule.check_method(method)
+    rewind_epoch = parse_rewind(cfg.rewind)
+    _check_protocol(cfg, method, schedule, rewind_epoch)
     for stage in ("pretrain", "finetune"):
         optimizer_class(cfg[stage].optimizer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -310,6 +385,10 @@ def prepare(
         # the weights are the file's content, wherever it lies; no pretraining happens
         resolved["model"]["checkpoint_sha256"] = weights.file_digest(checkpoint)
         del resolved["pretrain"]
+    rewind_file = resolved.get("rewind_weights")
+    if rewind_file:
+        rewind_file_state = weights.read_state(rewind_file, "rewind_weights")
+        resolved["rewind_weights_sha256"] = weights.file_digest(rewind_file)
     key = trial_key(resolved, device)
     datasets = {} if datasets is None else datasets
     data_key = config_hash(resolved["dataset"])
@@ -318,12 +397,54 @@ def prepare(
     data = datasets[data_key]
     torch.manual_seed(cfg.seed)
     model = build_model(resolved["model"], _facts(data))
+    rewind_state = None
+    if rewind_file:
+        dense = copy.deepcopy(model)
+        weights.fit(dense, rewind_file_state, rewind_file, "rewind_weights")
+        rewind_state = dense.state_dict()
     if checkpoint:
         weights.fit(model, state, checkpoint)
     plan_pruning(model, method, resolved["amount"], scope)  # amounts and dim, before training
     if check_store:
         check_writable(cfg.store.path)
-    return Plan(device, method, scope, data, model, resolved, key)
+    return Plan(
+        device, method, scope, data, model, resolved, key, schedule, rewind_epoch, rewind_state
+    )
+
+
+def _check_protocol(
+    cfg: DictConfig, method: PruningMethod, schedule: Schedule, rewind_epoch: int | None
+) -> None:
+    """What the schedule, rewinding, compaction and the baseline's source allow together."""
+    compacting = cfg.compact and not_compactable(method) is None
+    if compacting and not schedule.one_shot:
+        raise ConfigError(
+            f"schedule={schedule.name} with compact=true: channels are removed once, after "
+            "one-shot pruning; accepted: schedule=one_shot, or compact=false"
+        )
+    if compacting and rewind_epoch is not None:
+        raise ConfigError(
+            f"rewind={cfg.rewind} with compact=true: the rewind weights have the dense model's "
+            "shapes; accepted: rewind=none, or compact=false"
+        )
+    if cfg.rewind_weights and rewind_epoch is None:
+        raise ConfigError(
+            f"rewind_weights={cfg.rewind_weights!r} is set but rewind=none; accepted: "
+            "rewind=init or rewind=epoch:K with rewind_weights, or rewind_weights=null"
+        )
+    if rewind_epoch is None or cfg.rewind_weights:
+        return
+    if cfg.model.get("checkpoint"):
+        raise ConfigError(
+            f"rewind={cfg.rewind} needs the weights from before training, and model.checkpoint "
+            "gives only the trained ones; accepted: rewind_weights=/path/to/those_weights.pt, "
+            "or rewind=none"
+        )
+    if rewind_epoch > cfg.pretrain.epochs:
+        raise ConfigError(
+            f"rewind={cfg.rewind} but pretraining has {cfg.pretrain.epochs} epochs; accepted: "
+            f"none | init | epoch:0 to epoch:{cfg.pretrain.epochs}"
+        )
 
 
 def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:
@@ -333,6 +454,9 @@ def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:
     that existing trials keep their keys; loader settings never count (`HOW_NOT_WHAT`).
     """
     keyed = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY and k != "device"}
+    if keyed.get("rewind_weights_sha256"):
+        del keyed["rewind_weights"]  # the rewind weights by their content, as the checkpoint
+    keyed = key_view("", keyed)
     keyed = {k: key_view(k, v) for k, v in keyed.items()}
     keyed = {k: v for k, v in keyed.items() if v != {}}  # a group all at "as before" values
     keyed["model"] = _weights_identity(keyed["model"])

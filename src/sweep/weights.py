@@ -47,14 +47,15 @@ def file_digest(path: str | os.PathLike) -> str:
     return _digests[cache_key]
 
 
-def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict in the checkpoint file ``path``, on the CPU.
+def read_state(path: str | os.PathLike, key: str = "model.checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict in the checkpoint file ``path``, on the CPU; ``key`` names the setting
+    that gave the path in errors.
 
     Raises:
         ConfigError: The file is missing, unreadable, refused by ``weights_only=True`` (a whole
             pickled ``nn.Module``), or holds no state dict.
     """
-    where = f"model.checkpoint={str(path)!r}"
+    where = f"{key}={str(path)!r}"
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{where} is not a file; accepted: {_ACCEPTED}")
@@ -88,8 +89,14 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _unwrap(state)
 
 
-def fit(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
-    """Load ``state`` into ``model``, or explain in one line why it does not fit.
+def fit(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    key: str = "model.checkpoint",
+) -> None:
+    """Load ``state`` into ``model``, or explain in one line why it does not fit; ``key``
+    names the setting that gave ``path``.
 
     Raises:
         ConfigError: Names the first missing, unexpected or mismatched key (with both shapes)
@@ -111,7 +118,7 @@ def fit(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | os.Path
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(
-            f"model.checkpoint={str(path)!r} does not fit the model: {problems[0]}{more}; "
+            f"{key}={str(path)!r} does not fit the model: {problems[0]}{more}; "
             "accepted: the state dict of this architecture, built for this dataset's classes "
             "and input channels"
         )

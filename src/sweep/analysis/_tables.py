@@ -45,8 +45,8 @@ def varying(df: pd.DataFrame) -> list[str]:
     Left out: ``method`` (it names the curve), ``amount`` (the horizontal axis), ``seed`` (what
     a curve averages over), bookkeeping (``store.*``, ``optuna.*``, ``version.*``,
     ``latency.*``, ``progress``, ``trial_key``, timing...) and every metric. A key of the
-    ``method``, ``model`` or ``dataset`` group (``method.n``, ``model.width``) is left out when
-    each name has one value of it: it then says nothing the name does not. ``device`` counts by
+    ``method``, ``schedule``, ``model`` or ``dataset`` group (``method.n``, ``model.width``) is
+    left out when each name has one value of it: it then says nothing the name does not. ``device`` counts by
     its type (``cuda:0`` and ``cuda:1`` are one setting, as in the trial key).
 
     Args:
@@ -68,7 +68,7 @@ def varying(df: pd.DataFrame) -> list[str]:
         if _is_bookkeeping(column) or not _varies(done, column):
             continue
         group = column.split(".")[0]
-        if "." in column and group in ("method", *SUBJECT) and group in done.columns:
+        if "." in column and group in ("method", "schedule", *SUBJECT) and group in done.columns:
             per_name = done.groupby(group, dropna=False)[column].nunique(dropna=False)
             if per_name.max() <= 1:
                 continue
@@ -447,7 +447,7 @@ def _varies(df: pd.DataFrame, column: str) -> bool:
 def _is_bookkeeping(column: str) -> bool:
     if column in _BOOKKEEPING or column.startswith(_BOOKKEEPING_GROUPS):
         return True
-    if column in ("device", *SUBJECT):
+    if column in ("device", "schedule", *SUBJECT):
         return False
     return column in METRIC_COLUMNS or ("." not in column and bool(_METRIC_NAME.search(column)))
 

@@ -6,7 +6,14 @@ says which tensors of a module are its weights); `prune_model` applies it, and `
 folds the masks into the weights before deployment.
 """
 
-from sweep.pruning._apply import Target, make_permanent, plan_pruning, prune_model, sparsity
+from sweep.pruning._apply import (
+    Target,
+    make_permanent,
+    plan_pruning,
+    prune_model,
+    prune_toward,
+    sparsity,
+)
 from sweep.pruning._compact import (
     ChannelGroup,
     compact,
@@ -15,11 +22,14 @@ from sweep.pruning._compact import (
     silence_dead_channels,
 )
 from sweep.pruning._method import PruningMethod
+from sweep.pruning._schedule import SCHEDULES, Schedule
 from sweep.pruning._scope import Scope, weight_names
 
 __all__ = [
+    "SCHEDULES",
     "ChannelGroup",
     "PruningMethod",
+    "Schedule",
     "Scope",
     "Target",
     "compact",
@@ -28,6 +38,7 @@ __all__ = [
     "plan_pruning",
     "prune_channel_groups",
     "prune_model",
+    "prune_toward",
     "silence_dead_channels",
     "sparsity",
     "weight_names",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +77,80 @@ def prune_model(
             method.cls.apply(t.module, t.param, **method.arguments(t.amount))
     _mask_attention_outputs(model)
     return targets
+
+
+def prune_toward(
+    model: nn.Module,
+    method: PruningMethod,
+    amount: float | int,
+    scope: Scope,
+    sparsity: Callable[[float], float] | None = None,
+) -> list[Target]:
+    """Prune more, so that each tensor in scope (each group of a global method) has
+    ``sparsity(final)`` of its units pruned, ``final`` being the fraction `prune_model` with
+    ``amount`` removes; ``None``: all of it, exactly the count `prune_model` removes.
+
+    The steps of a gradual schedule. torch's repeated pruning takes a fraction of what is
+    *still unpruned* (``PruningContainer``), so each call converts the cumulative target into
+    that fraction of the units left; masks only grow. Units are entries, or slices along
+    ``dim`` for a structured method, as ``amount`` counts them.
+
+    Example:
+        >>> from torch import nn
+        >>> from torch.nn.utils import prune
+        >>> model = nn.Sequential(nn.Linear(10, 10))
+        >>> method = PruningMethod("l1_unstructured", prune.L1Unstructured)
+        >>> _ = prune_toward(model, method, 0.9, Scope(), lambda final: final / 3)
+        >>> sparsity(prune_toward(model, method, 0.9, Scope()))
+        0.9
+    """
+    targets = plan_pruning(model, method, amount, scope)
+    if method.cls is None:
+        return targets
+    if method.is_global:
+        for group in _by_setting(targets, scope).values():
+            units = sum(t.weight.numel() for t in group)
+            done = sum(_pruned_units(t, method) for t in group)
+            fraction = _step_fraction(group[0].amount, units, done, sparsity)
+            if fraction > 0:
+                prune.global_unstructured(
+                    [(t.module, t.param) for t in group],
+                    pruning_method=method.cls,
+                    **method.arguments(fraction),
+                )
+    else:
+        for t in targets:
+            fraction = _step_fraction(
+                t.amount, _size(t, method), _pruned_units(t, method), sparsity
+            )
+            if fraction > 0:
+                method.cls.apply(t.module, t.param, **method.arguments(fraction))
+    _mask_attention_outputs(model)
+    return targets
+
+
+def _step_fraction(
+    amount: float | int, units: int, done: int, sparsity: Callable[[float], float] | None
+) -> float:
+    """The fraction of the ``units - done`` units still unpruned to prune now."""
+    # the count torch prunes for `amount` at once (torch.nn.utils.prune's rounding)
+    final = round(amount * units) if isinstance(amount, float) else int(amount)
+    goal = final if sparsity is None else min(final, round(sparsity(final / units) * units))
+    if goal <= done:
+        return 0.0
+    return (goal - done) / (units - done)
+
+
+def _pruned_units(t: Target, method: PruningMethod) -> int:
+    """Units of ``t`` its mask removes already: entries, or whole slices along ``dim``."""
+    mask = getattr(t.module, f"{t.param}_mask", None)
+    if mask is None:
+        return 0
+    if not method.structured:
+        return int((mask == 0).sum())
+    dim = method.dim % mask.dim()
+    others = [d for d in range(mask.dim()) if d != dim]
+    return int((mask.sum(dim=others) == 0).sum())
 
 
 def plan_pruning(
