@@ -81,4 +81,5 @@ def test_top_level_defaults(tmp_path):
         "l1_unstructured",
     )
     assert cfg.device == "auto" and cfg.seed == 0 and cfg.amount == 0.5
-    assert Scope.from_config(cfg.scope) == Scope()
+    assert Scope.from_config(cfg.scope) == Scope()  # FAST prunes every layer, as Scope() does
+    assert Scope.from_config(make_cfg(tmp_path, fast=False).scope) == Scope(dense_ends=True)

@@ -9,6 +9,7 @@ from sweep.data import Split
 from sweep.models import mlp, small_cnn
 from sweep.recalibrate import recalibrate_batchnorm
 from sweep.trial import prepare, run_trial
+from tests.conftest import EARLIER_DEFAULTS
 
 
 def _data(n=64):
@@ -53,7 +54,7 @@ def test_nothing_to_do():
 
 
 def test_trial_records_both_accuracies(cfg_factory):
-    off = run_trial(cfg_factory("method=ln_structured", "amount=0.5"))
+    off = run_trial(cfg_factory("method=ln_structured", "amount=0.5", "recalibrate.batches=0"))
     assert off["recalibrated"] is False and off["acc_recalibrated"] == off["acc_pruned"]
     on = run_trial(cfg_factory("method=ln_structured", "amount=0.5", "recalibrate.batches=10"))
     assert on["recalibrated"] is True and on["acc_pruned"] == off["acc_pruned"]
@@ -69,13 +70,12 @@ def test_trial_records_both_accuracies(cfg_factory):
 
 
 def test_off_keeps_existing_keys(cfg_factory):
-    assert (
-        prepare(cfg_factory(), check_store=False).key
-        == prepare(cfg_factory("recalibrate.batches=0"), check_store=False).key
-    )
+    off = prepare(cfg_factory(*EARLIER_DEFAULTS), check_store=False).key
+    assert off == "265616c46077d97b"  # the key before recalibration existed
+    assert prepare(cfg_factory("recalibrate.batches=10"), check_store=False).key != off
     assert (
         prepare(cfg_factory("recalibrate.batches=1"), check_store=False).key
-        != prepare(cfg_factory(), check_store=False).key
+        != prepare(cfg_factory("recalibrate.batches=10"), check_store=False).key
     )
 
 
@@ -114,9 +114,11 @@ def test_learning_rate_schedules():
 
 
 def test_schedule_and_label_smoothing_change_training_and_keys(cfg_factory):
-    plain = cfg_factory("amount=0.5")
-    cosine = cfg_factory("amount=0.5", "finetune.scheduler=cosine", "finetune.warmup_epochs=1")
-    smooth = cfg_factory("amount=0.5", "finetune.label_smoothing=0.1")
+    plain = cfg_factory("amount=0.5", *EARLIER_DEFAULTS)
+    cosine = cfg_factory(
+        "amount=0.5", *EARLIER_DEFAULTS, "finetune.scheduler=cosine", "finetune.warmup_epochs=1"
+    )
+    smooth = cfg_factory("amount=0.5", *EARLIER_DEFAULTS, "finetune.label_smoothing=0.1")
     keys = {prepare(c, check_store=False).key for c in (plain, cosine, smooth)}
     assert len(keys) == 3
     assert prepare(plain, check_store=False).key == "265616c46077d97b"  # as before they existed

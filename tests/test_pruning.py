@@ -12,7 +12,15 @@ from torch.nn.utils import prune
 
 from sweep.errors import ConfigError
 from sweep.models import small_cnn
-from sweep.pruning import PruningMethod, Scope, make_permanent, plan_pruning, prune_model, sparsity
+from sweep.pruning import (
+    PruningMethod,
+    Scope,
+    end_layers,
+    make_permanent,
+    plan_pruning,
+    prune_model,
+    sparsity,
+)
 from tests.conftest import make_cfg
 
 METHODS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/method").glob("*.yaml"))
@@ -129,6 +137,49 @@ def test_per_type_amounts_and_exclusions():
     assert got["block2.conv"] == pytest.approx(0.2, abs=1e-3)
     assert got["classifier"] == pytest.approx(0.4, abs=1e-3)
     assert int((model.block1.conv.weight == 0).sum()) == 0
+
+
+def test_dense_ends_keep_the_first_layer_and_the_classifier(tmp_path):
+    model = _model()
+    scope = Scope.from_config(make_cfg(tmp_path, fast=False).scope)  # the default: dense_ends
+    assert scope.dense_ends
+    targets = prune_model(model, PruningMethod("l1", prune.L1Unstructured), 0.9, scope)
+    assert [t.name for t in targets] == ["block2.conv", "block3.conv"]
+    assert int((model.block1.conv.weight == 0).sum()) == 0
+    assert int((model.classifier.weight == 0).sum()) == 0
+    assert sparsity(targets) == (round(0.9 * 4608) + round(0.9 * 18432)) / (4608 + 18432)
+    off = Scope.from_config(make_cfg(tmp_path, "scope.dense_ends=false").scope)
+    method = PruningMethod("l1", prune.L1Unstructured)
+    assert [t.name for t in plan_pruning(_model(), method, 0.9, off)] == [
+        "block1.conv",
+        "block2.conv",
+        "block3.conv",
+        "classifier",
+    ]
+
+
+def test_dense_ends_follow_registration_not_names():
+    model = nn.Sequential(
+        nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 3)
+    )
+    assert end_layers(model) == ("0", "5")
+    scope = Scope(dense_ends=True)
+    assert [name for name, _ in scope.modules(model)] == ["2", "4"]
+    # with Linear out of scope, the first conv is still kept (the classifier is out anyway)
+    assert [name for name, _ in Scope(("Conv2d",), dense_ends=True).modules(_model())] == [
+        "block2.conv",
+        "block3.conv",
+    ]
+
+
+def test_dense_ends_on_a_one_layer_model_leave_nothing():
+    with pytest.raises(ConfigError) as e:
+        method = PruningMethod("l1", prune.L1Unstructured)
+        plan_pruning(nn.Linear(4, 2), method, 0.5, Scope(dense_ends=True))
+    assert str(e.value) == (
+        "no tensor in scope: model has no Conv2d / Linear layer left after scope.exclude=[] "
+        "and scope.dense_ends=true (first layer and classifier)"
+    )
 
 
 def test_layer_types_limit_scope():
@@ -278,7 +329,7 @@ NORMS = "accepted: an int, a float, inf, -inf, 'fro' or 'nuc'"
             "l1",
             0.5,
             {"exclude": ("*",)},
-            "no tensor in scope: model has no Conv2d / Linear layer left after exclusions ['*']",
+            "no tensor in scope: model has no Conv2d / Linear layer left after scope.exclude=['*']",
         ),
         (
             "global",

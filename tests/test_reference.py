@@ -32,7 +32,7 @@ ENVIRONMENT = ("version.torch", "version.torchvision", "version.numpy", "version
 COUNTS = ("sparsity", "params", "params_nonzero", "flops_dense", "flops", "size_bytes_dense")
 # The model's file size: the counts fix it, but torch.save's container may change by release.
 SIZES = ("size_bytes",)
-ACCURACIES = ("acc_dense", "acc_pruned", "acc_finetuned")
+ACCURACIES = ("acc_dense", "acc_pruned", "acc_recalibrated", "acc_finetuned")
 LOSSES = ("loss_finetuned",)
 # Columns that say where a run wrote or when, not what it computed.
 NOT_CONFIG = ("store.", "version.", "optuna.", "progress")

@@ -11,7 +11,7 @@ from sweep.cli import check_overrides
 from sweep.errors import ConfigError
 from sweep.trial import prepare, run_trial
 from sweep.weights import fit, read_state
-from tests.conftest import FAST
+from tests.conftest import EARLIER_DEFAULTS, FAST
 from tests.custom_models import UserNet
 
 USER = ["model._target_=tests.custom_models.UserNet"]
@@ -67,7 +67,7 @@ def test_key_follows_the_files_content_not_its_path(cfg_factory, tmp_path):
 
 def test_checkpoint_leaves_keys_of_other_trials_alone(cfg_factory):
     # model.checkpoint=null is left out of the key: stores written before it existed match
-    cfg = cfg_factory()
+    cfg = cfg_factory(*EARLIER_DEFAULTS)
     assert cfg.model.checkpoint is None
     assert prepare(cfg).key == "265616c46077d97b"  # its key before model.checkpoint existed
 

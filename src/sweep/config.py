@@ -66,6 +66,7 @@ class ScopeSettings:
     amounts: Any = MISSING
     exclude: list[str] = MISSING
     prune_classifier_outputs: bool = MISSING
+    dense_ends: bool = MISSING
 
 
 @dataclass

@@ -21,6 +21,7 @@ KEYED_UNLESS = {
     ("model", "checkpoint"): None,
     ("dataset", "augment"): False,
     ("recalibrate", "batches"): 0,
+    ("scope", "dense_ends"): False,
     **{
         (stage, key): value
         for stage in ("pretrain", "finetune")

@@ -23,7 +23,7 @@ from sweep.pruning._compact import (
 )
 from sweep.pruning._method import PruningMethod
 from sweep.pruning._schedule import SCHEDULES, Schedule
-from sweep.pruning._scope import Scope, weight_names
+from sweep.pruning._scope import Scope, end_layers, weight_names
 
 __all__ = [
     "SCHEDULES",
@@ -33,6 +33,7 @@ __all__ = [
     "Scope",
     "Target",
     "compact",
+    "end_layers",
     "make_permanent",
     "not_compactable",
     "plan_pruning",

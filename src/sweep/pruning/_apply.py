@@ -168,9 +168,10 @@ def plan_pruning(
     """
     targets = _targets(model, method, amount, scope)
     if not targets:
+        ends = " and scope.dense_ends=true (first layer and classifier)" * scope.dense_ends
         raise ConfigError(
             f"no tensor in scope: model has no {' / '.join(scope.layers)} layer left after "
-            f"exclusions {list(scope.exclude)}"
+            f"scope.exclude={list(scope.exclude)}{ends}"
         )
     for t in targets:
         _check_structure(t, method)

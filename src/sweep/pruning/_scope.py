@@ -27,6 +27,9 @@ class Scope:
         exclude: ``fnmatch`` patterns of module names left dense (``features.0``, ``layer4.*``).
         prune_classifier_outputs: Let structured methods along dim 0 remove the classifier's
             output rows (that removes classes, so it is off by default).
+        dense_ends: Leave the model's first layer and its classifier (the first and the last
+            Linear or Conv module registered, see `end_layers`) dense, as most pruning papers
+            do: they hold few of the weights and much of the accuracy.
 
     Raises:
         ConfigError: ``layers`` empty, a string instead of a list, an unknown type, or
@@ -43,6 +46,7 @@ class Scope:
     amounts: Mapping[str, float | int] = field(default_factory=dict)
     exclude: Sequence[str] = ()
     prune_classifier_outputs: bool = False
+    dense_ends: bool = False
 
     def __post_init__(self) -> None:
         # frozen: normalise through object.__setattr__, so a list from a config is a tuple too
@@ -71,16 +75,19 @@ class Scope:
             amounts=node.get("amounts") or {},
             exclude=node.get("exclude") or (),
             prune_classifier_outputs=bool(node.get("prune_classifier_outputs", False)),
+            dense_ends=bool(node.get("dense_ends", False)),
         )
 
     def types(self) -> dict[str, type[nn.Module]]:
         return {name: _module_type(name) for name in self.layers}
 
     def modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        """Modules in scope that have weights to prune, in registration order, none excluded."""
+        """Modules in scope that have weights to prune, in registration order, none excluded
+        (neither by ``exclude`` nor by ``dense_ends``)."""
         found = [
             (name, m) for name, m in model.named_modules() if self._entries(m) and weight_names(m)
         ]
+        ends = end_layers(model) if self.dense_ends else ()
         for pattern in self.exclude:
             if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in found):
                 raise ConfigError(
@@ -90,7 +97,7 @@ class Scope:
         return [
             (name, m)
             for name, m in found
-            if not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+            if name not in ends and not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
         ]
 
     def amount_for(self, module: nn.Module, default: float | int) -> float | int:
@@ -131,11 +138,28 @@ def weight_names(module: nn.Module) -> tuple[str, ...]:
 
 def classifier_name(model: nn.Module) -> str | None:
     """The last Linear or Conv layer registered: the one that produces the logits."""
-    last = None
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
-            last = name
-    return last
+    layers = _weighted_layers(model)
+    return layers[-1] if layers else None
+
+
+def end_layers(model: nn.Module) -> tuple[str, ...]:
+    """The first and the last Linear or Conv layer registered: the layer that reads the input
+    and the classifier (one name for a model with a single such layer).
+
+    Example:
+        >>> end_layers(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3), nn.Linear(4, 2)))
+        ('0', '2')
+    """
+    layers = _weighted_layers(model)
+    return tuple(dict.fromkeys(layers[:1] + layers[-1:]))
+
+
+def _weighted_layers(model: nn.Module) -> list[str]:
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)
+    ]
 
 
 _LAYERS = "torch.nn module type names such as Conv2d, Linear"
