@@ -58,6 +58,8 @@ def store(tmp_path) -> Path:
                     "seed": seed,
                     "acc_dense": 0.99,
                     "acc_pruned": a - 0.3,
+                    "recalibrated": True,
+                    "acc_recalibrated": a - 0.1,
                     "acc_finetuned": a,
                     "sparsity": amount,
                     "started_at": t0 + pd.Timedelta(seconds=2 * i + seed),
@@ -315,7 +317,7 @@ def test_report_command(store, tmp_path):
         text=True,
     )
     assert result.returncode == 0, result.stderr
-    names = REPORT_FILES
+    names = [*REPORT_FILES[:4], "recalibrated.png", *REPORT_FILES[4:]]  # its rows recalibrated
     assert result.stdout.strip() == f"wrote {', '.join(names)} to {out}/"
     assert all((out / n).stat().st_size > 10_000 for n in names[1:])
     text = (out / "summary.md").read_text()

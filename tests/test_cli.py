@@ -20,13 +20,17 @@ def test_default_trial_then_another_method_reuses_the_baseline(tmp_path):
     assert first.returncode == 0, first.stderr
     [summary] = first.stdout.splitlines()  # one line per trial; the details go to the log
     assert summary.startswith(
-        "l1_unstructured amount=0.5: complete, sparsity 0.500, accuracy dense"
+        "l1_unstructured amount=0.5: complete, sparsity 0.500, "
+        "accuracy dense -> pruned -> recalibrated -> finetuned 0."
     )
 
-    second = run_cli("method=ln_structured", "amount=0.5", *FAST[-1:], cwd=tmp_path)
+    second = run_cli(
+        "method=ln_structured", "amount=0.5", "recalibrate.batches=0", *FAST[-1:], cwd=tmp_path
+    )
     assert second.returncode == 0, second.stderr
     [summary] = second.stdout.splitlines()
     assert summary.startswith("ln_structured amount=0.5: complete, sparsity 0.500")
+    assert "accuracy dense -> pruned -> finetuned 0." in summary  # nothing recalibrated
     assert second.stderr == ""  # progress=false: no bars either
     first_log, second_log = (p.read_text() for p in sorted(tmp_path.glob("outputs/*/*/sweep.log")))
     assert "overrides: (none)" in first_log and "dense baseline" in first_log

@@ -96,8 +96,8 @@ def check_overrides(argv: Sequence[str]) -> None:
 
 
 def summary(row: Mapping[str, Any]) -> str:
-    """One line: method, amount, sparsity, accuracy dense -> pruned -> finetuned, time, and
-    the trial key (``sweep.load_model(key)`` gives its model back)."""
+    """One line: method, amount, sparsity, accuracy dense -> pruned [-> recalibrated] ->
+    finetuned, time, and the trial key (``sweep.load_model(key)`` gives its model back)."""
     amount = row["amount"]
     head = (
         f"{row['method']} amount={amount:.4g}"
@@ -106,14 +106,14 @@ def summary(row: Mapping[str, Any]) -> str:
     )
     if row["status"] == "failed":
         return f"{head}: FAILED: {row['error']} ({row['time_total_s']:.1f} s)"
-    acc = " -> ".join(
-        f"{row[k]:.3f}"
-        for k in ("acc_dense", "acc_pruned", "acc_finetuned")
-        if row.get(k) is not None
-    )
+    stages = ["dense", "pruned", "recalibrated", "finetuned"]
+    if not row.get("recalibrated"):
+        stages.remove("recalibrated")
+    shown = [s for s in stages if row.get(f"acc_{s}") is not None]
+    acc = " -> ".join(f"{row[f'acc_{s}']:.3f}" for s in shown)
     return (
         f"{head}: {row['status']}, sparsity {row['sparsity']:.3f}, "
-        f"accuracy dense -> pruned -> finetuned {acc}, {row['time_total_s']:.1f} s "
+        f"accuracy {' -> '.join(shown)} {acc}, {row['time_total_s']:.1f} s "
         f"[trial {row['trial_key']}: {row.get('store_file', 'not stored')}]"
     )
 

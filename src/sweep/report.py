@@ -5,9 +5,10 @@ python -m sweep.report --store results --out report/ --tolerance 0.01
 
 summary.md has one section per model and dataset, each with its own plots: a store of one model
 on one dataset gets ``tradeoff.png``, ``tradeoff_compression.png``, ``pruned.png``,
-``pareto.png`` and ``layers.png``; a store of several gets those names with the pair appended,
-``tradeoff-<model>-<dataset>.png`` (in model and dataset, characters other than letters,
-digits, ``.``, ``_`` and ``+`` become ``_``). A curve or table row is one setting: a method
+``recalibrated.png`` (where BatchNorm was recalibrated), ``pareto.png`` and ``layers.png``; a
+store of several gets those names with the pair appended, ``tradeoff-<model>-<dataset>.png``
+(in model and dataset, characters other than letters, digits, ``.``, ``_`` and ``+`` become
+``_``). A curve or table row is one setting: a method
 with every config value that differs between trials (`sweep.analysis.varying`), averaged over
 seeds only; method ``none`` (dense, finetuned) is drawn as a reference level.
 """
@@ -132,9 +133,13 @@ def _figures(df: pd.DataFrame, layers: pd.DataFrame) -> list[tuple[str, Figure]]
         ("tradeoff", analysis.tradeoff(df)),
         ("tradeoff_compression", analysis.tradeoff(df, compression=True)),
         ("pruned", analysis.tradeoff(df, "acc_pruned")),
-        ("pareto", analysis.plot_pareto(df, {"sparsity": "max", "acc_finetuned": "max"})),
     ]
     done = analysis.complete(df)
+    if done.get("recalibrated", pd.Series(dtype=object)).eq(True).any():
+        figures.append(("recalibrated", analysis.tradeoff(df, "acc_recalibrated")))
+    figures.append(
+        ("pareto", analysis.plot_pareto(df, {"sparsity": "max", "acc_finetuned": "max"}))
+    )
     if len(layers) and not done["method"].isin(["none"]).all():  # nothing pruned, no bars
         figures.append(("layers", analysis.plot_layer_sparsity(layers, df)))
     return figures

@@ -46,8 +46,9 @@ def varying(df: pd.DataFrame) -> list[str]:
     a curve averages over), bookkeeping (``store.*``, ``optuna.*``, ``version.*``,
     ``latency.*``, ``progress``, ``trial_key``, timing...) and every metric. A key of the
     ``method``, ``schedule``, ``model`` or ``dataset`` group (``method.n``, ``model.width``) is
-    left out when each name has one value of it: it then says nothing the name does not. ``device`` counts by
-    its type (``cuda:0`` and ``cuda:1`` are one setting, as in the trial key).
+    left out when each name has one value of it: it then says nothing the name does not.
+    ``device`` counts by its type (``cuda:0`` and ``cuda:1`` are one setting, as in the trial
+    key).
 
     Args:
         df: Rows of `sweep.load_results`.
