@@ -139,6 +139,50 @@ def test_per_type_amounts_and_exclusions():
     assert int((model.block1.conv.weight == 0).sum()) == 0
 
 
+def test_per_layer_amounts_by_name_and_pattern_most_specific_first():
+    amounts = {
+        "Conv2d": 0.2,
+        "block2*": 0.6,
+        "block3.*": 0.5,
+        "block3.conv": 0.7,
+        "classifier": 0.3,
+    }
+    targets = prune_model(
+        _model(), PruningMethod("l1", prune.L1Unstructured), 0.9, Scope(amounts=amounts)
+    )
+    zeros = {t.name: int((t.weight == 0).sum()) for t in targets}
+    assert zeros == {
+        "block1.conv": round(0.2 * 144),  # its type
+        "block2.conv": round(0.6 * 4608),  # the only pattern that matches it
+        "block3.conv": round(0.7 * 18432),  # its name beats block3.* and Conv2d
+        "classifier": round(0.3 * 640),  # its name; no Linear entry, so not 0.9 either
+    }
+
+
+def test_per_layer_amounts_from_the_command_line(tmp_path):
+    # Hydra nests a dotted key: scope.amounts.block2.conv=0.1 is {block2: {conv: 0.1}}
+    cfg = make_cfg(tmp_path, "+scope.amounts.block2.conv=0.1", "+scope.amounts.Linear=0.4")
+    scope = Scope.from_config(cfg.scope)
+    assert scope.amounts == {"block2.conv": 0.1, "Linear": 0.4}
+    targets = plan_pruning(_model(), PruningMethod("l1", prune.L1Unstructured), 0.9, scope)
+    assert {t.name: t.amount for t in targets} == {
+        "block1.conv": 0.9,
+        "block2.conv": 0.1,
+        "block3.conv": 0.9,
+        "classifier": 0.4,
+    }
+
+
+def test_a_per_layer_amount_that_matches_nothing_is_refused():
+    method = PruningMethod("l1", prune.L1Unstructured)
+    with pytest.raises(ConfigError) as e:
+        plan_pruning(_model(), method, 0.5, Scope(amounts={"block9.conv": 0.1}))
+    assert str(e.value) == (
+        "scope.amounts entry 'block9.conv' matches no layer in scope; layers are: "
+        "block1.conv, block2.conv, block3.conv, classifier"
+    )
+
+
 def test_dense_ends_keep_the_first_layer_and_the_classifier(tmp_path):
     model = _model()
     scope = Scope.from_config(make_cfg(tmp_path, fast=False).scope)  # the default: dense_ends
@@ -369,8 +413,8 @@ NORMS = "accepted: an int, a float, inf, -inf, 'fro' or 'nuc'"
             "l1",
             0.5,
             {"amounts": 0.5},
-            "scope.amounts=0.5 is not a mapping; accepted: amounts by layer type, e.g. "
-            "{Conv2d: 0.2, Linear: 0.4}",
+            "scope.amounts=0.5 is not a mapping; accepted: amounts by layer type, name or "
+            "pattern, e.g. {Conv2d: 0.2, block2.conv: 0.1}",
         ),
         (
             "ln0",

@@ -45,7 +45,7 @@ def prune_model(
         amount: Float in [0, 1): fraction of each tensor (of all of them for a global method).
             Int: that many entries, or slices along ``dim`` for a structured method; for a
             global method, that many entries of all tensors in scope together.
-        scope: Which tensors, with per-type amounts and exclusions. A global method ranks the
+        scope: Which tensors, with per-layer amounts and exclusions. A global method ranks the
             tensors of each amount setting together: those of ``amount``, and those of each
             ``scope.amounts`` entry.
 
@@ -216,7 +216,7 @@ def _targets(
             ndim = getattr(module, param).dim()
             if name == skip and isinstance(dim, int) and -ndim <= dim < ndim and dim % ndim == 0:
                 continue  # removing output rows of the classifier removes classes
-            targets.append(Target(name, module, scope.amount_for(module, amount), param))
+            targets.append(Target(name, module, scope.amount_for(name, module, amount), param))
     return targets
 
 
@@ -270,7 +270,7 @@ def _by_setting(targets: list[Target], scope: Scope) -> dict[str, list[Target]]:
 
 
 def _label(t: Target, scope: Scope) -> str:
-    key = scope.amount_key(t.module)
+    key = scope.amount_key(t.name, t.module)
     return "amount" if key is None else f"scope.amounts.{key}"
 
 

@@ -23,7 +23,10 @@ class Scope:
 
     Args:
         layers: Module type names from ``torch.nn`` (``Conv2d``, ``Linear``) or dotted paths.
-        amounts: Per-type amounts that override the trial's ``amount`` for that type.
+        amounts: Amounts that override the trial's ``amount``, keyed by a type of ``layers``
+            (``Linear``), a layer name (``block2.conv``) or an ``fnmatch`` pattern of names
+            (``layer4.*``). The most specific entry wins: the layer's own name, then the
+            pattern with the most characters that are not wildcards, then its type.
         exclude: ``fnmatch`` patterns of module names left dense (``features.0``, ``layer4.*``).
         prune_classifier_outputs: Let structured methods along dim 0 remove the classifier's
             output rows (that removes classes, so it is off by default).
@@ -33,7 +36,8 @@ class Scope:
 
     Raises:
         ConfigError: ``layers`` empty, a string instead of a list, an unknown type, or
-            ``amounts`` naming a type not in ``layers``.
+            ``amounts`` naming a type not in ``layers`` (a name or pattern that matches no
+            layer is refused by `modules`).
 
     Example:
         >>> from torch import nn
@@ -57,13 +61,16 @@ class Scope:
         if not isinstance(self.amounts, Mapping):
             raise ConfigError(
                 f"scope.amounts={self.amounts!r} is not a mapping; accepted: amounts by "
-                "layer type, e.g. {Conv2d: 0.2, Linear: 0.4}"
+                "layer type, name or pattern, e.g. {Conv2d: 0.2, block2.conv: 0.1}"
             )
-        unknown = sorted(set(self.amounts) - set(self.layers))
+        # scope.amounts.block2.conv=0.1 on the command line nests: {block2: {conv: 0.1}}
+        object.__setattr__(self, "amounts", _flatten(self.amounts))
+        unknown = sorted(k for k in self.amounts if k not in self.layers and _is_nn_type(k))
         if unknown:
             raise ConfigError(
                 f"scope.amounts names {', '.join(unknown)}, not in scope.layers "
-                f"{list(self.layers)}; accepted: a subset of scope.layers"
+                f"{list(self.layers)}; accepted: a type of scope.layers, a layer name or an "
+                "fnmatch pattern of names"
             )
         self.types()  # fail on an unknown layer type now, not mid-trial
 
@@ -88,25 +95,46 @@ class Scope:
             (name, m) for name, m in model.named_modules() if self._entries(m) and weight_names(m)
         ]
         ends = end_layers(model) if self.dense_ends else ()
-        for pattern in self.exclude:
-            if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in found):
-                raise ConfigError(
-                    f"scope.exclude pattern {pattern!r} matches no layer in scope; "
-                    f"layers are: {', '.join(name for name, _ in found)}"
-                )
+        for setting, patterns in (
+            ("scope.exclude pattern", self.exclude),
+            ("scope.amounts entry", self._names()),
+        ):
+            for pattern in patterns:
+                if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in found):
+                    raise ConfigError(
+                        f"{setting} {pattern!r} matches no layer in scope; "
+                        f"layers are: {', '.join(name for name, _ in found)}"
+                    )
         return [
             (name, m)
             for name, m in found
             if name not in ends and not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
         ]
 
-    def amount_for(self, module: nn.Module, default: float | int) -> float | int:
-        key = self.amount_key(module)
+    def amount_for(self, name: str, module: nn.Module, default: float | int) -> float | int:
+        key = self.amount_key(name, module)
         return default if key is None else self.amounts[key]
 
-    def amount_key(self, module: nn.Module) -> str | None:
-        """The ``scope.amounts`` entry that sets ``module``'s amount, ``None`` for ``amount``."""
+    def amount_key(self, name: str, module: nn.Module) -> str | None:
+        """The ``scope.amounts`` entry that sets the amount of ``module``, registered as
+        ``name``: its name, else the most specific pattern, else its type; ``None``: ``amount``.
+
+        Example:
+            >>> scope = Scope(amounts={"Linear": 0.5, "fc*": 0.2, "fc2": 0.1, "f*": 0.3})
+            >>> [scope.amount_key(n, nn.Linear(1, 1)) for n in ("fc2", "fc1", "out")]
+            ['fc2', 'fc*', 'Linear']
+        """
+        names = self._names()
+        if name in names:
+            return name
+        matching = [p for p in names if fnmatch.fnmatchcase(name, p)]
+        if matching:
+            return max(matching, key=lambda p: len(p) - sum(map(p.count, "*?[")))
         return next((e for e in self._entries(module) if e in self.amounts), None)
+
+    def _names(self) -> list[str]:
+        """The ``amounts`` entries that are layer names or patterns, not types."""
+        return [k for k in self.amounts if k not in self.layers]
 
     def _entries(self, module: nn.Module) -> list[str]:
         # entries naming the module's own type come before Linear standing in for attention
@@ -181,6 +209,21 @@ def _strings(value: object, key: str, accepted: str) -> tuple[str, ...]:
 def _is_parameter(module: nn.Module, name: str) -> bool:
     # once pruned, the parameter is `<name>_orig` and `<name>` a plain tensor
     return hasattr(module, f"{name}_orig") or isinstance(getattr(module, name, None), nn.Parameter)
+
+
+def _flatten(amounts: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in amounts.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _is_nn_type(name: str) -> bool:
+    candidate = getattr(nn, name, None)
+    return isinstance(candidate, type) and issubclass(candidate, nn.Module)
 
 
 def _module_type(name: str) -> type[nn.Module]:
