@@ -56,10 +56,17 @@ def test_layer_table_and_latency():
     dense = weight_numels(model)
     assert dense == {("0", "weight"): 16, ("2", "weight"): 8}
     prune.l1_unstructured(model[2], "weight", 3)
-    rows = layer_table(model, dense, {"2"})
+    rows = layer_table(model, dense, {"2": 3})
     assert rows == [
-        {"layer": "0", "param": "weight", "numel": 16, "nonzero": 16, "in_scope": False},
-        {"layer": "2", "param": "weight", "numel": 8, "nonzero": 5, "in_scope": True},
+        {
+            "layer": "0",
+            "param": "weight",
+            "numel": 16,
+            "nonzero": 16,
+            "in_scope": False,
+            "amount": None,
+        },
+        {"layer": "2", "param": "weight", "numel": 8, "nonzero": 5, "in_scope": True, "amount": 3},
     ]
     assert removed_fraction(model, dense, {"2"}) == 3 / 8
     assert removed_fraction(model, dense, {"0", "2"}) == 3 / 24
@@ -90,7 +97,7 @@ def test_layer_table_lists_attention_projections():
         ("1", "weight"): 16,
     }
     prune_model(model, PruningMethod("l1", prune.L1Unstructured), 0.25, Scope(("Linear",)))
-    rows = layer_table(model, dense, {"0.attention", "0.attention.out_proj"})
+    rows = layer_table(model, dense, {"0.attention": 0.25, "0.attention.out_proj": 0.25})
     assert rows == [
         {
             "layer": "0.attention",
@@ -98,6 +105,7 @@ def test_layer_table_lists_attention_projections():
             "numel": 192,
             "nonzero": 144,
             "in_scope": True,
+            "amount": 0.25,
         },
         {
             "layer": "0.attention.out_proj",
@@ -105,8 +113,16 @@ def test_layer_table_lists_attention_projections():
             "numel": 64,
             "nonzero": 48,
             "in_scope": True,
+            "amount": 0.25,
         },
-        {"layer": "1", "param": "weight", "numel": 16, "nonzero": 12, "in_scope": False},
+        {
+            "layer": "1",
+            "param": "weight",
+            "numel": 16,
+            "nonzero": 12,
+            "in_scope": False,
+            "amount": None,
+        },
     ]
     assert removed_fraction(model, dense, {"0.attention", "0.attention.out_proj"}) == 0.25
 
@@ -116,8 +132,22 @@ def test_layers_in_scope_of_other_types_are_measured():
     dense = weight_numels(model)
     assert dense == {("0", "weight"): 144, ("1", "weight"): 16}
     prune.l1_unstructured(model[1], "weight", 4)
-    assert layer_table(model, dense, {"1"}) == [
-        {"layer": "0", "param": "weight", "numel": 144, "nonzero": 144, "in_scope": False},
-        {"layer": "1", "param": "weight", "numel": 16, "nonzero": 12, "in_scope": True},
+    assert layer_table(model, dense, {"1": 4}) == [
+        {
+            "layer": "0",
+            "param": "weight",
+            "numel": 144,
+            "nonzero": 144,
+            "in_scope": False,
+            "amount": None,
+        },
+        {
+            "layer": "1",
+            "param": "weight",
+            "numel": 16,
+            "nonzero": 12,
+            "in_scope": True,
+            "amount": 4,
+        },
     ]
     assert removed_fraction(model, dense, {"1"}) == 0.25

@@ -66,12 +66,26 @@ def test_default_scope_leaves_the_ends_dense(cfg_factory, tmp_path):
         "classifier": False,
     }
     assert (layers.nonzero == layers.numel).tolist() == [True, False, False, True]
+    assert layers.amount.isna().tolist() == [True, False, False, True]  # out of scope
     inside = layers[layers.in_scope]
     zeros = inside.numel - inside.nonzero
     assert zeros.tolist() == [round(0.9 * n) for n in inside.numel]
     # sparsity is the share of the in-scope weights; params_nonzero counts the whole model
     assert row["sparsity"] == zeros.sum() / inside.numel.sum()
     assert row["params_nonzero"] == row["params"] - zeros.sum()
+
+
+def test_layers_record_the_amount_each_was_pruned_with(cfg_factory, tmp_path):
+    run_trial(cfg_factory("method=l1_unstructured", "amount=0.9", "+scope.amounts.block2.conv=0.1"))
+    layers = load_layers(tmp_path / "results").set_index("layer")
+    assert layers.amount.to_dict() == {
+        "block1.conv": 0.9,
+        "block2.conv": 0.1,
+        "block3.conv": 0.9,
+        "classifier": 0.9,
+    }
+    zeros = layers.numel - layers.nonzero
+    assert (zeros == (layers.numel * layers.amount).round().astype(int)).all()
 
 
 def test_structured_trial_keeps_classifier(cfg_factory, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -122,18 +123,22 @@ def removed_fraction(model: nn.Module, dense: dict[tuple[str, str], int], names:
     return 1.0 - kept / total if total else 0.0
 
 
-def layer_table(model: nn.Module, dense: dict[tuple[str, str], int], names: set[str]) -> list[dict]:
-    """Per-weight rows: ``layer, param, numel, nonzero, in_scope``.
+def layer_table(
+    model: nn.Module, dense: dict[tuple[str, str], int], amounts: Mapping[str, float | int]
+) -> list[dict]:
+    """Per-weight rows: ``layer, param, numel, nonzero, in_scope, amount``.
 
-    The rows cover the Linear, Conv and attention layers, and any other layer in ``names`` (a
-    BatchNorm in scope). ``numel`` is the dense weight's size, so ``1 - nonzero / numel`` is
+    ``amounts`` maps each layer in scope to the amount it was pruned with (the trial's
+    ``amount`` or its ``scope.amounts`` entry); ``amount`` is ``None`` for the layers out of
+    scope. The rows cover the Linear, Conv and attention layers, and any other layer in scope (a
+    BatchNorm). ``numel`` is the dense weight's size, so ``1 - nonzero / numel`` is
     its sparsity whether its zeros are masked or removed. Attention's input projections are
     rows of their own (``param`` ``in_proj_weight``); its ``out_proj`` is a Linear layer.
 
     Example:
         >>> model = nn.Sequential(nn.Linear(2, 2))
-        >>> layer_table(model, weight_numels(model), {"0"})[0]["param"]
-        'weight'
+        >>> layer_table(model, weight_numels(model), {"0": 0.5})[0]["amount"]
+        0.5
     """
     modules = dict(model.named_modules())
     return [
@@ -142,10 +147,11 @@ def layer_table(model: nn.Module, dense: dict[tuple[str, str], int], names: set[
             "param": param,
             "numel": dense.get((layer, param), t.numel()),
             "nonzero": int(torch.count_nonzero(t)),
-            "in_scope": layer in names,
+            "in_scope": layer in amounts,
+            "amount": amounts.get(layer),
         }
         for (layer, param), t in _weights(model)
-        if layer in names or isinstance(modules[layer], _WEIGHTED)
+        if layer in amounts or isinstance(modules[layer], _WEIGHTED)
     ]
 
 

@@ -128,7 +128,7 @@ LABEL_COLUMNS = frozenset(
         "model_file",
     }
 )
-LAYER_COLUMNS = ("trial_key", "layer", "param", "numel", "nonzero", "in_scope")
+LAYER_COLUMNS = ("trial_key", "layer", "param", "numel", "nonzero", "in_scope", "amount")
 
 _TEXT, _INT, _FLOAT, _BOOL = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 _UTC = "UTC"
@@ -158,10 +158,11 @@ _ROW_TYPES: dict[str, pa.DataType | str] = {
     "baseline_key": _TEXT,
     "baseline_trained": _BOOL,
 }
-_LAYER_TYPES: dict[str, pa.DataType] = {
+_LAYER_TYPES: dict[str, pa.DataType | str] = {
     **dict.fromkeys(("trial_key", "layer", "param"), _TEXT),
     **dict.fromkeys(("numel", "nonzero"), _INT),
     "in_scope": _BOOL,
+    "amount": _NUMBER,  # missing for layers out of scope, and in stores written before it
 }
 _NULLABLE = {_INT: pd.Int64Dtype(), _BOOL: pd.BooleanDtype()}
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
@@ -277,7 +278,8 @@ def load_results(path: str | os.PathLike | None = None, *, strict: bool = False)
 
 
 def load_layers(path: str | os.PathLike | None = None, *, strict: bool = False) -> pd.DataFrame:
-    """Per-layer sparsity of every trial: ``trial_key, layer, param, numel, nonzero, in_scope``.
+    """Per-layer sparsity of every trial: ``trial_key, layer, param, numel, nonzero, in_scope,
+    amount`` (the amount the layer was pruned with; missing out of scope and in older stores).
 
     Args:
         path: The store folder (default ``results`` in the current folder).

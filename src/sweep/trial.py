@@ -159,7 +159,8 @@ def _run(
         probe = copy.deepcopy(model)
         prune_model(probe, plan.method, cfg.amount, plan.scope)
         targets = plan_pruning(model, plan.method, cfg.amount, plan.scope)
-    scoped = {t.name for t in targets}
+    amounts = {t.name: t.amount for t in targets}  # each layer's resolved amount
+    scoped = set(amounts)
     row["time_prune_s"] = time.perf_counter() - t
     row["acc_pruned"], _ = evaluate(probe, data.test, desc="pruned model")
     row["recalibrated"] = recalibrate_batchnorm(
@@ -179,7 +180,7 @@ def _run(
     except optuna.TrialPruned as e:
         row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
         row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
-        return metrics.layer_table(model, dense_numel, scoped)
+        return metrics.layer_table(model, dense_numel, amounts)
     row["time_finetune_s"] = time.perf_counter() - t
     make_permanent(model)
     row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
@@ -192,7 +193,7 @@ def _run(
     row["size_bytes"] = sparse.sparse_size(model.state_dict())
     row["model_file"] = _keep(cfg, plan, model, built if row["compacted"] else None, rid)
     row["status"] = "complete"
-    return metrics.layer_table(model, dense_numel, scoped)
+    return metrics.layer_table(model, dense_numel, amounts)
 
 
 def _finetune(
