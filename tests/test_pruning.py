@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.utils import prune
 
@@ -21,6 +22,7 @@ from sweep.pruning import (
     prune_model,
     sparsity,
 )
+from sweep.trial import prepare
 from tests.conftest import make_cfg
 
 METHODS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf/method").glob("*.yaml"))
@@ -171,6 +173,11 @@ def test_per_layer_amounts_from_the_command_line(tmp_path):
         "block3.conv": 0.9,
         "classifier": 0.4,
     }
+    # the same amounts written flat, as in a config file, are the same trial
+    flat = make_cfg(tmp_path)
+    OmegaConf.set_struct(flat, False)
+    flat.scope.amounts = {"block2.conv": 0.1, "Linear": 0.4}
+    assert prepare(flat, check_store=False).key == prepare(cfg, check_store=False).key
 
 
 def test_a_per_layer_amount_that_matches_nothing_is_refused():

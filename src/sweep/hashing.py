@@ -5,9 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["HOW_NOT_WHAT", "KEYED_UNLESS", "NOT_IN_KEY", "config_hash", "key_view", "mask_password"]
+__all__ = [
+    "HOW_NOT_WHAT",
+    "KEYED_UNLESS",
+    "NOT_IN_KEY",
+    "config_hash",
+    "dotted",
+    "key_view",
+    "mask_password",
+]
 
 # Top-level config keys that say where results go or how a run looks, not what it computes:
 # left out of a trial's key, and free to change when a study is resumed.
@@ -48,12 +57,31 @@ def key_view(group: str, node: Any) -> Any:
     `HOW_NOT_WHAT`)."""
     if not isinstance(node, dict):
         return node
+    if group == "scope" and isinstance(node.get("amounts"), dict):
+        # {block2: {conv: 0.1}} from the command line is {block2.conv: 0.1} from a file
+        node = {**node, "amounts": dotted(node["amounts"])}
     return {
         k: v
         for k, v in node.items()
         if (group, k) not in HOW_NOT_WHAT
         if not ((group, k) in KEYED_UNLESS and KEYED_UNLESS[(group, k)] == v)
     }
+
+
+def dotted(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``mapping`` with nested mappings flattened into dotted keys, as Hydra nests them.
+
+    Example:
+        >>> dotted({"block2": {"conv": 0.1}, "Linear": 0.4})
+        {'block2.conv': 0.1, 'Linear': 0.4}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            flat.update(dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def config_hash(value: Any, length: int = 16) -> str:

@@ -10,6 +10,7 @@ from torch import nn
 
 from sweep._imports import locate
 from sweep.errors import ConfigError
+from sweep.hashing import dotted
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Scope:
                 "layer type, name or pattern, e.g. {Conv2d: 0.2, block2.conv: 0.1}"
             )
         # scope.amounts.block2.conv=0.1 on the command line nests: {block2: {conv: 0.1}}
-        object.__setattr__(self, "amounts", _flatten(self.amounts))
+        object.__setattr__(self, "amounts", dotted(self.amounts))
         unknown = sorted(k for k in self.amounts if k not in self.layers and _is_nn_type(k))
         if unknown:
             raise ConfigError(
@@ -209,16 +210,6 @@ def _strings(value: object, key: str, accepted: str) -> tuple[str, ...]:
 def _is_parameter(module: nn.Module, name: str) -> bool:
     # once pruned, the parameter is `<name>_orig` and `<name>` a plain tensor
     return hasattr(module, f"{name}_orig") or isinstance(getattr(module, name, None), nn.Parameter)
-
-
-def _flatten(amounts: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in amounts.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _is_nn_type(name: str) -> bool:
