@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import torch
 from torch import nn
@@ -104,7 +104,9 @@ def weight_numels(model: nn.Module) -> dict[tuple[str, str], int]:
     return {key: t.numel() for key, t in _weights(model)}
 
 
-def removed_fraction(model: nn.Module, dense: dict[tuple[str, str], int], names: set[str]) -> float:
+def removed_fraction(
+    model: nn.Module, dense: dict[tuple[str, str], int], names: Collection[str]
+) -> float:
     """Sparsity over the layers ``names``: the share of their dense entries now zero or removed.
 
     For a masked model that is the share of zeros; for a compacted one it also counts the rows

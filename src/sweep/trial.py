@@ -159,8 +159,7 @@ def _run(
         probe = copy.deepcopy(model)
         prune_model(probe, plan.method, cfg.amount, plan.scope)
         targets = plan_pruning(model, plan.method, cfg.amount, plan.scope)
-    amounts = {t.name: t.amount for t in targets}  # each layer's resolved amount
-    scoped = set(amounts)
+    amounts = {t.name: t.amount for t in targets}  # the layers in scope, each with its amount
     row["time_prune_s"] = time.perf_counter() - t
     row["acc_pruned"], _ = evaluate(probe, data.test, desc="pruned model")
     row["recalibrated"] = recalibrate_batchnorm(
@@ -179,11 +178,11 @@ def _run(
         _finetune(cfg, plan, model, data, on_epoch, dense.get("rewind_state"))
     except optuna.TrialPruned as e:
         row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
-        row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
+        row["sparsity"] = metrics.removed_fraction(model, dense_numel, amounts)
         return metrics.layer_table(model, dense_numel, amounts)
     row["time_finetune_s"] = time.perf_counter() - t
     make_permanent(model)
-    row["sparsity"] = metrics.removed_fraction(model, dense_numel, scoped)
+    row["sparsity"] = metrics.removed_fraction(model, dense_numel, amounts)
     row["acc_finetuned"], row["loss_finetuned"] = evaluate(model, data.test, desc="finetuned model")
     row["params"] = metrics.count_params(model)
     row["params_nonzero"] = metrics.count_nonzero(model)

@@ -213,7 +213,10 @@ def _is_parameter(module: nn.Module, name: str) -> bool:
 
 
 def _is_nn_type(name: str) -> bool:
-    candidate = getattr(nn, name, None)
+    return _is_module_class(getattr(nn, name, None))
+
+
+def _is_module_class(candidate: object) -> bool:
     return isinstance(candidate, type) and issubclass(candidate, nn.Module)
 
 
@@ -224,7 +227,7 @@ def _module_type(name: str) -> type[nn.Module]:
             candidate = locate(name)
         except ImportError:
             candidate = None
-    if not (isinstance(candidate, type) and issubclass(candidate, nn.Module)):
+    if not _is_module_class(candidate):
         raise ConfigError(
             f"scope.layers entry {name!r} is not a module type; accepted: torch.nn names "
             "such as Conv2d, Linear, Conv1d, or a dotted path to an nn.Module subclass"
