@@ -27,7 +27,7 @@ from sweep.analysis._tables import (
 LABELS = {
     "acc_finetuned": "Test accuracy after finetuning",
     "acc_pruned": "Test accuracy right after pruning",
-    "acc_recalibrated": "Test accuracy after pruning and BatchNorm recalibration",
+    "acc_recalibrated": "Test accuracy after BatchNorm recalibration",
     "acc_dense": "Dense test accuracy",
     "sparsity": "Sparsity (share of prunable weights removed)",
     "amount": "Requested amount",
