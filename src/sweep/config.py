@@ -117,6 +117,7 @@ class Config:
     rewind: str = MISSING
     rewind_weights: str | None = MISSING
     store: StoreSettings = MISSING
+    tag: str | None = MISSING
     skip_completed: bool = MISSING
     latency: LatencySettings = MISSING
     progress: bool = MISSING

@@ -26,6 +26,7 @@ NOT_IN_KEY = ("store", "progress", "skip_completed", "optuna")
 KEYED_UNLESS = {
     ("", "rewind"): "none",  # ("", key): a top-level key
     ("", "rewind_weights"): None,
+    ("", "tag"): None,
     ("schedule", "name"): "one_shot",
     ("model", "checkpoint"): None,
     ("dataset", "augment"): False,
