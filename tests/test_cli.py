@@ -118,7 +118,7 @@ BAD_INPUT = [
     ),
     (
         ["method=foo"],
-        "method='foo' is unknown; accepted: global_unstructured, l1_unstructured, ln_structured, none, random_structured, random_unstructured",
+        "method='foo' is unknown; accepted: global_unstructured, l1_unstructured, ln_structured, nm, none, random_structured, random_unstructured",
     ),
     (
         ["model=bar"],
@@ -140,7 +140,7 @@ BAD_INPUT = [
     ),
     (
         ["amout=0.5"],
-        "amout is not a key in the config; accepted: amount, compact, dataset, device, finetune, latency, method, model, optuna, pretrain, progress, recalibrate, rewind, rewind_weights, schedule, scope, seed, skip_completed, store",
+        "amout is not a key in the config; accepted: amount, compact, dataset, device, finetune, importance, latency, method, model, optuna, pretrain, progress, recalibrate, rewind, rewind_weights, schedule, scope, seed, skip_completed, store, tag",
     ),
     (
         ["finetune.epoch=1"],
@@ -247,7 +247,7 @@ BAD_INPUT = [
     ),
     (
         ["-m", "method=l1_unstructured,ln_structured", "method.dim=0"],
-        "method.dim is not a key of method; accepted: _target_, name",
+        "method.dim is not a key of method; accepted: _target_, importance, name",
     ),
 ]
 

@@ -89,6 +89,11 @@ class RecalibrateSettings:
 
 
 @dataclass
+class ImportanceSettings:
+    batches: int = _field("an int >= 1", lambda v: v >= 1)
+
+
+@dataclass
 class OptunaJob:
     """Set by the Optuna sweeper for each of its jobs; null otherwise."""
 
@@ -114,6 +119,7 @@ class Config:
     scope: ScopeSettings = MISSING
     compact: bool = MISSING
     recalibrate: RecalibrateSettings = MISSING
+    importance: ImportanceSettings = MISSING
     rewind: str = MISSING
     rewind_weights: str | None = MISSING
     store: StoreSettings = MISSING

@@ -28,6 +28,9 @@ KEYED_UNLESS = {
     ("", "rewind_weights"): None,
     ("", "tag"): None,
     ("schedule", "name"): "one_shot",
+    ("method", "importance"): "magnitude",
+    # read by data-driven criteria only: trial_key drops it whatever its value with magnitude
+    ("importance", "batches"): 10,
     ("model", "checkpoint"): None,
     ("dataset", "augment"): False,
     ("recalibrate", "batches"): 0,

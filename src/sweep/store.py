@@ -103,6 +103,7 @@ METRIC_COLUMNS = (
     "size_bytes",
     "compacted",
     "compact_error",
+    "skipped_layers",
     "recalibrated",
     "model_file",
     "time_prune_s",
@@ -125,6 +126,7 @@ LABEL_COLUMNS = frozenset(
         "compacted",
         "recalibrated",
         "compact_error",
+        "skipped_layers",
         "model_file",
     }
 )
@@ -151,6 +153,7 @@ _ROW_TYPES: dict[str, pa.DataType | str] = {
     "compacted": _BOOL,
     "recalibrated": _BOOL,
     "compact_error": _TEXT,
+    "skipped_layers": _TEXT,
     "model_file": _TEXT,
     "started_at": pa.timestamp("us", tz=_UTC),
     "optuna.study": _TEXT,

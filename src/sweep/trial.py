@@ -32,13 +32,19 @@ from sweep.pruning import (
     PruningMethod,
     Schedule,
     Scope,
+    Scores,
+    check_importance,
     compact,
+    importance_scores,
     make_permanent,
+    nm_skipped,
     not_compactable,
     plan_pruning,
     prune_channel_groups,
     prune_model,
     prune_toward,
+    semi_structured,
+    semi_structured_unavailable,
     silence_dead_channels,
 )
 from sweep.recalibrate import recalibrate_batchnorm
@@ -147,18 +153,30 @@ def _run(
     dense_numel = metrics.weight_numels(model)
     row["size_bytes_dense"] = sparse.dense_size(model.state_dict())
     row["compacted"], row["compact_error"] = False, None
+    semi = _semi_structured_plan(cfg, plan, row)
+    if semi:  # the 2:4 kernels run in fp16: the dense reference too
+        row["latency_ms_dense"] = _latency(_half(model), latency_batch.half(), cfg.latency)
+    if row["skipped_layers"]:
+        log.warning(
+            "%s leaves dense the layers whose input size is not a multiple of method.m=%d: %s",
+            plan.method.name,
+            plan.method.nm[1],
+            row["skipped_layers"],
+        )
     t = time.perf_counter()
     torch.manual_seed(cfg.seed)  # random methods draw the same masks however the baseline came
     built = model  # a compacted model's files record how it differs from the built one
+    amount = plan.resolved["amount"]
     if plan.schedule.one_shot:
-        model, targets = _prune(model, plan.method, plan.scope, cfg, example, row)
+        scores = _importance(cfg, plan, model, data)
+        model, targets = _prune(model, plan.method, plan.scope, cfg, example, row, scores)
         probe = model
     else:
         # the schedule prunes during finetuning; the columns before it describe the baseline
         # pruned to `amount` at once, as for one-shot (the same number for every schedule)
         probe = copy.deepcopy(model)
-        prune_model(probe, plan.method, cfg.amount, plan.scope)
-        targets = plan_pruning(model, plan.method, cfg.amount, plan.scope)
+        prune_model(probe, plan.method, amount, plan.scope, _importance(cfg, plan, probe, data))
+        targets = plan_pruning(model, plan.method, amount, plan.scope)
     amounts = {t.name: t.amount for t in targets}  # the layers in scope, each with its amount
     row["time_prune_s"] = time.perf_counter() - t
     row["acc_pruned"], _ = evaluate(probe, data.test, desc="pruned model")
@@ -187,7 +205,10 @@ def _run(
     row["params"] = metrics.count_params(model)
     row["params_nonzero"] = metrics.count_nonzero(model)
     row["flops"] = metrics.count_flops(model, example)
-    row["latency_ms"] = _latency(model, latency_batch, cfg.latency)
+    if semi:
+        row["latency_ms"] = _semi_structured_latency(model, amounts, latency_batch, cfg, row)
+    else:
+        row["latency_ms"] = _latency(model, latency_batch, cfg.latency)
     row["speedup"] = row["latency_ms_dense"] / row["latency_ms"]
     row["size_bytes"] = sparse.sparse_size(model.state_dict())
     row["model_file"] = _keep(cfg, plan, model, built if row["compacted"] else None, rid)
@@ -218,7 +239,9 @@ def _finetune(
         while pending and pending[0].step <= step:
             event = pending.pop(0)
             sparsity = None if event.final else event.sparsity
-            prune_toward(model, plan.method, cfg.amount, plan.scope, sparsity)
+            scores = _importance(cfg, plan, model, data)  # of the weights as they are now
+            amount = plan.resolved["amount"]
+            prune_toward(model, plan.method, amount, plan.scope, sparsity, scores)
 
     epochs_seen = 0
 
@@ -290,6 +313,7 @@ def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, 
         "method": plan.method.name,
         "schedule": plan.schedule.name,
         "amount": resolved["amount"],
+        "skipped_layers": ", ".join(nm_skipped(plan.model, plan.method, plan.scope)) or None,
         "seed": cfg.seed,
         "device": str(plan.device),
         "started_at": started_at,
@@ -304,18 +328,24 @@ def _prune(
     cfg: DictConfig,
     example: torch.Tensor,
     row: dict[str, Any],
+    scores: Scores | None,
 ) -> tuple[nn.Module, list]:
-    """Mask with torch.nn.utils.prune; with ``compact``, remove the pruned channels for real.
+    """Mask with torch.nn.utils.prune, ranking ``scores`` when given; with ``compact``, remove
+    the pruned channels for real.
 
     Compaction that does not apply (unstructured method, dim != 0) or fails on the graph falls
-    back to the masks and says why in ``compact_error``.
+    back to the masks and says why in ``compact_error``. N:M sparsity is not compacted here:
+    its 2:4 kernels run after finetuning (`_semi_structured_latency`).
     """
+    amount = row["amount"]
     reason = not_compactable(method) if cfg.compact else "compact=false"
+    if method.nm is not None:
+        reason = "compact=false"  # its compact_error, if any, was set by _semi_structured_plan
     if reason is not None:
-        if cfg.compact:
+        if cfg.compact and row["compact_error"] is None and method.nm is None:
             row["compact_error"] = reason
-        return model, prune_model(model, method, cfg.amount, scope)
-    targets, groups = prune_channel_groups(model, method, cfg.amount, scope, example)
+        return model, prune_model(model, method, amount, scope, scores)
+    targets, groups = prune_channel_groups(model, method, amount, scope, example, scores)
     silence_dead_channels(groups)
     try:
         smaller = compact(model, groups, example)
@@ -325,6 +355,51 @@ def _prune(
         return model, targets
     row["compacted"] = True
     return smaller, targets
+
+
+def _importance(cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset) -> Scores | None:
+    """The scores ``method.importance`` ranks, on ``importance.batches`` shuffled training
+    batches (the same ones for every trial of a seed); ``None`` for magnitude."""
+    criterion = plan.method.importance
+    if criterion == "magnitude" or plan.method.cls is None:
+        return None
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batches = data.train.batches(cfg.finetune.batch_size, shuffle=True, generator=generator)
+    calibration = (b for _, b in zip(range(cfg.importance.batches), batches, strict=False))
+    targets = plan_pruning(model, plan.method, plan.resolved["amount"], plan.scope)
+    return importance_scores(model, targets, criterion, calibration)
+
+
+def _semi_structured_plan(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> bool:
+    """Whether this trial runs its N:M layers on 2:4 kernels (``compact=true``, a CUDA GPU of
+    compute capability >= 8.0); if it cannot, ``compact_error`` says why."""
+    if plan.method.nm is None or not cfg.compact:
+        return False
+    row["compact_error"] = semi_structured_unavailable(plan.device, *plan.method.nm)
+    return row["compact_error"] is None
+
+
+def _semi_structured_latency(
+    model: nn.Module,
+    layers: Mapping[str, Any],
+    batch: torch.Tensor,
+    cfg: DictConfig,
+    row: dict[str, Any],
+) -> float:
+    """Latency in fp16 with the 2:4 Linear layers among ``layers`` on semi-structured kernels
+    (``torch.sparse.to_sparse_semi_structured``); ``compacted`` tells whether any was."""
+    fast, converted = semi_structured(model, layers, torch.float16)
+    row["compacted"] = bool(converted)
+    if not converted:
+        row["compact_error"] = (
+            "no layer in scope is a 2:4 Linear whose size the semi-structured kernels take; "
+            "latency measured on the masks in fp16"
+        )
+    return _latency(fast, batch.half(), cfg.latency)
+
+
+def _half(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model).to(torch.float16)
 
 
 @dataclass(frozen=True)
@@ -379,6 +454,9 @@ def prepare(
     resolved["model"] = _model_spec(cfg.model)
     if method.cls is None:
         resolved["amount"] = 0.0  # nothing is pruned, whatever was asked
+    if method.nm is not None:
+        n, m = method.nm
+        resolved["amount"] = n / m  # N:M prunes n of m, whatever was asked
     checkpoint = resolved["model"].get("checkpoint")
     if checkpoint:
         state = weights.read_state(checkpoint)  # first: a missing file fails before any build
@@ -404,7 +482,8 @@ def prepare(
         rewind_state = dense.state_dict()
     if checkpoint:
         weights.fit(model, state, checkpoint)
-    plan_pruning(model, method, resolved["amount"], scope)  # amounts and dim, before training
+    targets = plan_pruning(model, method, resolved["amount"], scope)  # before any training
+    check_importance(method, targets, model)
     if check_store:
         check_writable(cfg.store.path)
     return Plan(
@@ -454,6 +533,8 @@ def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:
     that existing trials keep their keys; loader settings never count (`HOW_NOT_WHAT`).
     """
     keyed = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY and k != "device"}
+    if keyed.get("method", {}).get("importance", "magnitude") == "magnitude":
+        keyed.pop("importance", None)  # no calibration data is read
     if keyed.get("rewind_weights_sha256"):
         del keyed["rewind_weights"]  # the rewind weights by their content, as the checkpoint
     keyed = key_view("", keyed)

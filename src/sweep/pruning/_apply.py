@@ -9,7 +9,9 @@ from torch import nn
 from torch.nn.utils import prune
 
 from sweep.errors import ConfigError
+from sweep.pruning._importance import Scores
 from sweep.pruning._method import PruningMethod
+from sweep.pruning._nm import nm_eligible
 from sweep.pruning._scope import Scope, classifier_name, weight_names
 
 
@@ -32,7 +34,11 @@ class Target:
 
 
 def prune_model(
-    model: nn.Module, method: PruningMethod, amount: float | int, scope: Scope
+    model: nn.Module,
+    method: PruningMethod,
+    amount: float | int,
+    scope: Scope,
+    scores: Scores | None = None,
 ) -> list[Target]:
     """Prune ``model`` in place with ``torch.nn.utils.prune`` and return the tensors in scope.
 
@@ -48,6 +54,8 @@ def prune_model(
         scope: Which tensors, with per-layer amounts and exclusions. A global method ranks the
             tensors of each amount setting together: those of ``amount``, and those of each
             ``scope.amounts`` entry.
+        scores: What the method ranks instead of the weights (`importance_scores`), passed to
+            torch as ``importance_scores``; ``None``: the weights.
 
     Returns:
         The targets, also for ``method.cls is None`` (sparsity is measured over the same tensors).
@@ -70,13 +78,22 @@ def prune_model(
             prune.global_unstructured(
                 [(t.module, t.param) for t in group],
                 pruning_method=method.cls,
+                **_scored(scores),
                 **method.arguments(group[0].amount),
             )
     else:
         for t in targets:
-            method.cls.apply(t.module, t.param, **method.arguments(t.amount))
+            method.cls.apply(t.module, t.param, **_scored(scores, t), **method.arguments(t.amount))
     _mask_attention_outputs(model)
     return targets
+
+
+def _scored(scores: Scores | None, t: Target | None = None) -> dict:
+    """``importance_scores`` for torch: all of them (global) or the target's; none: nothing, so
+    that a custom method whose ``apply`` takes no such argument still runs by magnitude."""
+    if scores is None:
+        return {}
+    return {"importance_scores": scores if t is None else scores[(t.module, t.param)]}
 
 
 def prune_toward(
@@ -85,6 +102,7 @@ def prune_toward(
     amount: float | int,
     scope: Scope,
     sparsity: Callable[[float], float] | None = None,
+    scores: Scores | None = None,
 ) -> list[Target]:
     """Prune more, so that each tensor in scope (each group of a global method) has
     ``sparsity(final)`` of its units pruned, ``final`` being the fraction `prune_model` with
@@ -116,6 +134,7 @@ def prune_toward(
                 prune.global_unstructured(
                     [(t.module, t.param) for t in group],
                     pruning_method=method.cls,
+                    **_scored(scores),
                     **method.arguments(fraction),
                 )
     else:
@@ -124,7 +143,8 @@ def prune_toward(
                 t.amount, _size(t, method), _pruned_units(t, method), sparsity
             )
             if fraction > 0:
-                method.cls.apply(t.module, t.param, **method.arguments(fraction))
+                arguments = method.arguments(fraction)
+                method.cls.apply(t.module, t.param, **_scored(scores, t), **arguments)
     _mask_attention_outputs(model)
     return targets
 
@@ -169,6 +189,8 @@ def plan_pruning(
     targets = _targets(model, method, amount, scope)
     if not targets:
         ends = " and scope.dense_ends=true (first layer and classifier)" * scope.dense_ends
+        if method.nm is not None and nm_skipped(model, method, scope):
+            ends += f" whose input size is a multiple of method.m={method.nm[1]}"
         raise ConfigError(
             f"no tensor in scope: model has no {' / '.join(scope.layers)} layer left after "
             f"scope.exclude={list(scope.exclude)}{ends}"
@@ -216,8 +238,24 @@ def _targets(
             ndim = getattr(module, param).dim()
             if name == skip and isinstance(dim, int) and -ndim <= dim < ndim and dim % ndim == 0:
                 continue  # removing output rows of the classifier removes classes
+            if method.nm is not None and not nm_eligible(getattr(module, param), method.nm[1]):
+                continue  # no groups of m along the input: named by `nm_skipped`
             targets.append(Target(name, module, scope.amount_for(name, module, amount), param))
     return targets
+
+
+def nm_skipped(model: nn.Module, method: PruningMethod, scope: Scope) -> list[str]:
+    """The tensors in scope an N:M method leaves dense: their input size is not a multiple of
+    ``m`` (``layer`` or ``layer (param)``); empty for any other method."""
+    if method.nm is None:
+        return []
+    m = method.nm[1]
+    return [
+        name if param == "weight" else f"{name} ({param})"
+        for name, module in scope.modules(model)
+        for param in weight_names(module)
+        if not nm_eligible(getattr(module, param), m)
+    ]
 
 
 def _mask_attention_outputs(model: nn.Module) -> None:

@@ -9,6 +9,7 @@ from torch.nn.utils import prune
 
 from sweep.errors import ConfigError
 from sweep.pruning._apply import Target, make_permanent, plan_pruning, prune_model
+from sweep.pruning._importance import Scores
 from sweep.pruning._method import PruningMethod
 from sweep.pruning._scope import Scope, classifier_name
 
@@ -36,6 +37,7 @@ def prune_channel_groups(
     amount: float | int,
     scope: Scope,
     example: torch.Tensor,
+    scores: Scores | None = None,
 ) -> tuple[list[Target], list[ChannelGroup]]:
     """Structured pruning of output channels by dependency group, ready for `compact`.
 
@@ -55,7 +57,7 @@ def prune_channel_groups(
     if reason is not None:
         raise ConfigError(reason)
     if _unsupported(model) is not None:
-        return prune_model(model, method, amount, scope), []
+        return prune_model(model, method, amount, scope, scores), []
     in_scope = {t.module: t for t in targets}
     graph = _graph(model, example)
     classifier = dict(model.named_modules()).get(classifier_name(model) or "")
@@ -75,9 +77,11 @@ def prune_channel_groups(
         if not producers or any(m not in in_scope for m, _ in producers):
             continue
         root = producers[0][0]
-        stacked = torch.cat(
-            [m.weight.detach()[idx].reshape(len(idx), -1) for m, idx in producers], dim=1
-        )
+        rows = [
+            (m.weight if scores is None else scores[(m, "weight")]).detach()[idx]
+            for m, idx in producers
+        ]
+        stacked = torch.cat([r.reshape(len(r), -1) for r in rows], dim=1)
         group_amount = in_scope[root].amount
         mask = method.make(group_amount).compute_mask(stacked, torch.ones_like(stacked))
         dead = (mask.reshape(len(mask), -1).sum(1) == 0).nonzero().squeeze(1)

@@ -11,9 +11,10 @@ from torch.nn.utils import prune
 
 from sweep._imports import locate
 from sweep.errors import ConfigError
+from sweep.pruning._nm import NMSparsity
 
 # Keys of a method config that describe it rather than being constructor arguments.
-_RESERVED = {"name", "_target_", "global", "pruning_method"}
+_RESERVED = {"name", "_target_", "global", "pruning_method", "importance"}
 _GLOBAL_CRITERIA = {"l1": prune.L1Unstructured, "random": prune.RandomUnstructured}
 # The `p` of torch.norm that LnStructured passes on; 'nuc' only works on 3-D weights (checked
 # per tensor by plan_pruning).
@@ -29,9 +30,13 @@ class PruningMethod:
         cls: The pruning method class; ``None`` prunes nothing.
         kwargs: Constructor arguments other than ``amount`` (``n``, ``dim``...).
         is_global: Rank entries of all tensors in scope together (``global_unstructured``).
+        importance: What the method ranks: ``magnitude`` (the weights, torch's default),
+            ``taylor``, ``apoz`` or ``wanda``, measured on calibration data
+            (`sweep.pruning.importance_scores`).
 
     Raises:
-        ConfigError: ``n`` of an ``LnStructured`` method is not a norm torch computes.
+        ConfigError: ``n`` of an ``LnStructured`` method is not a norm torch computes; ``n``
+            and ``m`` of an N:M method are not ints with 1 <= n < m.
 
     Example:
         >>> from torch.nn.utils import prune
@@ -43,6 +48,7 @@ class PruningMethod:
     cls: type[prune.BasePruningMethod] | None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     is_global: bool = False
+    importance: str = "magnitude"
 
     def __post_init__(self) -> None:
         # LnStructured stores any n and fails deep in torch.norm on the first tensor
@@ -50,6 +56,24 @@ class PruningMethod:
         n = self.kwargs.get("n")
         if ln and "n" in self.kwargs and not _is_norm(n):
             raise ConfigError(f"method.n={n!r} is not a norm; accepted: {_NORMS}")
+        if self.nm is not None:
+            n, m = self.nm
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, m)):
+                raise ConfigError(f"method.n={n!r}, method.m={m!r}: accepted: ints with 1 <= n < m")
+            if m < 2:
+                raise ConfigError(f"method.m={m} is too small; accepted: an int m >= 2 (2:4: m=4)")
+            if not 1 <= n < m:
+                raise ConfigError(
+                    f"method.n={n} with method.m={m}: n zeros in every group of m; "
+                    "accepted: 1 <= n < m (2:4: n=2, m=4)"
+                )
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        """(n, m) of an N:M method (`NMSparsity`), else ``None``."""
+        if not (isinstance(self.cls, type) and issubclass(self.cls, NMSparsity)):
+            return None
+        return self.kwargs.get("n", 2), self.kwargs.get("m", 4)
 
     @property
     def structured(self) -> bool:
@@ -76,6 +100,7 @@ class PruningMethod:
         target = node.get("_target_")
         name = node.get("name") or (target.rsplit(".", 1)[-1] if target else "none")
         kwargs = {k: v for k, v in node.items() if k not in _RESERVED}
+        importance = node.get("importance") or "magnitude"
         if node.get("global"):
             criterion = node.get("pruning_method", "l1")
             method_cls = _GLOBAL_CRITERIA.get(criterion) or _import_method(
@@ -86,13 +111,13 @@ class PruningMethod:
                     f"method.pruning_method={criterion!r} is {method_cls.PRUNING_TYPE}; "
                     "global pruning accepts only unstructured methods (l1, random, or your own)"
                 )
-            method = cls(name, method_cls, kwargs, is_global=True)
+            method = cls(name, method_cls, kwargs, is_global=True, importance=importance)
             _check_constructs(method)  # global_unstructured builds it with these kwargs too
             return method
         if target is None:
             return cls(name, None, {})
         method_cls = _import_method(target, "method._target_", "")
-        method = cls(name, method_cls, kwargs)
+        method = cls(name, method_cls, kwargs, importance=importance)
         _check_constructs(method)
         return method
 
@@ -116,9 +141,9 @@ def _import_method(path: str, key: str, builtin: str) -> type[prune.BasePruningM
         raise ConfigError(
             f"{key}={path!r} is not a torch.nn.utils.prune.BasePruningMethod subclass"
         )
-    if getattr(obj, "PRUNING_TYPE", None) not in {"unstructured", "structured"}:
+    if getattr(obj, "PRUNING_TYPE", None) not in {"unstructured", "structured", "global"}:
         raise ConfigError(
-            f"{key}={path!r} needs PRUNING_TYPE = 'unstructured' or 'structured' "
+            f"{key}={path!r} needs PRUNING_TYPE = 'unstructured', 'structured' or 'global' "
             f"(has {getattr(obj, 'PRUNING_TYPE', None)!r})"
         )
     return obj
