@@ -163,3 +163,8 @@ def test_2_4_layers_run_on_semi_structured_kernels():
     x = torch.randn(64, 128, device="cuda", dtype=torch.float16)
     expected = model.half()(x)
     assert torch.allclose(fast(x), expected, atol=1e-2, rtol=1e-2)
+
+
+def test_a_gradual_schedule_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="schedule=iterative needs a method that takes an amount"):
+        prepare(make_cfg(tmp_path, "method=nm", "schedule=iterative"))
