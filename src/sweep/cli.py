@@ -71,7 +71,8 @@ def check_overrides(argv: Sequence[str]) -> None:
                 if overrides is variants[0] and _is_optuna(cfg) and multirun & set(argv):
                     from sweep.search import study_settings
 
-                    study_settings(cfg.hydra.sweeper, [a for a in argv if a not in multirun])
+                    argv_ = [a for a in argv if a not in multirun]
+                    study_settings(cfg.hydra.sweeper, argv_, trial_cfg=cfg)
                 with open_dict(cfg):
                     del cfg["hydra"]
                 prepare(cfg, datasets=datasets, check_store=False)

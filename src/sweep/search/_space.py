@@ -102,8 +102,12 @@ class SearchSpace:
 
 
 def overrides(values: Mapping[str, Any]) -> list[str]:
-    """Hydra command-line overrides (``key=value``) for sampled values."""
-    return [f"{k}={_format(v)}" for k, v in values.items()]
+    """Hydra command-line overrides (``key=value``) for sampled values; per-layer amounts
+    (``scope.amounts.<layer>``) add their key, as ``scope.amounts`` is null by default."""
+    return [
+        f"{'++' if k.startswith('scope.amounts.') else ''}{k}={_format(v)}"
+        for k, v in values.items()
+    ]
 
 
 def _format(value: Any) -> str:

@@ -33,6 +33,7 @@ from sweep._files import locked
 from sweep.cli import WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
+from sweep.search._layerwise import layer_params
 from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
     STORAGE_ENV,
@@ -131,7 +132,8 @@ class OptunaSweep:
         return results
 
     def _settings(self, arguments: Sequence[str]) -> tuple[StudySettings, list[str]]:
-        return study_settings(self.sweeper_cfg, arguments, self.hydra_context.config_loader)
+        loader = self.hydra_context.config_loader
+        return study_settings(self.sweeper_cfg, arguments, loader, self.config)
 
     def _work(self, study, settings: StudySettings, fixed, store: Path, progress: bool):
         uid = study.user_attrs["uid"]
@@ -198,18 +200,27 @@ class OptunaSweep:
 
 
 def study_settings(
-    sweeper: DictConfig, arguments: Sequence[str], config_loader: Any = None
+    sweeper: DictConfig,
+    arguments: Sequence[str],
+    config_loader: Any = None,
+    trial_cfg: DictConfig | None = None,
 ) -> tuple[StudySettings, list[str]]:
     """The study's settings from ``hydra.sweeper`` and the command line's sweeps, checked.
 
     Sweeps on the command line (``finetune.lr=choice(0.001,0.01)``) join the search space;
-    the other overrides are returned as the fixed part of every job.
+    the other overrides are returned as the fixed part of every job. ``hydra.sweeper.
+    layerwise`` adds one amount per layer that ``trial_cfg`` (the composed config) prunes.
 
     Raises:
         ConfigError: A setting or search dimension that cannot work.
     """
     node = OmegaConf.to_container(sweeper, resolve=True)
     params = dict(node.get("params") or {})
+    if node.get("layerwise"):
+        if trial_cfg is None:
+            raise ConfigError("hydra.sweeper.layerwise needs the composed config to list layers")
+        for name, spec in layer_params(node["layerwise"], trial_cfg).items():
+            params.setdefault(name, spec)
     fixed = []
     parser = OverridesParser.create(config_loader=config_loader)  # it expands glob(...) sweeps
     for o in parser.parse_overrides(list(arguments)):
