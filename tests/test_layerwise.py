@@ -10,6 +10,7 @@ from sweep import load_layers, load_results
 from sweep.errors import ConfigError
 from sweep.search import study_settings
 from sweep.search._layerwise import layer_params
+from sweep.sensitivity import save_amounts
 from tests.conftest import FAST, run_cli
 
 OPTUNA_FAST = [*FAST, "finetune.epochs=1", "progress=false"]
@@ -38,8 +39,7 @@ def test_one_param_per_layer_the_trial_prunes(tmp_path):
 
 
 def test_a_sensitivity_result_bounds_each_layer(tmp_path):
-    result = tmp_path / "sensitivity.yaml"
-    result.write_text("scope:\n  amounts:\n    block2.conv: 0.3\n    block3.conv: 0.99\n")
+    result = save_amounts({"block2.conv": 0.3, "block3.conv": 0.99}, tmp_path / "amounts.yaml")
     cfg = _composed(tmp_path, f"hydra.sweeper.layerwise.sensitivity={result}")
     params = layer_params(cfg.hydra.sweeper.layerwise, cfg)
     assert params["scope.amounts.block2.conv"] == {"low": 0.0, "high": 0.3}

@@ -10,7 +10,9 @@ store of several gets those names with the pair appended, ``tradeoff-<model>-<da
 (in model and dataset, characters other than letters, digits, ``.``, ``_`` and ``+`` become
 ``_``). A curve or table row is one setting: a method
 with every config value that differs between trials (`sweep.analysis.varying`), averaged over
-seeds only; method ``none`` (dense, finetuned) is drawn as a reference level.
+seeds only; method ``none`` (dense, finetuned) is drawn as a reference level. Rows of a layer
+sensitivity analysis (``python -m sweep.sensitivity``, tag ``sensitivity``) are no trade-off
+trials: left out, and counted in the summary's first line.
 """
 
 from __future__ import annotations
@@ -55,10 +57,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         df = load_results(args.store)
     except FileNotFoundError as e:
         fail(str(e))
-    if not (df["status"] == "complete").any():
+    trials = analysis.ordinary(df)
+    if not (trials["status"] == "complete").any():
+        others = len(df) - len(trials)
+        sensitivity = f" (and {others} row(s) of python -m sweep.sensitivity)" if others else ""
         fail(
-            f"the results store at {args.store!r} has {len(df)} trial(s) and none complete; "
-            "run python -m sweep first"
+            f"the results store at {args.store!r} has {len(trials)} trial(s){sensitivity} and "
+            "none complete; run python -m sweep first"
         )
     written = write_report(df, load_layers(args.store), Path(args.out), args.tolerance, args.store)
     print(f"wrote {', '.join(p.name for p in written)} to {args.out}/")
@@ -70,7 +75,8 @@ def write_report(
     """Save the report's PNGs and ``summary.md`` under ``out``; return the files written.
 
     Args:
-        df: `sweep.load_results` of the store, with at least one complete trial.
+        df: `sweep.load_results` of the store, with at least one complete trial that is not
+            of a sensitivity analysis (`sweep.analysis.ordinary`; those rows are left out).
         layers: `sweep.load_layers` of the store.
         out: The report folder (created).
         tolerance: Accuracy drop from dense still counted as kept.
@@ -84,7 +90,7 @@ def write_report(
         [PosixPath('report/summary.md'), PosixPath('report/tradeoff.png'), ...]
     """
     out.mkdir(parents=True, exist_ok=True)
-    parts = analysis.subjects(df)
+    parts = analysis.subjects(analysis.ordinary(df))
     images: dict[tuple, list[str]] = {}
     for subject, part in parts.items():
         suffix = "".join(f"-{_slug(v)}" for v in subject) if len(parts) > 1 else ""
@@ -102,7 +108,8 @@ def summary(
     """The Markdown of ``summary.md``: the store's counts, then one section per subject.
 
     Args:
-        df: `sweep.load_results` of the store.
+        df: `sweep.load_results` of the store; rows of a sensitivity analysis are counted in
+            the first line and left out of the rest.
         tolerance: Accuracy drop from dense still counted as kept.
         store: The store's path, as the summary names it.
         images: (model, dataset) -> the PNG names of its section, as `analysis.subjects` keys.
@@ -113,14 +120,22 @@ def summary(
     Example:
         >>> print(summary(load_results(), 0.01, "results", {}))  # doctest: +SKIP
     """
-    parts = analysis.subjects(df)
+    trials = analysis.ordinary(df)
+    parts = analysis.subjects(trials)
     pairs = ", ".join(_subject(s) for s in parts)
     if len(parts) > 1:
         pairs = f"{len(parts)} model and dataset pairs, one section each: {pairs}"
+    left_out = len(df) - len(trials)
+    sensitivity = (
+        f" ({left_out} row(s) of a layer sensitivity analysis left out: "
+        "python -m sweep.sensitivity)"
+        if left_out
+        else ""
+    )
     lines = [
         "# prune-sweep report",
         "",
-        f"Store `{store}`: {_statuses(df)}" + (f"; {pairs}." if pairs else "."),
+        f"Store `{store}`: {_statuses(trials)}{sensitivity}" + (f"; {pairs}." if pairs else "."),
         "",
     ]
     for subject, part in parts.items():

@@ -275,6 +275,81 @@ def plot_layer_sparsity(
     return fig
 
 
+def plot_sensitivity(
+    table: pd.DataFrame,
+    tolerance: float | None = None,
+    *,
+    y: str = "acc_recalibrated",
+    title: str | None = None,
+) -> Figure:
+    """Accuracy against the amount one layer is pruned by, one line per layer, the others dense.
+
+    The table of a layer sensitivity analysis (`sweep.sensitivity.run` or
+    `sweep.sensitivity.load`): which layers a network can afford to thin, and which it cannot.
+    The dense baseline's accuracy is a dashed line; with ``tolerance``, the lowest accuracy
+    still within it is a dotted one.
+
+    Args:
+        table: Rows of layer and amount (several seeds are averaged): ``layer``, ``amount``
+            (the layer's), ``y``, ``acc_dense``; optionally ``status`` (only ``complete``
+            rows are drawn), ``model``, ``dataset`` and ``method`` (named in the title).
+            Layers keep their order in it.
+        tolerance: Accuracy drop from dense still accepted; ``None`` draws no such line.
+        y: The accuracy on the vertical axis (``acc_pruned``: before recalibration).
+        title: Defaults to "Layer sensitivity (<method>, no finetuning): <model> on <dataset>".
+
+    Returns:
+        The figure (never shown).
+
+    Example:
+        >>> table = pd.DataFrame({"layer": ["fc1", "fc1", "fc2", "fc2"], "amount": [0.5, 0.9] * 2,
+        ...                       "acc_recalibrated": [0.98, 0.6, 0.97, 0.9], "acc_dense": 0.99})
+        >>> [t.get_text() for t in plot_sensitivity(table).axes[0].get_legend().get_texts()]
+        ['fc1', 'fc2', 'dense baseline (99.0%)']
+    """
+    done = table[table["status"].isin(["complete"])] if "status" in table.columns else table
+    layers = list(dict.fromkeys(table["layer"]))
+    # several seeds (or reruns) of one layer and amount: their mean, as every curve here
+    points = done.groupby(["layer", "amount"], sort=False)[y].mean().reset_index()
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.subplots()
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if len(layers) <= 10 else "tab20"].colors
+    for i, layer in enumerate(layers):
+        curve = points[points["layer"] == layer].sort_values("amount")
+        ax.plot(
+            curve["amount"],
+            curve[y],
+            marker=_MARKERS[i % len(_MARKERS)],
+            color=palette[i % len(palette)],
+            label=layer,
+            markersize=5,
+        )
+    dense = float(done["acc_dense"].mean()) if len(done) else float("nan")
+    ax.axhline(
+        dense, color=_GREYS[0], linestyle="--", linewidth=1, label=f"dense baseline ({dense:.1%})"
+    )
+    if tolerance is not None:
+        ax.axhline(
+            dense - tolerance,
+            color=_GREYS[1],
+            linestyle=":",
+            linewidth=1.5,
+            label=f"tolerance ({tolerance:.1%} below dense)",
+        )
+    ax.set_xlabel("Amount pruned from the one layer (the others dense)")
+    ax.set_ylabel(LABELS.get(y, y))
+    _percent(ax.xaxis, "amount")
+    _percent(ax.yaxis, y)
+    ax.grid(alpha=0.3)
+    _legend(ax, title="layer")
+    methods = ", ".join(sorted(map(str, done.get("method", pd.Series()).dropna().unique())))
+    head = f"Layer sensitivity ({methods + ', ' if methods else ''}no finetuning)"
+    ax.set_title(title or f"{head}{_subject(done)}")
+    return fig
+
+
 def method_colors(names: Sequence[str]) -> dict[str, tuple]:
     """A fixed colour per name (sorted), the same in every plot of a report.
 

@@ -15,6 +15,9 @@ _DIRECTIONS = {"max": 1.0, "maximize": 1.0, "min": -1.0, "minimize": -1.0}
 
 # What a trial was run on: the report has one section per pair, and no line averages across them.
 SUBJECT = ("model", "dataset")
+# The ``tag`` of the rows ``python -m sweep.sensitivity`` writes: one layer pruned at a time and
+# never finetuned, measurements of the baseline rather than trials of a trade-off.
+SENSITIVITY_TAG = "sensitivity"
 # Columns that record how, where or when a trial ran, or what came out, not what was run.
 _BOOKKEEPING = frozenset(
     {
@@ -318,7 +321,9 @@ def layer_sparsity(
         columns: More columns of ``results`` to add; defaults to ``varying(results)``.
 
     Returns:
-        ``layers`` with a ``sparsity`` column (and the joined columns).
+        ``layers`` with a ``sparsity`` column (and the joined columns). With ``results``, the
+        layers' own ``amount`` (what each layer was pruned with) is ``layer_amount``, and
+        ``amount`` is the trial's.
 
     Example:
         >>> layers = pd.DataFrame({"trial_key": "k", "layer": "fc", "numel": [10], "nonzero": 4})
@@ -327,6 +332,7 @@ def layer_sparsity(
     """
     out = layers.assign(sparsity=1.0 - layers["nonzero"] / layers["numel"])
     if results is not None:
+        out = out.rename(columns={"amount": "layer_amount"})
         extra = varying(results) if columns is None else list(columns)
         joined = list(dict.fromkeys(["trial_key", "method", "amount", "seed", *extra]))
         out = out.merge(results[joined].drop_duplicates("trial_key"), on="trial_key", how="left")
@@ -361,7 +367,8 @@ def subjects(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
 def complete(df: pd.DataFrame) -> pd.DataFrame:
     """The complete trials, as the analysis groups them.
 
-    Method ``none`` rows carry amount 0 (older ones recorded the amount they were asked for,
+    Only `ordinary` rows count: those of a layer sensitivity analysis are left out. Method
+    ``none`` rows carry amount 0 (older ones recorded the amount they were asked for,
     which they ignore) and ``device`` is the device type (``cuda:1`` -> ``cuda``).
 
     Args:
@@ -376,13 +383,38 @@ def complete(df: pd.DataFrame) -> pd.DataFrame:
         >>> complete(df)[["amount", "device"]].to_dict("records")
         [{'amount': 0.0, 'device': 'cuda'}]
     """
-    done = df[df["status"].isin(["complete"])] if "status" in df.columns else df
+    done = ordinary(df)
+    done = done[done["status"].isin(["complete"])] if "status" in done.columns else done
     done = done.copy()
     if {"method", "amount"} <= set(done.columns):
         done["amount"] = done["amount"].where(~done["method"].isin(["none"]), 0.0)
     if "device" in done.columns:
         done["device"] = done["device"].map(lambda d: d.split(":")[0] if isinstance(d, str) else d)
     return done
+
+
+def ordinary(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of trade-off trials: those ``python -m sweep.sensitivity`` wrote (``tag``
+    ``sensitivity``: one layer pruned at a time, never finetuned) left out.
+
+    Rows with no tag (``tag`` null, or a store from before the column existed) are ordinary,
+    and so are rows with a tag of the user's own: a tag that differs between trials is a
+    config value that splits curves (`varying`).
+
+    Args:
+        df: Rows of `sweep.load_results`.
+
+    Returns:
+        The other rows, with their index (the frame itself when it has no ``tag`` column).
+
+    Example:
+        >>> df = pd.DataFrame({"tag": [None, "sensitivity", "v2"], "method": "l1"})
+        >>> ordinary(df).index.tolist()
+        [0, 2]
+    """
+    if "tag" not in df.columns:
+        return df
+    return df[~df["tag"].isin([SENSITIVITY_TAG])]
 
 
 def dense_levels(df: pd.DataFrame, by: Sequence[str] = ()) -> list[tuple[dict, float]]:

@@ -69,7 +69,7 @@ def _sensitivity(path: str | None, names: list[str]) -> dict[str, float]:
     if not file.is_file():
         raise ConfigError(
             f"{_WHERE}.sensitivity={path!r} is not a file; accepted: the YAML that "
-            "python -m sweep.sensitivity writes (<store>/sensitivity.yaml)"
+            "python -m sweep.sensitivity writes (<store>/sensitivity/amounts.yaml)"
         )
     node = OmegaConf.to_container(OmegaConf.load(file), resolve=True)
     from sweep.hashing import dotted
