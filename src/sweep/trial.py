@@ -338,12 +338,11 @@ def _prune(
     its 2:4 kernels run after finetuning (`_semi_structured_latency`).
     """
     amount = row["amount"]
-    reason = not_compactable(method) if cfg.compact else "compact=false"
-    if method.nm is not None:
-        reason = "compact=false"  # its compact_error, if any, was set by _semi_structured_plan
+    if not cfg.compact or method.nm is not None:  # N:M: see _semi_structured_plan
+        return model, prune_model(model, method, amount, scope, scores)
+    reason = not_compactable(method)
     if reason is not None:
-        if cfg.compact and row["compact_error"] is None and method.nm is None:
-            row["compact_error"] = reason
+        row["compact_error"] = reason
         return model, prune_model(model, method, amount, scope, scores)
     targets, groups = prune_channel_groups(model, method, amount, scope, example, scores)
     silence_dead_channels(groups)
