@@ -101,56 +101,17 @@ def data_roots(tmp_path_factory):
     return root
 
 
-def _postgres_bin() -> Path | None:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A PostgreSQL server on 127.0.0.1, started for the session from Debian's packages.
 
     CI installs the server (.ci/run); elsewhere the test is skipped when it is missing.
     """
-    import shutil
-    import socket
+    from tests.postgres import postgres_bin, postgres_server
 
-    bindir = _postgres_bin()
-    if bindir is None:
+    if postgres_bin() is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL server binaries are missing; .ci/run installs them")
         pytest.skip("PostgreSQL server not installed (apt-get install postgresql)")
-    import tempfile
-
-    # initdb refuses to run as root: run the server as the package's postgres user then, in a
-    # folder it can reach (pytest's own temporary folders are private to root)
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    top = Path(tempfile.mkdtemp(prefix="sweep-pg-"))
-    top.chmod(0o755)
-    data = top / "data"
-    data.mkdir()
-    if as_user:
-        shutil.chown(data, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True, capture_output=True)  # noqa: E731
-    run(str(bindir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres")
-    options = f"-h 127.0.0.1 -p {port} -k {data}"
-    run(
-        str(bindir / "pg_ctl"),
-        "-D",
-        str(data),
-        "-o",
-        options,
-        "-l",
-        str(data / "log"),
-        "-w",
-        "start",
-    )
-    try:
-        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "sweep")
-        yield f"postgresql://postgres@127.0.0.1:{port}/sweep"
-    finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(top, ignore_errors=True)
+    with postgres_server() as url:
+        yield url

@@ -37,12 +37,13 @@ Integer columns stay integers: int64, or pandas' nullable Int64 where some rows 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,11 @@ __all__ = [
     "METRIC_COLUMNS",
     "check_writable",
     "clean",
+    "decode_rows",
+    "encode_rows",
     "load_layers",
     "load_results",
+    "read_layers",
     "read_row",
     "row_id",
     "write_trial",
@@ -243,7 +247,13 @@ def read_row(
     return _conform([(target, table)], schema, strict).to_pylist()[0]
 
 
-def load_results(path: str | os.PathLike | None = None, *, strict: bool = False) -> pd.DataFrame:
+def load_results(
+    path: str | os.PathLike | None = None,
+    *,
+    strict: bool = False,
+    storage: Any = None,
+    study: str | None = None,
+) -> pd.DataFrame:
     """All trials in the store as one DataFrame, one row per trial, oldest first.
 
     Column types: fixed columns have declared types (``amount`` int64 when every amount is an
@@ -257,6 +267,10 @@ def load_results(path: str | os.PathLike | None = None, *, strict: bool = False)
         path: The store folder (default ``results`` in the current folder).
         strict: Raise ``ValueError`` on a damaged or foreign file, or a value that cannot take
             its column's type, instead of skipping it (or reading it as missing) with a warning.
+        storage, study: Read the rows of Optuna study ``study`` from its storage (a URL such as
+            ``postgresql://...``, a journal file path, or an Optuna storage) instead of a
+            folder: every worker's rows, wherever its store was. The same DataFrame as the
+            store of a sweep whose workers shared it.
 
     Returns:
         The fixed metric columns first, then config columns (``finetune.lr``...) sorted.
@@ -267,7 +281,10 @@ def load_results(path: str | os.PathLike | None = None, *, strict: bool = False)
         >>> df = load_results("results")  # doctest: +SKIP
         >>> df.groupby("method").sparsity.max()  # doctest: +SKIP
     """
-    table = _read_folder(_existing(path) / "trials", _ROW_TYPES, strict)
+    if storage is not None or study is not None:
+        table = _combine(_study_tables(storage, study, "row"), _ROW_TYPES, strict)
+    else:
+        table = _read_folder(_existing(path) / "trials", _ROW_TYPES, strict)
     if table is None:
         return pd.DataFrame(columns=list(METRIC_COLUMNS))
     if "started_at" in table.column_names:
@@ -280,14 +297,26 @@ def load_results(path: str | os.PathLike | None = None, *, strict: bool = False)
     return df
 
 
-def load_layers(path: str | os.PathLike | None = None, *, strict: bool = False) -> pd.DataFrame:
+def load_layers(
+    path: str | os.PathLike | None = None,
+    *,
+    strict: bool = False,
+    storage: Any = None,
+    study: str | None = None,
+) -> pd.DataFrame:
     """Per-layer sparsity of every trial: ``trial_key, layer, param, numel, nonzero, in_scope,
     amount`` (the amount the layer was pruned with; missing out of scope and in older stores).
 
     Args:
         path: The store folder (default ``results`` in the current folder).
         strict: Raise on a damaged or foreign file instead of skipping it with a warning.
+        storage, study: Read them from an Optuna study's storage instead (`load_results`).
     """
+    if storage is not None or study is not None:
+        layers = _combine(_study_tables(storage, study, "layers"), _LAYER_TYPES, strict)
+        if layers is None:
+            return pd.DataFrame(columns=list(LAYER_COLUMNS))
+        return _to_pandas(layers)
     root = _existing(path)
     layers = _read_folder(root / "layers", _LAYER_TYPES, strict)
     if layers is None:
@@ -296,6 +325,49 @@ def load_layers(path: str | os.PathLike | None = None, *, strict: bool = False) 
     keys = pa.array([], _TEXT) if trials is None else trials["trial_key"].combine_chunks()
     # A trial killed between its two files leaves layers without a row: not part of the store.
     return _to_pandas(layers.filter(pc.is_in(layers["trial_key"], value_set=keys)))
+
+
+def read_layers(path: str | os.PathLike, row_id: str) -> list[dict[str, Any]]:
+    """The per-layer rows stored with row ``row_id`` (none when it has none)."""
+    table = _read_file(Path(path) / "layers" / f"{row_id}.parquet", strict=False)
+    return [] if table is None else table.to_pylist()
+
+
+def encode_rows(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as JSON text that `decode_rows` reads back with their types (times included):
+    how a row travels in an Optuna trial's user attributes."""
+    return json.dumps([dict(r) for r in rows], default=_json_value, allow_nan=True)
+
+
+def decode_rows(text: str) -> list[dict[str, Any]]:
+    return json.loads(text, object_hook=_from_json)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return {"$datetime": value.isoformat()}
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def _from_json(node: dict[str, Any]) -> Any:
+    if set(node) == {"$datetime"}:
+        return dt.datetime.fromisoformat(node["$datetime"])
+    return node
+
+
+def _study_tables(storage: Any, study: str | None, attr: str) -> Iterator[tuple[str, pa.Table]]:
+    """Each trial's rows of user attribute ``attr`` (``row`` or ``layers``) as a table typed as
+    its file in a store would be, with the row's name, in trial order."""
+    from sweep.search._rows import study_rows
+
+    for label, rows in study_rows(storage, study, attr):
+        table = pa.Table.from_pylist([{k: _scalar(v) for k, v in r.items()} for r in rows])
+        # through Parquet, as a store's file goes: the same types come back
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        yield label, pq.read_table(pa.BufferReader(buffer.getvalue()))
 
 
 def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
@@ -403,18 +475,25 @@ def _read_folder(
     strict: bool,
     columns: list[str] | None = None,
 ) -> pa.Table | None:
-    """Every file's rows, one type per column; ``None`` when there are no files.
+    """Every file's rows, one type per column; ``None`` when there are no files."""
+    tables = ((file, _read_file(file, strict, columns)) for file in _listing(folder))
+    return _combine(((f, t) for f, t in tables if t is not None), types, strict)
 
-    Files are grouped by schema, and the types unified and cast once per group: per-file work
-    is the read and parse alone, whatever the number of rows.
+
+def _combine(
+    tables: Iterable[tuple[Any, pa.Table]], types: Mapping[str, pa.DataType | str], strict: bool
+) -> pa.Table | None:
+    """The tables (each with what it came from) as one, one type per column; ``None`` when
+    there are none.
+
+    Tables are grouped by schema, and the types unified and cast once per group: per-table
+    work is the read and parse alone, whatever the number of rows.
     """
-    groups: dict[bytes, list[tuple[Path, pa.Table]]] = {}
-    for file in _listing(folder):
-        table = _read_file(file, strict, columns)
-        if table is not None:
-            # the serialized schema: hashing pa.Schema itself costs more than parsing the file
-            key = table.schema.serialize().to_pybytes()
-            groups.setdefault(key, []).append((file, table))
+    groups: dict[bytes, list[tuple[Any, pa.Table]]] = {}
+    for source, table in tables:
+        # the serialized schema: hashing pa.Schema itself costs more than parsing the file
+        key = table.schema.serialize().to_pybytes()
+        groups.setdefault(key, []).append((source, table))
     if not groups:
         return None
     schema = _unify([files[0][1].schema for files in groups.values()], types)

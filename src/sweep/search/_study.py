@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import re
 import socket
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from sweep._files import locked
 from sweep.errors import ConfigError
@@ -42,6 +46,10 @@ class StudySettings:
     pruner: Mapping[str, Any]
     max_failures: int
     space: SearchSpace
+    # RDB storages: seconds between a running trial's heartbeats, and without one before the
+    # trial counts as dead (Optuna's own names); None: no heartbeat
+    heartbeat_interval: int | None = None
+    grace_period: int | None = None
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any], space: SearchSpace) -> StudySettings:
@@ -58,6 +66,8 @@ class StudySettings:
             pruner=dict(node.get("pruner") or {"name": "none"}),
             max_failures=node.get("max_failures"),
             space=space,
+            heartbeat_interval=node.get("heartbeat_interval"),
+            grace_period=node.get("grace_period"),
         )
         settings.check()
         return settings
@@ -80,6 +90,25 @@ class StudySettings:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{where}.{key}={value!r}; accepted: an int >= 1")
+        for key in ("heartbeat_interval", "grace_period"):
+            value = getattr(self, key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ConfigError(
+                    f"{where}.{key}={value!r}; accepted: an int >= 1 (seconds) or null"
+                )
+        if self.grace_period is not None and self.heartbeat_interval is None:
+            raise ConfigError(
+                f"{where}.grace_period={self.grace_period} without a heartbeat_interval; "
+                "accepted: both, or heartbeat_interval alone (grace_period: twice it)"
+            )
+        if self.grace_period is not None and self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(
+                f"{where}.grace_period={self.grace_period} is not longer than heartbeat_interval="
+                f"{self.heartbeat_interval}: live trials would be failed; accepted: a grace_period "
+                "longer than the interval"
+            )
         if not self.objectives:
             raise ConfigError(
                 f"{where}.objectives is empty; accepted: metric columns such as acc_finetuned"
@@ -124,9 +153,23 @@ class StudySettings:
         make_pruner(self.pruner)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(
+    url: str,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    on_stale: Any = None,
+) -> optuna.storages.BaseStorage:
     """An Optuna storage from a database URL (``sqlite:///...``, ``postgresql://...``,
-    ``mysql://...``) or, for anything without ``://``, a journal file path."""
+    ``mysql://...``) or, for anything without ``://``, a journal file path.
+
+    On a database, ``heartbeat_interval`` turns on Optuna's heartbeat: a trial with no heartbeat
+    for ``grace_period`` seconds is stale, and `optuna.storages.fail_stale_trials` fails it and
+    calls ``on_stale(study, frozen_trial)``. Journal files have no heartbeat."""
+    heartbeat = {}
+    if heartbeat_interval is not None:
+        heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
+        if on_stale is not None:
+            heartbeat[_STALE_CALLBACK] = on_stale
     try:
         if "://" not in url:
             from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -147,10 +190,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             engine_kwargs = {"connect_args": {"timeout": 60}}
             with locked(database.with_name(f".{database.name}.lock")):
                 return _retry_schema_race(
-                    lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+                    lambda: _rdb_storage(url, engine_kwargs=engine_kwargs, **heartbeat)
                 )
         return _retry_schema_race(
-            lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            lambda: _rdb_storage(url, engine_kwargs=engine_kwargs, **heartbeat)
         )
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -158,6 +201,64 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             f"hydra.sweeper.storage={mask_password(url)!r} cannot be opened ({reason}); accepted: "
             "sqlite:///file.db, postgresql://user:pass@host/db, mysql://..., or a journal file path"
         ) from None
+
+
+def _rdb_storage(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():  # the heartbeat is experimental since Optuna 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, **kwargs)
+
+
+# Optuna 4.x calls it failed_trial_callback, 5.x heartbeat_stale_trial_callback
+_STALE_CALLBACK = (
+    "heartbeat_stale_trial_callback"
+    if "heartbeat_stale_trial_callback"
+    in inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    else "failed_trial_callback"
+)
+
+
+@contextmanager
+def study_lock(storage: optuna.storages.BaseStorage, url: str, study_name: str) -> Iterator[None]:
+    """Hold the study's lock, kept where the study is, so that workers need share nothing else:
+    a PostgreSQL advisory lock or a MySQL named lock (released by the server when a holder's
+    connection dies), a file lock beside a SQLite database or a journal file (one machine,
+    or a file system every worker sees).
+
+    Asking for a trial within the budget, registering a worker and recovering dead workers'
+    trials happen under it, so the budget is never overshot however many workers ask.
+    """
+    digest = hashlib.sha256(f"prune-sweep:{study_name}".encode()).digest()
+    engine = getattr(storage, "engine", None)
+    dialect = engine.dialect.name if engine is not None else None
+    if dialect in ("postgresql", "mysql"):
+        from sqlalchemy import text
+
+        if dialect == "postgresql":
+            key = {"k": int.from_bytes(digest[:8], "big", signed=True)}
+            take, release = "SELECT pg_advisory_lock(:k)", "SELECT pg_advisory_unlock(:k)"
+        else:
+            key = {"k": f"prune-sweep-{digest.hex()[:40]}"}
+            take, release = "SELECT GET_LOCK(:k, -1)", "SELECT RELEASE_LOCK(:k)"
+        with engine.connect() as connection:
+            connection.execute(text(take), key)
+            try:
+                yield
+            finally:
+                connection.execute(text(release), key)
+        return
+    if "://" not in url:
+        file = Path(url).expanduser().resolve()
+    elif url.startswith("sqlite:///"):
+        file = Path(url.removeprefix("sqlite:///")).expanduser().resolve()
+    else:
+        raise ConfigError(
+            f"hydra.sweeper.storage={mask_password(url)!r}: no lock for this storage; accepted: "
+            "postgresql://, mysql://, sqlite:/// or a journal file path"
+        )
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with locked(file.with_name(f".{file.name}.{digest.hex()[:16]}.lock")):
+        yield
 
 
 def _retry_schema_race(open_rdb, attempts: int = 5):
@@ -258,13 +359,26 @@ def _process_start(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])  # field 22: start time in clock ticks
 
 
+# A study user attribute per trial failed as stale: the trial itself is finished by then, and
+# Optuna refuses to change a finished trial's attributes.
+STALE_PREFIX = "interrupted-"
+
+
+def stale_trials(study: optuna.Study) -> dict[int, str]:
+    """Trial number -> why, for the trials failed because their heartbeat stopped."""
+    attrs = study.user_attrs
+    return {int(k[len(STALE_PREFIX) :]): v for k, v in attrs.items() if k.startswith(STALE_PREFIX)}
+
+
+def interrupted(trial: FrozenTrial, stale: Mapping[int, str]) -> bool:
+    """Whether ``trial`` failed because its worker died (it uses no budget: it runs again)."""
+    return trial.state == TrialState.FAIL and (
+        bool(trial.user_attrs.get("interrupted")) or trial.number in stale
+    )
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that use up the budget: finished ones (bar interrupted ones) and running ones."""
-    n = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.WAITING:
-            continue
-        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted"):
-            continue
-        n += 1
-    return n
+    stale = stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    return sum(1 for t in trials if t.state != TrialState.WAITING and not interrupted(t, stale))

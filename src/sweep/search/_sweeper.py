@@ -17,8 +17,13 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +34,36 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from sweep._files import locked
 from sweep.cli import WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
 from sweep.search._layerwise import layer_params
+from sweep.search._rows import failed_row
 from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
+    STALE_PREFIX,
     STORAGE_ENV,
     StudySettings,
     counted_trials,
     create_study,
+    interrupted,
     is_dead,
     make_sampler,
     open_storage,
+    stale_trials,
+    study_lock,
     worker_identity,
 )
-from sweep.store import DEFAULT_PATH, clean, load_results, read_row, row_id, write_trial
+from sweep.store import (
+    DEFAULT_PATH,
+    clean,
+    encode_rows,
+    load_results,
+    read_layers,
+    read_row,
+    row_id,
+    write_trial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +103,22 @@ class OptunaSweep:
             # in-process jobs and helpers read the real URL here; nothing written holds it
             os.environ[STORAGE_ENV] = settings.storage
             _scrub_storage(self.config, settings.storage)
-            storage = open_storage(settings.storage)
+            store = Path(self.config.store.path)
+            storage = open_storage(
+                settings.storage,
+                settings.heartbeat_interval,
+                settings.grace_period,
+                on_stale=partial(requeue_stale, store=store, settings=settings),
+            )
             worker = int(os.environ.get(WORKER_ENV, "0"))
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             study = create_study(settings, storage, seed_offset=0)
-            check_unchanged(study, settings, fixed)
+            lock = partial(study_lock, storage, settings.storage, settings.study_name)
+            with lock():
+                check_unchanged(study, settings, fixed)
         except ConfigError as e:
             fail(str(e))
-        store = Path(self.config.store.path)
-        offset = register_worker(study, settings, store)
+        offset = register_worker(study, lock)
         study.sampler = make_sampler(settings.sampler, settings.space, seed_offset=offset)
         clean(store)  # what killed writers left behind more than an hour ago
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -104,7 +129,7 @@ class OptunaSweep:
         if worker == 0:
             # under the lock that asks are made under: workers restarted together recover
             # each dead trial once, and no worker asks while a trial is being requeued
-            with locked(store / f".optuna-{settings.study_name}.lock"):
+            with lock():
                 recovered = recover_interrupted(study, storage, store, settings)
             if recovered:
                 print(
@@ -116,7 +141,7 @@ class OptunaSweep:
             helpers = []
         try:
             progress = worker == 0 and bool(self.config.progress)
-            results, stop = self._work(study, settings, fixed, store, progress=progress)
+            results, stop = self._work(study, settings, fixed, store, lock, progress=progress)
         finally:
             for i, proc in enumerate(helpers, start=1):
                 if proc.wait() != 0:
@@ -135,7 +160,7 @@ class OptunaSweep:
         loader = self.hydra_context.config_loader
         return study_settings(self.sweeper_cfg, arguments, loader, self.config)
 
-    def _work(self, study, settings: StudySettings, fixed, store: Path, progress: bool):
+    def _work(self, study, settings: StudySettings, fixed, store: Path, lock, progress: bool):
         uid = study.user_attrs["uid"]
         results = []
         bar = tqdm(
@@ -147,8 +172,17 @@ class OptunaSweep:
         with bar:
             while True:
                 bar.update(_finished(study) - bar.n)
-                trial = ask_within_budget(study, settings, store)
+                fail_stale(study)  # trials whose worker stopped beating, on any host
+                if settings.heartbeat_interval:
+                    with lock():  # and those whose worker died before claiming them
+                        recover_interrupted(study, study._storage, store, settings, dead=False)
+                trial = ask_within_budget(study, settings, lock)
                 if trial is None:
+                    if settings.heartbeat_interval and _unfinished(study):
+                        # the budget is spent, but another worker's trial may yet die: wait, so
+                        # that the last worker standing leaves nothing RUNNING
+                        time.sleep(min(settings.heartbeat_interval, 5))
+                        continue
                     break
                 values = settings.space.sample(trial)
                 job_overrides = [
@@ -159,7 +193,8 @@ class OptunaSweep:
                     f"optuna.trial={trial.number}",
                     f"optuna.storage={_quoted(mask_password(settings.storage))}",
                 ]
-                [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
+                with heartbeat(study, trial.number):
+                    [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
                 status, error = tell(study, trial, ret, settings, store)
                 results.append(ret)
                 # in a row across every worker of the study, not only this one's trials
@@ -278,7 +313,7 @@ def _computing(fixed: Sequence[str]) -> dict[str, str]:
     }
 
 
-def register_worker(study: optuna.Study, settings: StudySettings, store: Path) -> int:
+def register_worker(study: optuna.Study, lock: Callable[[], AbstractContextManager]) -> int:
     """Make sure the study has a uid, and return what this worker adds to the sampler's seed.
 
     The uid (a study attribute, made by the first worker) names the study's rows in the store,
@@ -287,10 +322,9 @@ def register_worker(study: optuna.Study, settings: StudySettings, store: Path) -
     configured seed, so a one-worker sweep is reproducible; every later one (a local helper,
     a worker started by hand or by a scheduler, a resume) offsets it by a hash of its own
     process (host, pid, start time), which no other worker shares, so none draws alike.
-    Both are read and written under the store's lock.
+    Both are read and written under the study's lock (`study_lock`).
     """
-    store.mkdir(parents=True, exist_ok=True)
-    with locked(store / f".optuna-{settings.study_name}.lock"):
+    with lock():
         if "uid" not in study.user_attrs:
             study.set_user_attr("uid", uuid.uuid4().hex[:12])
         started = int(study.user_attrs.get("workers_started", 0))
@@ -301,30 +335,122 @@ def register_worker(study: optuna.Study, settings: StudySettings, store: Path) -
     return int.from_bytes(hashlib.sha256(identity).digest()[:4], "big") % 2**31
 
 
-def ask_within_budget(study: optuna.Study, settings: StudySettings, store: Path):
-    """A new trial, or ``None`` when the study's budget is spent (checked under a lock)."""
-    store.mkdir(parents=True, exist_ok=True)
-    with locked(store / f".optuna-{settings.study_name}.lock"):
+def ask_within_budget(
+    study: optuna.Study, settings: StudySettings, lock: Callable[[], AbstractContextManager]
+):
+    """A new trial, or ``None`` when the study's budget is spent, checked and asked under the
+    study's lock (`study_lock`), which lives in the storage: no worker can overshoot it."""
+    with lock():
         if counted_trials(study) >= settings.n_trials:
             return None
-        trial = study.ask()
+        with warnings.catch_warnings():
+            # Optuna warns that heartbeats are meant for Study.optimize; `heartbeat` beats here
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask()
+        _beat(study, trial.number)  # before it is claimed: a claimed trial can go stale
         trial.set_user_attr("worker", worker_identity())
         return trial
+
+
+@contextmanager
+def heartbeat(study: optuna.Study, number: int) -> Iterator[None]:
+    """Record the trial's heartbeat every ``heartbeat_interval`` seconds while the block runs
+    (storages with a heartbeat only), as ``Study.optimize`` does for its own trials."""
+    storage = study._storage
+    interval = _heartbeat_interval(storage)
+    if not interval:
+        yield
+        return
+    trial_id = _trial_id(study, number)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # a database hiccup; the next beat may get through
+                log.warning("heartbeat of trial %d failed", number, exc_info=True)
+
+    storage.record_heartbeat(trial_id)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _heartbeat_interval(storage) -> int | None:
+    return getattr(storage, "get_heartbeat_interval", lambda: None)()
+
+
+def _trial_id(study: optuna.Study, number: int) -> int:
+    storage = study._storage
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def _beat(study: optuna.Study, number: int) -> None:
+    if _heartbeat_interval(study._storage):
+        study._storage.record_heartbeat(_trial_id(study, number))
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail the study's trials whose heartbeat stopped (their worker died, on any host); the
+    storage's callback (`requeue_stale`) records why and queues their parameters again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def requeue_stale(study: optuna.Study, trial, *, store: Path, settings: StudySettings) -> None:
+    """Called by `fail_stale` for each trial it failed: say why, write its failed row, and
+    queue its parameters again (another worker, or this one, runs them)."""
+    worker = trial.user_attrs.get("worker") or {}
+    grace = settings.grace_period or 2 * (settings.heartbeat_interval or 0)  # Optuna's default
+    error = (
+        f"interrupted: worker {worker.get('host', '?')}:{worker.get('pid', '?')} sent no "
+        f"heartbeat for {grace} s; its parameters run again"
+    )
+    # the trial is finished already, and Optuna keeps a finished trial's attributes as they are
+    study.set_user_attr(f"{STALE_PREFIX}{trial.number}", error)
+    write_failed_row(store, study, trial, error)
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    log.warning("trial %d: %s", trial.number, error)
 
 
 def tell(
     study: optuna.Study, trial, ret, settings: StudySettings, store: Path
 ) -> tuple[TrialState, str]:
-    """Tell the study what the job stored, or why it raised (then the store gets a row too)."""
+    """Tell the study what the job stored, or why it raised (then the store gets a row too).
+
+    The row and its layers also go to the study, as the trial's user attribute ``row``
+    (`sweep.load_results(storage=..., study=...)`), so that workers on machines with separate
+    disks lose nothing. A trial failed meanwhile as stale (its heartbeat missed the grace
+    period) stays failed: its parameters were queued again.
+    """
     try:
-        row = ret.return_value
-    except Exception as e:  # bad input only this combination has (an interval's value)
-        error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        trial.set_user_attr("error", error)
-        write_failed_row(store, study, trial, error)
-        study.tell(trial, state=TrialState.FAIL)
+        try:
+            row = ret.return_value
+        except Exception as e:  # bad input only this combination has (an interval's value)
+            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            trial.set_user_attr("error", error)
+            write_failed_row(store, study, trial, error)
+            trial.set_user_attr("row", encode_rows([failed_row(study, trial, error)]))
+            study.tell(trial, state=TrialState.FAIL)
+            return TrialState.FAIL, error
+        rid = row_id(None, study.study_name, trial.number, study.user_attrs.get("uid"))
+        layers = read_layers(store, rid)
+        trial.set_user_attr(
+            "row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}])
+        )
+        trial.set_user_attr("layers", encode_rows(layers))
+        return tell_row(study, trial.number, row, settings, trial.set_user_attr)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        error = "failed as stale while it ran (no heartbeat within the grace period)"
+        log.warning("trial %d %s; its parameters were queued again", trial.number, error)
         return TrialState.FAIL, error
-    return tell_row(study, trial.number, row, settings, trial.set_user_attr)
 
 
 def write_failed_row(store: Path, study: optuna.Study, trial, error: str) -> None:
@@ -333,30 +459,16 @@ def write_failed_row(store: Path, study: optuna.Study, trial, error: str) -> Non
     rid = row_id(None, study.study_name, trial.number, uid)
     if read_row(store, rid) is not None:
         return
-    write_trial(
-        store,
-        {
-            "trial_key": trial.user_attrs.get("trial_key"),
-            "status": "failed",
-            "error": error,
-            "method": trial.params.get("method"),
-            "amount": trial.params.get("amount"),
-            "started_at": trial.datetime_start,
-            **trial.params,
-            "optuna.study": study.study_name,
-            "optuna.uid": uid,
-            "optuna.trial": trial.number,
-        },
-        row_id=rid,
-    )
+    write_trial(store, failed_row(study, trial, error), row_id=rid)
 
 
 def failures_in_a_row(study: optuna.Study) -> int:
     """How many of the study's last finished trials failed, by the time they finished."""
+    stale = stale_trials(study)
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=_FINISHED)
-        if t.datetime_complete is not None and not t.user_attrs.get("interrupted")
+        if t.datetime_complete is not None and not interrupted(t, stale)
     ]
     done.sort(key=lambda t: t.datetime_complete)
     count = 0
@@ -386,8 +498,11 @@ def tell_row(
     return TrialState.FAIL, error
 
 
-def recover_interrupted(study: optuna.Study, storage, store: Path, settings: StudySettings) -> int:
-    """Fail (in study and store) and requeue trials whose worker on this host has died.
+def recover_interrupted(
+    study: optuna.Study, storage, store: Path, settings: StudySettings, *, dead: bool = True
+) -> int:
+    """Fail (in study and store) and requeue trials whose worker on this host has died
+    (``dead``), and trials no worker claimed within `UNCLAIMED_AFTER` (any host).
 
     A trial whose row reached the store before the worker died is told from that row instead.
     """
@@ -401,7 +516,7 @@ def recover_interrupted(study: optuna.Study, storage, store: Path, settings: Stu
             if not (t.datetime_start and now - t.datetime_start > UNCLAIMED_AFTER):
                 continue
             error = "interrupted: its worker died before it started the trial"
-        elif is_dead(worker):
+        elif dead and is_dead(worker):
             error = f"interrupted: worker {worker['host']}:{worker['pid']} died while the trial ran"
         else:
             continue
@@ -441,11 +556,9 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
     title = "Pareto front" if settings.multi_objective else "best trial"
     pairs = list(zip(settings.objectives, settings.directions, strict=True))
     goals = ", ".join(f"{d} {o}" for o, d in pairs)
-    df = load_results(store)
-    uid = study.user_attrs.get("uid")
-    ours = (df["optuna.study"] == settings.study_name) & (df.get("optuna.uid") == uid)
-    df = df[ours].drop_duplicates("optuna.trial", keep="last")
-    df = df.set_index("optuna.trial").loc[[t.number for t in best]]
+    df = _study_rows(study, store)
+    df = df.drop_duplicates("optuna.trial", keep="last").set_index("optuna.trial")
+    df = df.reindex([t.number for t in best])
     columns = ["trial_key", "method", "amount", "sparsity", "acc_finetuned", *settings.objectives]
     first, direction = pairs[0]
     table = df[list(dict.fromkeys(columns))].sort_values(first, ascending=direction == "minimize")
@@ -457,6 +570,17 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
         path = "" if str(store) == DEFAULT_PATH else f", path={str(store)!r}"
         text += f"\nload a trial's pruned model: sweep.load_model({key!r}{path})"
     return text
+
+
+def _study_rows(study: optuna.Study, store: Path):
+    """The study's rows: from the study itself (every worker's, whatever disk it wrote to),
+    or from the local store for a study whose trials hold none (written before they did)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if any("row" in t.user_attrs for t in done):
+        return load_results(storage=study._storage, study=study.study_name)
+    df = load_results(store)
+    uid = study.user_attrs.get("uid")
+    return df[(df["optuna.study"] == study.study_name) & (df.get("optuna.uid") == uid)]
 
 
 def _scrub_storage(config: DictConfig, url: str) -> None:
@@ -497,12 +621,16 @@ def _param_from_sweep(o) -> dict[str, Any]:
     )
 
 
+def _unfinished(study: optuna.Study) -> bool:
+    """Whether any trial of the study is RUNNING or WAITING (queued again)."""
+    states = (TrialState.RUNNING, TrialState.WAITING)
+    return bool(study.get_trials(deepcopy=False, states=states))
+
+
 def _finished(study: optuna.Study) -> int:
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=_FINISHED)
-        if not t.user_attrs.get("interrupted")
-    )
+    stale = stale_trials(study)
+    trials = study.get_trials(deepcopy=False, states=_FINISHED)
+    return sum(1 for t in trials if not interrupted(t, stale))
 
 
 def _threads(n_jobs: int) -> int:

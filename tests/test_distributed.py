@@ -1,0 +1,169 @@
+"""Sweeps whose workers share only the database: heartbeats, a budget kept in the storage, rows
+in the study."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from sweep import load_layers, load_results
+from sweep.errors import ConfigError
+from sweep.search import SearchSpace, StudySettings
+from tests.conftest import FAST, run_cli
+
+OPTUNA_FAST = [*FAST, "finetune.epochs=1"]
+
+
+def _sweep(tmp_path, *args: str, threads: int | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "sweep", "-m", "search=tradeoff", *OPTUNA_FAST, *args]
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    if threads is not None:  # many workers on few cores: one torch thread each
+        env["SWEEP_THREADS"] = str(threads)
+    return subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_rows_reach_the_study_and_read_back_as_the_store_has_them(tmp_path):
+    result = run_cli(
+        "-m", "search=tradeoff", "hydra.sweeper.n_trials=3", *OPTUNA_FAST, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    storage = f"sqlite:///{tmp_path}/results/optuna.db"
+    store = tmp_path / "results"
+    pd.testing.assert_frame_equal(
+        load_results(storage=storage, study="tradeoff"), load_results(store)
+    )
+    pd.testing.assert_frame_equal(
+        load_layers(storage=storage, study="tradeoff"), load_layers(store).reset_index(drop=True)
+    )
+    with pytest.raises(ConfigError, match="study='nope' is not in this storage; studies there: "):
+        load_results(storage=storage, study="nope")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"grace_period": 5}, "grace_period=5 without a heartbeat_interval"),
+        (
+            {"heartbeat_interval": 10, "grace_period": 10},
+            "grace_period=10 is not longer than heartbeat_interval=10",
+        ),
+        ({"heartbeat_interval": 0}, "heartbeat_interval=0; accepted: an int >= 1 (seconds)"),
+    ],
+)
+def test_bad_heartbeat_settings(changes, message):
+    node = {
+        "study_name": "s",
+        "storage": "sqlite:///x.db",
+        "n_trials": 3,
+        "n_jobs": 1,
+        "objectives": ["acc_finetuned"],
+        "directions": ["maximize"],
+        "max_failures": 3,
+        **changes,
+    }
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        StudySettings.from_config(node, SearchSpace.from_config({"amount": {"low": 0, "high": 1}}))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_is_recovered_by_one_still_running(tmp_path):
+    """No restart: the survivor fails the dead worker's trial when its heartbeat stops, runs
+    its parameters again, and waits for it before exiting; nothing is left RUNNING."""
+    storage = f"sqlite:///{tmp_path}/results/optuna.db"
+    args = [
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=3",
+        "finetune.epochs=30",  # trials of a few seconds: long enough to die in one
+    ]
+    survivor = _sweep(tmp_path, *args)
+    victim = _sweep(tmp_path, *args)
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            study = optuna.load_study(study_name="tradeoff", storage=storage)
+        except Exception:  # the database or the study is not there yet
+            continue
+        trials = study.get_trials(deepcopy=False)
+        pids = {(t.user_attrs.get("worker") or {}).get("pid") for t in trials}
+        if survivor.pid not in pids:
+            continue  # both sweeps past their start (which recovers dead same-host trials)
+        for t in trials:
+            if (
+                t.state == TrialState.RUNNING
+                and t.user_attrs.get("worker", {}).get("pid") == victim.pid
+            ):
+                os.kill(victim.pid, signal.SIGKILL)
+                killed = t.number
+                break
+    assert killed is not None, "the second worker never ran a trial"
+    victim.wait()
+    _, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+
+    study = optuna.load_study(study_name="tradeoff", storage=storage)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    dead = study.trials[killed]
+    error = study.user_attrs[f"interrupted-{killed}"]
+    assert dead.state == TrialState.FAIL
+    assert error.startswith("interrupted: worker ")
+    assert f":{victim.pid} sent no heartbeat for 3 s; its parameters run again" in error
+    [retry] = [t for t in study.trials if t.user_attrs.get("retry_of") == killed]
+    assert retry.state == TrialState.COMPLETE and retry.params == dead.params
+    counted = [t for t in study.trials if t.number != killed]
+    assert len(counted) == 6 and all(t.state == TrialState.COMPLETE for t in counted)
+    df = load_results(tmp_path / "results")
+    assert sorted(df["optuna.trial"]) == sorted(t.number for t in study.trials)
+    assert df.set_index("optuna.trial").loc[killed, ["status", "error"]].tolist() == [
+        "failed",
+        error,
+    ]
+    pd.testing.assert_frame_equal(load_results(storage=storage, study="tradeoff"), df)
+
+
+@pytest.mark.slow
+def test_eight_workers_with_separate_disks_share_a_postgresql_study(tmp_path, postgres_url):
+    """Optuna's own scale, the database the only shared thing: each worker has its own store
+    (as on machines with separate disks); 160 trials, no more, none twice, none left RUNNING,
+    and the study's rows are the union of the stores."""
+    workers = [
+        _sweep(
+            tmp_path,
+            f"hydra.sweeper.storage={postgres_url}",
+            "hydra.sweeper.study_name=scale",
+            "hydra.sweeper.n_trials=160",
+            "hydra/sweeper/sampler=random",
+            f"store.path=store-{i}",
+            "store.models=none",
+            "latency.repeats=1",
+            threads=1,
+        )
+        for i in range(8)
+    ]
+    outs = [w.communicate(timeout=1200) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 8, [err for _, err in outs]
+
+    study = optuna.load_study(study_name="scale", storage=postgres_url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 160
+    stores = [load_results(tmp_path / f"store-{i}") for i in range(8)]
+    assert sum(len(s) > 0 for s in stores) >= 2  # the work was shared
+    union = pd.concat(stores).sort_values("optuna.trial")
+    assert list(union["optuna.trial"]) == list(range(160))  # each trial once, in one store
+    rows = load_results(storage=postgres_url, study="scale")
+    assert sorted(rows["optuna.trial"]) == list(range(160))
+    assert (rows["status"] == "complete").all()
+    assert set(rows["trial_key"]) == set(union["trial_key"])
