@@ -13,6 +13,7 @@ import time
 import optuna
 import pandas as pd
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from sweep import load_layers, load_results
@@ -48,6 +49,9 @@ def test_rows_reach_the_study_and_read_back_as_the_store_has_them(tmp_path):
     )
     with pytest.raises(ConfigError, match="study='nope' is not in this storage; studies there: "):
         load_results(storage=storage, study="nope")
+    rows = load_results(store)
+    if not torch.cuda.is_available():
+        assert rows["gpu"].isna().all() and (rows["device"] == "cpu").all()
 
 
 @pytest.mark.parametrize(
@@ -167,3 +171,32 @@ def test_eight_workers_with_separate_disks_share_a_postgresql_study(tmp_path, po
     assert sorted(rows["optuna.trial"]) == list(range(160))
     assert (rows["status"] == "complete").all()
     assert set(rows["trial_key"]) == set(union["trial_key"])
+
+
+def test_local_workers_spread_over_the_visible_gpus():
+    from sweep.search._study import gpu_for_worker
+
+    assert [gpu_for_worker(i, 4) for i in range(6)] == [0, 1, 2, 3, 0, 1]
+    assert gpu_for_worker(3, 0) is None  # no GPU: the trial's own device
+
+
+def test_n_jobs_auto_is_workers_per_gpu_times_the_gpus():
+    from sweep.search._study import visible_gpus
+
+    node = {
+        "study_name": "s",
+        "storage": "sqlite:///x.db",
+        "n_trials": 3,
+        "objectives": ["acc_finetuned"],
+        "directions": ["maximize"],
+        "max_failures": 3,
+    }
+    space = SearchSpace.from_config({"amount": {"low": 0, "high": 1}})
+    settings = StudySettings.from_config({**node, "n_jobs": "auto", "workers_per_gpu": 2}, space)
+    assert settings.n_jobs == max(1, 2 * visible_gpus())
+    with pytest.raises(ConfigError, match=re.escape("workers_per_gpu=0; accepted: an int >= 1")):
+        StudySettings.from_config({**node, "n_jobs": 1, "workers_per_gpu": 0}, space)
+    with pytest.raises(
+        ConfigError, match=re.escape("n_jobs='many'; accepted: an int >= 1, or auto")
+    ):
+        StudySettings.from_config({**node, "n_jobs": "many"}, space)

@@ -90,6 +90,7 @@ METRIC_COLUMNS = (
     "amount",
     "seed",
     "device",
+    "gpu",
     "acc_dense",
     "acc_pruned",
     "acc_recalibrated",
@@ -126,6 +127,7 @@ LABEL_COLUMNS = frozenset(
         "method",
         "schedule",
         "device",
+        "gpu",
         "started_at",
         "compacted",
         "recalibrated",
@@ -144,7 +146,7 @@ _NUMBER = "int64, or float64 when ints and floats mix"
 # The type every reader gives a fixed column, whatever type a file holds.
 _ROW_TYPES: dict[str, pa.DataType | str] = {
     **dict.fromkeys(
-        ("trial_key", "status", "error", "model", "dataset", "method", "schedule", "device"),
+        ("trial_key", "status", "error", "model", "dataset", "method", "schedule", "device", "gpu"),
         _TEXT,
     ),
     "amount": _NUMBER,

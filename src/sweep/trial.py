@@ -316,6 +316,7 @@ def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, 
         "skipped_layers": ", ".join(nm_skipped(plan.model, plan.method, plan.scope)) or None,
         "seed": cfg.seed,
         "device": str(plan.device),
+        "gpu": torch.cuda.get_device_name(plan.device) if plan.device.type == "cuda" else None,
         "started_at": started_at,
         **_versions(),
     }

@@ -50,6 +50,8 @@ class StudySettings:
     # trial counts as dead (Optuna's own names); None: no heartbeat
     heartbeat_interval: int | None = None
     grace_period: int | None = None
+    # local workers per visible GPU: what n_jobs=auto starts (each worker pinned to one GPU)
+    workers_per_gpu: int = 1
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any], space: SearchSpace) -> StudySettings:
@@ -59,7 +61,7 @@ class StudySettings:
             study_name=str(node.get("study_name") or ""),
             storage=str(node.get("storage") or ""),
             n_trials=node.get("n_trials"),
-            n_jobs=node.get("n_jobs"),
+            n_jobs=_n_jobs(node.get("n_jobs"), node.get("workers_per_gpu", 1)),
             objectives=objectives,
             directions=directions,
             sampler=dict(node.get("sampler") or {"name": "tpe"}),
@@ -68,6 +70,7 @@ class StudySettings:
             space=space,
             heartbeat_interval=node.get("heartbeat_interval"),
             grace_period=node.get("grace_period"),
+            workers_per_gpu=node.get("workers_per_gpu", 1),
         )
         settings.check()
         return settings
@@ -86,10 +89,11 @@ class StudySettings:
             )
         if not self.storage:
             raise ConfigError(f"{where}.storage is empty; accepted: a database URL or a file path")
-        for key in ("n_trials", "n_jobs", "max_failures"):
+        for key in ("n_trials", "n_jobs", "max_failures", "workers_per_gpu"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{where}.{key}={value!r}; accepted: an int >= 1")
+                accepted = "an int >= 1" + (", or auto" if key == "n_jobs" else "")
+                raise ConfigError(f"{where}.{key}={value!r}; accepted: {accepted}")
         for key in ("heartbeat_interval", "grace_period"):
             value = getattr(self, key)
             if value is not None and (
@@ -151,6 +155,33 @@ class StudySettings:
             )
         make_sampler(self.sampler, self.space, seed_offset=0)  # bad kwargs fail now
         make_pruner(self.pruner)
+
+
+def visible_gpus() -> int:
+    """How many CUDA GPUs this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_for_worker(worker: int, gpus: int) -> int | None:
+    """The GPU local worker ``worker`` (0 for the first) runs on: spread round-robin over the
+    ``gpus`` visible ones, so that every GPU gets a worker before any gets two.
+
+    Example:
+        >>> [gpu_for_worker(i, 2) for i in range(5)], gpu_for_worker(0, 0)
+        ([0, 1, 0, 1, 0], None)
+    """
+    return worker % gpus if gpus else None
+
+
+def _n_jobs(value: Any, workers_per_gpu: Any) -> Any:
+    """``auto``: ``workers_per_gpu`` workers per visible GPU, one without a GPU."""
+    if value != "auto":
+        return value
+    if isinstance(workers_per_gpu, bool) or not isinstance(workers_per_gpu, int):
+        return value  # refused by check()
+    return max(1, visible_gpus() * workers_per_gpu)
 
 
 def open_storage(

@@ -46,12 +46,14 @@ from sweep.search._study import (
     StudySettings,
     counted_trials,
     create_study,
+    gpu_for_worker,
     interrupted,
     is_dead,
     make_sampler,
     open_storage,
     stale_trials,
     study_lock,
+    visible_gpus,
     worker_identity,
 )
 from sweep.store import (
@@ -141,7 +143,8 @@ class OptunaSweep:
             helpers = []
         try:
             progress = worker == 0 and bool(self.config.progress)
-            results, stop = self._work(study, settings, fixed, store, lock, progress=progress)
+            pin = self._gpu(worker)
+            results, stop = self._work(study, settings, [*fixed, *pin], store, lock, progress)
         finally:
             for i, proc in enumerate(helpers, start=1):
                 if proc.wait() != 0:
@@ -159,6 +162,14 @@ class OptunaSweep:
     def _settings(self, arguments: Sequence[str]) -> tuple[StudySettings, list[str]]:
         loader = self.hydra_context.config_loader
         return study_settings(self.sweeper_cfg, arguments, loader, self.config)
+
+    def _gpu(self, worker: int) -> list[str]:
+        """``device=cuda:K`` for this worker's jobs: local workers spread over the visible GPUs
+        (`gpu_for_worker`), when the trial's device is ``auto`` or ``cuda``."""
+        if str(self.config.device) not in ("auto", "cuda"):
+            return []
+        gpu = gpu_for_worker(worker, visible_gpus())
+        return [] if gpu is None else [f"device=cuda:{gpu}"]
 
     def _work(self, study, settings: StudySettings, fixed, store: Path, lock, progress: bool):
         uid = study.user_attrs["uid"]
