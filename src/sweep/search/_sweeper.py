@@ -182,7 +182,8 @@ class OptunaSweep:
         )
         with bar:
             while True:
-                bar.update(_finished(study) - bar.n)
+                if progress:  # counting the study's trials is a storage round trip
+                    bar.update(_finished(study) - bar.n)
                 fail_stale(study)  # trials whose worker stopped beating, on any host
                 if settings.heartbeat_interval:
                     with lock():  # and those whose worker died before claiming them
@@ -216,7 +217,8 @@ class OptunaSweep:
                         f"stopped after {failures} failed trials in a row "
                         f"(hydra.sweeper.max_failures={settings.max_failures}); last: {error}"
                     )
-            bar.update(_finished(study) - bar.n)
+            if progress:
+                bar.update(_finished(study) - bar.n)
         return results, None
 
     def _spawn_workers(self, count: int, sweep_dir: Path) -> list[subprocess.Popen]:
@@ -366,7 +368,8 @@ def ask_within_budget(
 @contextmanager
 def heartbeat(study: optuna.Study, number: int) -> Iterator[None]:
     """Record the trial's heartbeat every ``heartbeat_interval`` seconds while the block runs
-    (storages with a heartbeat only), as ``Study.optimize`` does for its own trials."""
+    (storages with a heartbeat only), as ``Study.optimize`` does for its own trials; the first
+    was recorded when the trial was asked (`ask_within_budget`)."""
     storage = study._storage
     interval = _heartbeat_interval(storage)
     if not interval:
@@ -382,7 +385,6 @@ def heartbeat(study: optuna.Study, number: int) -> Iterator[None]:
             except Exception:  # a database hiccup; the next beat may get through
                 log.warning("heartbeat of trial %d failed", number, exc_info=True)
 
-    storage.record_heartbeat(trial_id)
     thread = threading.Thread(target=beat, name=f"heartbeat-{number}", daemon=True)
     thread.start()
     try:
@@ -537,12 +539,15 @@ def recover_interrupted(
             storage.set_trial_user_attr(trial_id, key, value)
 
         row = read_row(store, row_id(None, study.study_name, t.number, study.user_attrs.get("uid")))
-        if row is not None:
-            tell_row(study, t.number, row, settings, set_attr)
-            continue
-        set_attr("interrupted", True)
-        set_attr("error", error)
-        study.tell(t.number, state=TrialState.FAIL)
+        try:
+            if row is not None:
+                tell_row(study, t.number, row, settings, set_attr)
+                continue
+            set_attr("interrupted", True)
+            set_attr("error", error)
+            study.tell(t.number, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # failed meanwhile as stale by another worker, which requeued it
         write_failed_row(store, study, t, error)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         requeued += 1
