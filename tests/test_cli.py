@@ -55,6 +55,30 @@ def test_default_trial_then_another_method_reuses_the_baseline(tmp_path):
     ]
 
 
+def test_the_trial_line_names_per_layer_amounts():
+    from sweep.cli import summary
+
+    row = {
+        "method": "l1_unstructured",
+        "amount": 0.0,
+        "status": "complete",
+        "sparsity": 0.5,
+        "acc_dense": 0.9,
+        "acc_pruned": 0.8,
+        "acc_finetuned": 0.85,
+        "time_total_s": 1.0,
+        "trial_key": "k",
+        "scope.amounts": None,
+    }
+    few = summary({**row, "scope.amounts.block2.conv": 0.52137, "scope.amounts.Linear": 0.1})
+    assert few.startswith(
+        "l1_unstructured amount=0, scope.amounts block2.conv=0.5214, Linear=0.1: complete"
+    )
+    many = summary({**row, **{f"scope.amounts.layer{i}": i / 10 for i in range(1, 6)}})
+    assert many.startswith("l1_unstructured amount=0, 5 scope.amounts from 0.1 to 0.5: complete")
+    assert summary(row).startswith("l1_unstructured amount=0: complete")
+
+
 def test_users_own_method_runs_without_editing_the_package(tmp_path):
     shutil.copy(Path(__file__).parent / "custom_methods.py", tmp_path / "my_methods.py")
     result = run_cli(

@@ -107,6 +107,12 @@ def test_a_layerwise_study_prunes_each_layer_by_its_own_amount(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "study layerwise: 3 trials (3 complete)" in result.stdout
+    # each trial's line names its amounts: its `amount` (0) applies to no layer
+    lines = [ln for ln in result.stdout.splitlines() if ": complete, sparsity" in ln]
+    assert len(lines) == 3
+    assert all(
+        ln.startswith("l1_unstructured amount=0, scope.amounts block2.conv=") for ln in lines
+    )
     df = load_results(tmp_path / "results")
     assert len(df) == 3 and (df["status"] == "complete").all()
     layers = load_layers(tmp_path / "results")

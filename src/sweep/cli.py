@@ -105,6 +105,7 @@ def summary(row: Mapping[str, Any]) -> str:
         if isinstance(amount, float)
         else (f"{row['method']} amount={amount}")
     )
+    head += _per_layer(row)
     if row["status"] == "failed":
         return f"{head}: FAILED: {row['error']} ({row['time_total_s']:.1f} s)"
     stages = ["dense", "pruned", "recalibrated", "finetuned"]
@@ -117,6 +118,23 @@ def summary(row: Mapping[str, Any]) -> str:
         f"accuracy {' -> '.join(shown)} {acc}, {row['time_total_s']:.1f} s "
         f"[trial {row['trial_key']}: {row.get('store_file', 'not stored')}]"
     )
+
+
+def _per_layer(row: Mapping[str, Any]) -> str:
+    """``scope.amounts`` of the row, as the summary shows them: each when there are a few,
+    else their count and range (a per-layer search sets one per layer)."""
+    prefix = "scope.amounts."
+    amounts = {
+        k.removeprefix(prefix): v
+        for k, v in row.items()
+        if k.startswith(prefix) and isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    if not amounts:
+        return ""
+    if len(amounts) <= 3:
+        return ", scope.amounts " + ", ".join(f"{k}={v:.4g}" for k, v in amounts.items())
+    low, high = min(amounts.values()), max(amounts.values())
+    return f", {len(amounts)} scope.amounts from {low:.4g} to {high:.4g}"
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
