@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import importlib.metadata
+import itertools
 import logging
 import math
 import platform
@@ -240,8 +241,7 @@ def _finetune(
             event = pending.pop(0)
             sparsity = None if event.final else event.sparsity
             scores = _importance(cfg, plan, model, data)  # of the weights as they are now
-            amount = plan.resolved["amount"]
-            prune_toward(model, plan.method, amount, plan.scope, sparsity, scores)
+            prune_toward(model, plan.method, plan.resolved["amount"], plan.scope, sparsity, scores)
 
     epochs_seen = 0
 
@@ -338,7 +338,7 @@ def _prune(
     back to the masks and says why in ``compact_error``. N:M sparsity is not compacted here:
     its 2:4 kernels run after finetuning (`_semi_structured_latency`).
     """
-    amount = row["amount"]
+    amount = row["amount"]  # as resolved: n/m for N:M, 0 for method none
     if not cfg.compact or method.nm is not None:  # N:M: see _semi_structured_plan
         return model, prune_model(model, method, amount, scope, scores)
     reason = not_compactable(method)
@@ -365,7 +365,7 @@ def _importance(cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset) ->
         return None
     generator = torch.Generator().manual_seed(cfg.seed)
     batches = data.train.batches(cfg.finetune.batch_size, shuffle=True, generator=generator)
-    calibration = (b for _, b in zip(range(cfg.importance.batches), batches, strict=False))
+    calibration = itertools.islice(batches, cfg.importance.batches)
     targets = plan_pruning(model, plan.method, plan.resolved["amount"], plan.scope)
     return importance_scores(model, targets, criterion, calibration)
 
