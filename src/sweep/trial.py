@@ -57,6 +57,12 @@ __all__ = ["Plan", "prepare", "resolve_device", "run_trial", "trial_key"]
 
 log = logging.getLogger(__name__)
 
+# The last dataset this process built, by the hash of its config, and its copy on the last
+# device: the jobs of a sweep (run one after another in its worker's process) share them.
+# Datasets are never changed in place (splits are replaced, not written to).
+_LAST_DATASET: dict[str, Dataset] = {}
+_ON_DEVICE: dict[str, tuple[Dataset, torch.device, Dataset]] = {}
+
 
 def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
     """Run the trial described by ``cfg`` and write its row to the results store.
@@ -141,7 +147,7 @@ def _run(
     Raises:
         TrialFailed: A NaN or infinite loss or output, naming the stage.
     """
-    data, model = plan.data.to(plan.device), plan.model.to(plan.device)
+    data, model = _on_device(plan.data, plan.device), plan.model.to(plan.device)
     dense = _load_baseline(cfg, plan, model, data)
     row["baseline_key"], row["baseline_trained"] = dense["key"], dense["trained"]
     example = data.test.inputs(1)
@@ -475,9 +481,11 @@ def prepare(
         rewind_file_state = weights.read_state(rewind_file, "rewind_weights")
         resolved["rewind_weights_sha256"] = weights.file_digest(rewind_file)
     key = trial_key(resolved, device)
-    datasets = {} if datasets is None else datasets
+    datasets = _LAST_DATASET if datasets is None else datasets
     data_key = config_hash(resolved["dataset"])
     if data_key not in datasets:
+        if datasets is _LAST_DATASET:
+            datasets.clear()  # one dataset kept: a sweep's jobs mostly share theirs
         datasets[data_key] = _build_dataset(cfg.dataset)
     data = datasets[data_key]
     torch.manual_seed(cfg.seed)
@@ -581,6 +589,15 @@ def resolve_device(device: str) -> torch.device:
             f"accepted: cuda:0 to cuda:{torch.cuda.device_count() - 1}"
         )
     return resolved
+
+
+def _on_device(data: Dataset, device: torch.device) -> Dataset:
+    """``data.to(device)``, kept for the next trial of this process on the same data and device
+    (a sweep's jobs: the copy to the GPU is made once)."""
+    held = _ON_DEVICE.get("last")
+    if held is None or held[0] is not data or held[1] != device:
+        _ON_DEVICE["last"] = held = (data, device, data.to(device))
+    return held[2]
 
 
 def _check_complete(cfg: DictConfig) -> None:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from sweep.cli import WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
+from sweep.search._launch import ComposingLauncher
 from sweep.search._layerwise import layer_params
 from sweep.search._rows import failed_row
 from sweep.search._space import SearchSpace, overrides
@@ -90,9 +91,10 @@ class OptunaSweep:
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(
+        launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
+        self.launcher = ComposingLauncher(launcher, hydra_context, task_function, config)
 
     def sweep(self, arguments: Sequence[str]) -> list[Any]:
         from sweep.cli import fail

@@ -1,0 +1,82 @@
+"""The sweep's launcher composes each set of group choices once: every job's config must equal
+the one Hydra's own launcher composes from the files."""
+
+from __future__ import annotations
+
+import pytest
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra._internal.utils import create_automatic_config_search_path
+from hydra.errors import ConfigCompositionException
+from hydra.types import HydraContext, RunMode
+from omegaconf import OmegaConf
+
+from sweep.search._launch import ComposingLauncher
+
+# the sweep's command line; every job's overrides start with its task part, as the sweeper's do
+FIXED = ["search=tradeoff", "store.path=/tmp/unused"]
+SWEEP = [*FIXED, "hydra.sweeper.n_trials=4"]
+
+
+def _master(*overrides: str):
+    path = create_automatic_config_search_path(None, None, "pkg://sweep.conf")
+    loader = ConfigLoaderImpl(config_search_path=path)
+    cfg = loader.load_configuration("config", [*SWEEP, *overrides], run_mode=RunMode.MULTIRUN)
+    return loader, cfg
+
+
+def _launcher(loader, cfg) -> ComposingLauncher:
+    context = HydraContext(config_loader=loader, callbacks=None)
+    return ComposingLauncher(BasicLauncher(), context, None, cfg)
+
+
+JOBS = [
+    [*FIXED, "amount=0.5", "method=ln_structured", "optuna.trial=0"],
+    [*FIXED, "amount=0.25", "method=ln_structured", "optuna.trial=1"],  # same choices: reused
+    [*FIXED, "method=nm", "amount=0.9", "finetune.lr=0.01", "optuna.trial=2"],
+    [*FIXED, "model=mlp", "++scope.amounts.layers.1=0.3", "+extra.key=1", "optuna.trial=3"],
+    [*FIXED, "amount=0.5", "method.importance=taylor", "optuna.study=s", "optuna.storage='a=b'"],
+]
+
+
+@pytest.mark.parametrize("job", JOBS, ids=lambda j: " ".join(j[len(FIXED) :]))
+def test_a_job_config_equals_hydras_composition(job):
+    loader, master = _master()
+    launcher = _launcher(loader, master)
+    for earlier in JOBS:  # the cache holds other jobs' compositions first
+        launcher.job_config(earlier)
+    ours = launcher.job_config(job)
+    hydras = loader.load_sweep_config(master, job)
+    assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras)
+    assert list(ours.hydra.overrides.task) == job
+    assert OmegaConf.is_struct(ours)
+
+
+def test_jobs_with_the_same_group_choices_share_one_composition():
+    loader, master = _master()
+    launcher = _launcher(loader, master)
+    configs = [launcher.job_config(job) for job in JOBS]
+    assert len(launcher._composed) == 4  # two jobs choose method=ln_structured only
+    assert configs[0].amount == 0.5 and configs[1].amount == 0.25  # copies, not one object
+    assert configs[0].method.name == configs[1].method.name == "ln_structured"
+
+
+def test_a_bad_value_fails_as_hydras_composition_does():
+    loader, master = _master()
+    launcher = _launcher(loader, master)
+    with pytest.raises(ConfigCompositionException):
+        loader.load_sweep_config(master, [*FIXED, "no_such_key=1"])
+    with pytest.raises(ConfigCompositionException):
+        launcher.job_config([*FIXED, "no_such_key=1"])
+
+
+def test_another_launcher_composes_its_own_jobs():
+    loader, master = _master()
+
+    class Other:
+        def launch(self, job_overrides, initial_job_idx):
+            return [("launched", list(o), initial_job_idx) for o in job_overrides]
+
+    context = HydraContext(config_loader=loader, callbacks=None)
+    launcher = ComposingLauncher(Other(), context, None, master)
+    assert launcher.launch([["amount=0.1"]], initial_job_idx=7) == [("launched", ["amount=0.1"], 7)]
