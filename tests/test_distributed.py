@@ -200,3 +200,107 @@ def test_n_jobs_auto_is_workers_per_gpu_times_the_gpus():
         ConfigError, match=re.escape("n_jobs='many'; accepted: an int >= 1, or auto")
     ):
         StudySettings.from_config({**node, "n_jobs": "many"}, space)
+
+
+def test_tickets_keep_the_budget_without_a_lock():
+    """Through the gRPC proxy no lock serialises asking: trial numbers are the tickets. Two
+    workers that both saw room for one more trial both ask; the later number is given back
+    unrun, counts for nothing, and has no row."""
+    from sweep.search._study import counted_trials, keep_ticket, over_budget
+
+    study = optuna.create_study()
+    study.tell(study.ask(), 0.5)  # trial 0
+    study.enqueue_trial({"x": 0.1})  # trial 1, waiting: it will run, so it counts below
+    first, second = study.ask(), study.ask()  # trial 1 popped from the queue, trial 2 new
+    assert (first.number, second.number) == (1, 2)
+    assert keep_ticket(study, first.number, n_trials=2)
+    assert not keep_ticket(study, second.number, n_trials=2)
+    trials = study.get_trials()
+    assert trials[2].state == TrialState.FAIL and over_budget(trials[2])
+    assert "over budget" in trials[2].user_attrs["error"]
+    assert counted_trials(study) == 2  # 0 complete, 1 running; 2 given back
+    third = study.ask()
+    assert not keep_ticket(study, third.number, n_trials=2)  # still no room
+    assert counted_trials(study) == 2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_workers_through_the_grpc_storage_proxy(tmp_path):
+    """Three workers started together on ``grpc://`` (python -m sweep.proxy in front of the
+    database): the budget holds with no lock, nothing is left running, every trial ran once,
+    and the study's rows are the union of the workers' stores."""
+    port = _free_port()
+    database = f"sqlite:///{tmp_path}/study.db"
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "sweep.proxy", database, "--host", "127.0.0.1", f"--port={port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert f"hydra.sweeper.storage=grpc://127.0.0.1:{port}" in proxy.stdout.readline()
+        url = f"grpc://127.0.0.1:{port}"
+        workers = [
+            _sweep(
+                tmp_path,
+                f"hydra.sweeper.storage={url}",
+                "hydra.sweeper.n_trials=9",
+                "hydra/sweeper/sampler=random",
+                f"store.path=store-{i}",
+                "store.models=none",
+                "finetune.epochs=0",
+                threads=1,
+            )
+            for i in range(3)
+        ]
+        outs = [w.communicate(timeout=600) for w in workers]
+        assert [w.returncode for w in workers] == [0] * 3, [err for _, err in outs]
+        rows = load_results(storage=url, study="tradeoff")
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+
+    from sweep.search._study import over_budget
+
+    study = optuna.load_study(study_name="tradeoff", storage=database)
+    ran = [t for t in study.trials if not over_budget(t)]
+    assert [t.state for t in ran] == [TrialState.COMPLETE] * 9
+    assert all(t.state == TrialState.FAIL for t in study.trials if over_budget(t))
+    union = pd.concat([load_results(tmp_path / f"store-{i}") for i in range(3)])
+    assert sorted(union["optuna.trial"]) == [t.number for t in ran]  # each once, in one store
+    assert sorted(rows["optuna.trial"]) == [t.number for t in ran]
+    assert (rows["status"] == "complete").all()
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("grpc://nohost", "names no host:port"),
+        ("grpc://127.0.0.1:1", "no proxy answered at 127.0.0.1:1 within 1 s"),
+    ],
+)
+def test_bad_grpc_storage(url, message):
+    from sweep.search._study import _grpc_proxy
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _grpc_proxy(url, timeout=1)
+
+
+def test_proxy_refuses_what_is_not_a_database(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.proxy", str(tmp_path / "journal.log")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: storage=")
+    assert "is not a database URL; accepted: postgresql://" in result.stderr
+    assert not (tmp_path / "journal.log").exists()

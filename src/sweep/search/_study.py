@@ -26,6 +26,8 @@ SAMPLERS = ("tpe", "random", "grid", "nsga2", "qmc")
 # How a sweep hands its storage URL to its jobs and local helper workers: the environment,
 # never a file or a command line (the URL may hold a password).
 STORAGE_ENV = "SWEEP_OPTUNA_STORAGE"
+# Optuna's gRPC storage proxy (Optuna >= 4.2), which has no URL form of its own
+GRPC = "grpc://"
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "threshold")
 # Metrics a study may optimise: every fixed column of a trial row that is a number.
@@ -191,7 +193,8 @@ def open_storage(
     on_stale: Any = None,
 ) -> optuna.storages.BaseStorage:
     """An Optuna storage from a database URL (``sqlite:///...``, ``postgresql://...``,
-    ``mysql://...``) or, for anything without ``://``, a journal file path.
+    ``mysql://...``), Optuna's gRPC storage proxy (``grpc://host:port``, see `sweep.proxy`) or,
+    for anything without ``://``, a journal file path.
 
     On a database, ``heartbeat_interval`` turns on Optuna's heartbeat: a trial with no heartbeat
     for ``grace_period`` seconds is stale, and `optuna.storages.fail_stale_trials` fails it and
@@ -201,6 +204,8 @@ def open_storage(
         heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}
         if on_stale is not None:
             heartbeat[_STALE_CALLBACK] = on_stale
+    if url.startswith(GRPC):
+        return _grpc_proxy(url)
     try:
         if "://" not in url:
             from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -230,8 +235,48 @@ def open_storage(
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
             f"hydra.sweeper.storage={mask_password(url)!r} cannot be opened ({reason}); accepted: "
-            "sqlite:///file.db, postgresql://user:pass@host/db, mysql://..., or a journal file path"
+            "sqlite:///file.db, postgresql://user:pass@host/db, mysql://..., grpc://host:port, or "
+            "a journal file path"
         ) from None
+
+
+def _grpc_proxy(url: str, timeout: float = 30.0) -> optuna.storages.BaseStorage:
+    """A client of the gRPC storage proxy at ``grpc://host:port``, once the proxy answers."""
+    host, _, port = url.removeprefix(GRPC).rstrip("/").rpartition(":")
+    accepted = "accepted: grpc://host:port of a proxy started with python -m sweep.proxy"
+    if not host or not port.isdigit():
+        raise ConfigError(f"hydra.sweeper.storage={url!r} names no host:port; {accepted}")
+    try:
+        from optuna.storages import GrpcStorageProxy
+    except ImportError:  # Optuna < 4.2
+        raise ConfigError(
+            f"hydra.sweeper.storage={url!r} needs Optuna >= 4.2 (this is {optuna.__version__}); "
+            "accepted: pip install 'optuna>=4.2'"
+        ) from None
+    try:
+        with warnings.catch_warnings():  # experimental since Optuna 4.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            proxy = GrpcStorageProxy(host=host, port=int(port))
+    except ImportError as e:  # grpcio is optional
+        raise ConfigError(
+            f"hydra.sweeper.storage={url!r} needs grpcio ({e}); accepted: pip install "
+            "'prune-sweep[grpc]'"
+        ) from None
+    try:
+        proxy.wait_server_ready(timeout=timeout)
+    except Exception:
+        proxy.close()
+        raise ConfigError(
+            f"hydra.sweeper.storage={url!r}: no proxy answered at {host}:{port} within "
+            f"{timeout:.0f} s; {accepted}"
+        ) from None
+    return proxy
+
+
+def has_lock(url: str) -> bool:
+    """Whether workers on ``url`` can hold a `study_lock`: every storage but the gRPC proxy,
+    which passes Optuna's storage calls only (`ask_within_budget` then takes tickets)."""
+    return not url.startswith(GRPC)
 
 
 def _rdb_storage(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
@@ -258,7 +303,11 @@ def study_lock(storage: optuna.storages.BaseStorage, url: str, study_name: str) 
 
     Asking for a trial within the budget, registering a worker and recovering dead workers'
     trials happen under it, so the budget is never overshot however many workers ask.
+    Through the gRPC proxy there is no lock (`has_lock`): the block runs unlocked.
     """
+    if not has_lock(url):
+        yield
+        return
     digest = hashlib.sha256(f"prune-sweep:{study_name}".encode()).digest()
     engine = getattr(storage, "engine", None)
     dialect = engine.dialect.name if engine is not None else None
@@ -408,8 +457,51 @@ def interrupted(trial: FrozenTrial, stale: Mapping[int, str]) -> bool:
     )
 
 
+def over_budget(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` was asked beyond the budget and given back unrun (`keep_ticket`)."""
+    return bool(trial.user_attrs.get(OVER_BUDGET))
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that use up the budget: finished ones (bar interrupted ones) and running ones."""
     stale = stale_trials(study)
     trials = study.get_trials(deepcopy=False)
-    return sum(1 for t in trials if t.state != TrialState.WAITING and not interrupted(t, stale))
+    return sum(
+        1
+        for t in trials
+        if t.state != TrialState.WAITING and not interrupted(t, stale) and not over_budget(t)
+    )
+
+
+# The user attribute of a trial asked beyond the budget, failed unrun (`keep_ticket`)
+OVER_BUDGET = "over_budget"
+
+
+def keep_ticket(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """Whether the trial just asked, ``number``, is within the budget of ``n_trials``, where
+    no lock serialises asking (`has_lock`): trial numbers are the tickets.
+
+    The trial is kept when fewer than ``n_trials`` trials with a lower number count (waiting
+    ones included: they will run). Numbers are given out in order, so every trial that ends up
+    kept below a kept trial was already there when that trial was checked: the kept trials
+    never exceed the budget. A trial that is not kept is failed at once, unrun, with
+    `OVER_BUDGET` set; it uses no budget (`counted_trials`) and has no row.
+    """
+    stale = stale_trials(study)
+    below = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.number < number and not interrupted(t, stale) and not over_budget(t)
+    )
+    if below < n_trials:
+        return True
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    storage.set_trial_user_attr(trial_id, OVER_BUDGET, True)
+    storage.set_trial_user_attr(
+        trial_id,
+        "error",
+        "over budget: other workers took the study's last trials at the same moment; not run",
+    )
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    return False

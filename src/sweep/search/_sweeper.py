@@ -48,10 +48,13 @@ from sweep.search._study import (
     counted_trials,
     create_study,
     gpu_for_worker,
+    has_lock,
     interrupted,
     is_dead,
+    keep_ticket,
     make_sampler,
     open_storage,
+    over_budget,
     stale_trials,
     study_lock,
     visible_gpus,
@@ -71,6 +74,8 @@ from sweep.store import (
 log = logging.getLogger(__name__)
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+# A study attribute per worker that ever started on it (`register_worker`)
+WORKER_PREFIX = "worker-"
 # A running trial whose worker never recorded itself (it died between ask and that) is given
 # up after this long; asking and recording take milliseconds.
 UNCLAIMED_AFTER = dt.timedelta(minutes=2)
@@ -187,15 +192,17 @@ class OptunaSweep:
                 if progress:  # counting the study's trials is a storage round trip
                     bar.update(_finished(study) - bar.n)
                 fail_stale(study)  # trials whose worker stopped beating, on any host
-                if settings.heartbeat_interval:
+                beats = _heartbeat_interval(study._storage)
+                if beats:
                     with lock():  # and those whose worker died before claiming them
                         recover_interrupted(study, study._storage, store, settings, dead=False)
                 trial = ask_within_budget(study, settings, lock)
                 if trial is None:
-                    if settings.heartbeat_interval and _unfinished(study):
+                    if beats and _unfinished(study):
                         # the budget is spent, but another worker's trial may yet die: wait, so
-                        # that the last worker standing leaves nothing RUNNING
-                        time.sleep(min(settings.heartbeat_interval, 5))
+                        # that the last worker standing leaves nothing RUNNING (a storage with
+                        # no heartbeat could never tell a dead worker's trial: none waits)
+                        time.sleep(min(beats, 5))
                         continue
                     break
                 values = settings.space.sample(trial)
@@ -337,34 +344,46 @@ def register_worker(study: optuna.Study, lock: Callable[[], AbstractContextManag
     configured seed, so a one-worker sweep is reproducible; every later one (a local helper,
     a worker started by hand or by a scheduler, a resume) offsets it by a hash of its own
     process (host, pid, start time), which no other worker shares, so none draws alike.
-    Both are read and written under the study's lock (`study_lock`).
+    Both are read and written under the study's lock (`study_lock`). Without one (the gRPC
+    proxy) each worker records itself before it counts the workers recorded: of workers
+    starting together, at most one sees itself alone, so none draws alike there either.
     """
+    identity = json.dumps(worker_identity(), sort_keys=True).encode()
+    digest = hashlib.sha256(identity).digest()
     with lock():
         if "uid" not in study.user_attrs:
             study.set_user_attr("uid", uuid.uuid4().hex[:12])
         started = int(study.user_attrs.get("workers_started", 0))
         study.set_user_attr("workers_started", started + 1)
-    if started == 0:
+        study.set_user_attr(f"{WORKER_PREFIX}{digest.hex()[:16]}", worker_identity())
+        workers = [k for k in study.user_attrs if k.startswith(WORKER_PREFIX)]
+    if started == 0 and len(workers) == 1:
         return 0
-    identity = json.dumps(worker_identity(), sort_keys=True).encode()
-    return int.from_bytes(hashlib.sha256(identity).digest()[:4], "big") % 2**31
+    return int.from_bytes(digest[:4], "big") % 2**31
 
 
 def ask_within_budget(
     study: optuna.Study, settings: StudySettings, lock: Callable[[], AbstractContextManager]
 ):
     """A new trial, or ``None`` when the study's budget is spent, checked and asked under the
-    study's lock (`study_lock`), which lives in the storage: no worker can overshoot it."""
-    with lock():
-        if counted_trials(study) >= settings.n_trials:
-            return None
-        with warnings.catch_warnings():
-            # Optuna warns that heartbeats are meant for Study.optimize; `heartbeat` beats here
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = study.ask()
-        _beat(study, trial.number)  # before it is claimed: a claimed trial can go stale
-        trial.set_user_attr("worker", worker_identity())
-        return trial
+    study's lock (`study_lock`), which lives in the storage: no worker can overshoot it.
+    Through the gRPC proxy, which has no lock, the trial's number is its ticket (`keep_ticket`).
+    """
+    while True:
+        with lock():
+            if counted_trials(study) >= settings.n_trials:
+                return None
+            with warnings.catch_warnings():
+                # Optuna warns that heartbeats are meant for Study.optimize; `heartbeat` beats
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = study.ask()
+            if not has_lock(settings.storage) and not keep_ticket(
+                study, trial.number, settings.n_trials
+            ):
+                continue  # given back unrun; the budget may yet have room (a failed ticket)
+            _beat(study, trial.number)  # before it is claimed: a claimed trial can go stale
+            trial.set_user_attr("worker", worker_identity())
+            return trial
 
 
 @contextmanager
@@ -483,7 +502,7 @@ def failures_in_a_row(study: optuna.Study) -> int:
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=_FINISHED)
-        if t.datetime_complete is not None and not interrupted(t, stale)
+        if t.datetime_complete is not None and not interrupted(t, stale) and not over_budget(t)
     ]
     done.sort(key=lambda t: t.datetime_complete)
     count = 0
@@ -558,7 +577,7 @@ def recover_interrupted(
 
 def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
     """The best trial (one objective) or the Pareto front, as a table with the store's columns."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    states = [t.state for t in study.get_trials(deepcopy=False) if not over_budget(t)]
     counts = ", ".join(
         f"{states.count(s)} {s.name.lower()}"
         for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -648,7 +667,7 @@ def _unfinished(study: optuna.Study) -> bool:
 def _finished(study: optuna.Study) -> int:
     stale = stale_trials(study)
     trials = study.get_trials(deepcopy=False, states=_FINISHED)
-    return sum(1 for t in trials if not interrupted(t, stale))
+    return sum(1 for t in trials if not interrupted(t, stale) and not over_budget(t))
 
 
 def _threads(n_jobs: int) -> int:
