@@ -304,3 +304,24 @@ def test_proxy_refuses_what_is_not_a_database(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: storage=")
     assert "is not a database URL; accepted: postgresql://" in result.stderr
     assert not (tmp_path / "journal.log").exists()
+
+
+@pytest.mark.parametrize(
+    "device, worker, gpus, pinned",
+    [
+        ("auto", 3, 2, ["device=cuda:1"]),
+        ("cuda", 0, 4, ["device=cuda:0"]),
+        ("auto", 5, 0, []),  # no GPU: the trial's own device
+        ("cpu", 1, 2, []),  # a device the user chose stays
+        ("cuda:1", 0, 2, []),
+    ],
+)
+def test_each_local_worker_runs_its_jobs_on_its_gpu(monkeypatch, device, worker, gpus, pinned):
+    from omegaconf import OmegaConf
+
+    from sweep.search import _sweeper
+
+    monkeypatch.setattr(_sweeper, "visible_gpus", lambda: gpus)
+    sweep = _sweeper.OptunaSweep(OmegaConf.create({}))
+    sweep.config = OmegaConf.create({"device": device})
+    assert sweep._gpu(worker) == pinned

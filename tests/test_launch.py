@@ -80,3 +80,48 @@ def test_another_launcher_composes_its_own_jobs():
     context = HydraContext(config_loader=loader, callbacks=None)
     launcher = ComposingLauncher(Other(), context, None, master)
     assert launcher.launch([["amount=0.1"]], initial_job_idx=7) == [("launched", ["amount=0.1"], 7)]
+
+
+def test_a_sweep_runs_the_same_jobs_with_or_without_reusing_composition(tmp_path):
+    """End to end: every job folder's saved config (.hydra/config.yaml) and every row's trial
+    key are the same whether the sweep reuses compositions or Hydra composes each job."""
+    from sweep import load_results
+    from tests.conftest import FAST, run_cli
+
+    args = [
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.params.method.choices=[l1_unstructured,ln_structured]",
+        *FAST,
+        "finetune.epochs=0",
+        "store.models=none",
+    ]
+    for reuse in ("true", "false"):
+        result = run_cli(
+            *args,
+            f"hydra.sweeper.reuse_composition={reuse}",
+            f"hydra.sweep.dir=multirun/{reuse}",
+            f"store.path=results-{reuse}",
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+    keys = [list(load_results(tmp_path / f"results-{r}")["trial_key"]) for r in ("true", "false")]
+    assert keys[0] == keys[1] and len(keys[0]) == 4
+    for job in range(4):
+        saved = [
+            OmegaConf.load(tmp_path / f"multirun/{r}/{job}/.hydra/config.yaml")
+            for r in ("true", "false")
+        ]
+        for cfg in saved:  # the only differences: where each sweep was told to write
+            cfg.store.path = cfg.optuna.uid = cfg.optuna.storage = None
+        assert saved[0] == saved[1]
+        overrides = [
+            OmegaConf.load(tmp_path / f"multirun/{r}/{job}/.hydra/overrides.yaml")
+            for r in ("true", "false")
+        ]
+        kept = [
+            [o for o in each if not o.startswith(("optuna.", "store.path="))] for each in overrides
+        ]
+        assert kept[0] == kept[1]

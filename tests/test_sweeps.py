@@ -221,6 +221,14 @@ def test_failures_do_not_stop_the_search_but_a_limit_does(tmp_path):
             "error: hydra.sweeper.study_name='a/b c' is not valid; accepted: letters, digits, '_', '-' and '.', starting with a letter or digit (up to 100)",
         ),
         (["finetune.lr=-1"], "error: finetune.lr=-1.0 is out of range; accepted: a number > 0"),
+        (
+            ["hydra.sweeper.reuse_composition=sometimes"],
+            "error: hydra.sweeper.reuse_composition='sometimes'; accepted: true | false",
+        ),
+        (
+            ["hydra.sweeper.storage=grpc://localhost"],
+            "error: hydra.sweeper.storage='grpc://localhost' names no host:port; accepted: grpc://host:port",
+        ),
     ],
 )
 def test_bad_sweep_input_creates_nothing(tmp_path, args, message):

@@ -15,6 +15,11 @@ torch thread each. Measured from the study and the rows:
   the trial's own ``time_total_s`` (the job's set-up), as milliseconds and as a share of the
   trial.
 
+One worker runs ``--pairs`` times each way, alternating (A B A B ...): with Hydra composing
+every job from the config files (``hydra.sweeper.reuse_composition=false``, as Hydra's basic
+launcher does) and with the sweeper's reused compositions (the default); each row is the
+median of its runs, and the ratio of the median overheads is printed.
+
     python experiments/benchmarks/workers.py [--workers 1 2 4 8] [--trials 32] [--epochs 2]
 """
 
@@ -38,7 +43,9 @@ from sweep import load_results
 from tests.postgres import postgres_server
 
 
-def _command(url: str, study: str, trials: int, epochs: int, store: Path, baselines: Path):
+def _command(
+    url: str, study: str, trials: int, epochs: int, store: Path, baselines: Path, reuse=True
+):
     return [
         sys.executable,
         *("-m", "sweep", "-m", "search=tradeoff"),
@@ -51,6 +58,7 @@ def _command(url: str, study: str, trials: int, epochs: int, store: Path, baseli
         f"store.baselines={baselines}",
         "store.models=none",
         *("device=cpu", "progress=false"),
+        f"hydra.sweeper.reuse_composition={str(reuse).lower()}",
     ]
 
 
@@ -59,24 +67,31 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=3)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="workers-"))
     baselines = root / "baselines"
     env = {**os.environ, "SWEEP_THREADS": "1"}
     print(f"{os.cpu_count()} CPU cores, optuna {optuna.__version__}, {args.trials} trials a study")
-    header = f"{'workers':>7} {'trials/min':>10} {'wall s':>7} {'trial s':>8} {'overhead ms':>12}"
+    header = (
+        f"{'workers':>7} {'compose':>9} {'trials/min':>10} {'wall s':>7} {'trial s':>8} "
+        f"{'overhead ms':>12}"
+    )
     with postgres_server(max_connections=200) as url:
         # the baseline, once, outside the clock
         warm = _command(url, "warm-up", 1, args.epochs, root / "warm", baselines)
         subprocess.run(warm, check=True, capture_output=True, env=env)
         print(header + f" {'overhead %':>10}")
-        for n in args.workers:
-            study = f"workers-{n}"
+        results: dict[tuple[int, bool], list[tuple[float, ...]]] = {}
+        pairs = [(1, False), (1, True)] * args.pairs if 1 in args.workers else []
+        runs = pairs + [(n, True) for n in args.workers if n != 1]
+        for run, (n, reuse) in enumerate(runs):
+            study = f"workers-{n}-{'reuse' if reuse else 'every-job'}-{run}"
             stores = [root / study / f"store-{i}" for i in range(n)]
             start = time.perf_counter()
             procs = [
                 subprocess.Popen(
-                    _command(url, study, args.trials, args.epochs, store, baselines),
+                    _command(url, study, args.trials, args.epochs, store, baselines, reuse),
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
@@ -107,9 +122,21 @@ def main() -> None:
             ]
             overhead = (statistics.median(gaps) if gaps else 0.0) + statistics.median(inside)
             trial_s = statistics.median(own)
+            results.setdefault((n, reuse), []).append((per_min, wall, trial_s, overhead))
+        for (n, reuse), measured in sorted(results.items()):
+            per_min, wall, trial_s, overhead = (
+                statistics.median(m) for m in zip(*measured, strict=True)
+            )
+            compose = "reused" if reuse else "every job"
             print(
-                f"{n:>7} {per_min:>10.1f} {wall:>7.1f} {trial_s:>8.2f} {overhead * 1e3:>12.0f} "
-                f"{overhead / trial_s:>10.0%}"
+                f"{n:>7} {compose:>9} {per_min:>10.1f} {wall:>7.1f} {trial_s:>8.2f} "
+                f"{overhead * 1e3:>12.0f} {overhead / trial_s:>10.0%}"
+            )
+        if (1, False) in results:
+            every, reused = (statistics.median(m[3] for m in results[1, r]) for r in (False, True))
+            print(
+                f"overhead per trial at 1 worker: {every * 1e3:.0f} ms composing every job, "
+                f"{reused * 1e3:.0f} ms reusing compositions ({every / reused:.2f}x)"
             )
 
 

@@ -91,6 +91,8 @@ class StudySettings:
             )
         if not self.storage:
             raise ConfigError(f"{where}.storage is empty; accepted: a database URL or a file path")
+        if self.storage.startswith(GRPC):
+            grpc_address(self.storage)
         for key in ("n_trials", "n_jobs", "max_failures", "workers_per_gpu"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -240,12 +242,24 @@ def open_storage(
         ) from None
 
 
+_GRPC_ACCEPTED = "accepted: grpc://host:port of a proxy started with python -m sweep.proxy"
+
+
+def grpc_address(url: str) -> tuple[str, int]:
+    """(host, port) of a ``grpc://host:port`` storage URL.
+
+    Raises:
+        ConfigError: The URL names no host and port.
+    """
+    host, _, port = url.removeprefix(GRPC).rstrip("/").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"hydra.sweeper.storage={url!r} names no host:port; {_GRPC_ACCEPTED}")
+    return host, int(port)
+
+
 def _grpc_proxy(url: str, timeout: float = 30.0) -> optuna.storages.BaseStorage:
     """A client of the gRPC storage proxy at ``grpc://host:port``, once the proxy answers."""
-    host, _, port = url.removeprefix(GRPC).rstrip("/").rpartition(":")
-    accepted = "accepted: grpc://host:port of a proxy started with python -m sweep.proxy"
-    if not host or not port.isdigit():
-        raise ConfigError(f"hydra.sweeper.storage={url!r} names no host:port; {accepted}")
+    host, port = grpc_address(url)
     try:
         from optuna.storages import GrpcStorageProxy
     except ImportError:  # Optuna < 4.2
@@ -256,7 +270,7 @@ def _grpc_proxy(url: str, timeout: float = 30.0) -> optuna.storages.BaseStorage:
     try:
         with warnings.catch_warnings():  # experimental since Optuna 4.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            proxy = GrpcStorageProxy(host=host, port=int(port))
+            proxy = GrpcStorageProxy(host=host, port=port)
     except ImportError as e:  # grpcio is optional
         raise ConfigError(
             f"hydra.sweeper.storage={url!r} needs grpcio ({e}); accepted: pip install "
@@ -268,7 +282,7 @@ def _grpc_proxy(url: str, timeout: float = 30.0) -> optuna.storages.BaseStorage:
         proxy.close()
         raise ConfigError(
             f"hydra.sweeper.storage={url!r}: no proxy answered at {host}:{port} within "
-            f"{timeout:.0f} s; {accepted}"
+            f"{timeout:.0f} s; {_GRPC_ACCEPTED}"
         ) from None
     return proxy
 

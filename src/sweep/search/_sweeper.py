@@ -99,7 +99,9 @@ class OptunaSweep:
         launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
-        self.launcher = ComposingLauncher(launcher, hydra_context, task_function, config)
+        if self.sweeper_cfg.get("reuse_composition", True) is True:  # checked in study_settings
+            launcher = ComposingLauncher(launcher, hydra_context, task_function, config)
+        self.launcher = launcher
 
     def sweep(self, arguments: Sequence[str]) -> list[Any]:
         from sweep.cli import fail
@@ -272,6 +274,9 @@ def study_settings(
         ConfigError: A setting or search dimension that cannot work.
     """
     node = OmegaConf.to_container(sweeper, resolve=True)
+    reuse = node.get("reuse_composition", True)
+    if not isinstance(reuse, bool):
+        raise ConfigError(f"hydra.sweeper.reuse_composition={reuse!r}; accepted: true | false")
     params = dict(node.get("params") or {})
     if node.get("layerwise"):
         if trial_cfg is None:
