@@ -194,3 +194,50 @@ def test_bad_input_writes_nothing(cfg_factory, tmp_path, overrides, message):
         run_trial(cfg_factory(*overrides))
     assert message in str(e.value)
     assert not (tmp_path / "results" / "trials").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["method=l1_unstructured", "amount=0.6"],
+        ["method=ln_structured", "amount=0.5", "compact=true"],
+        ["method=nm"],
+        ["method=global_unstructured", "amount=0.8", "schedule=iterative"],
+    ],
+    ids=["l1", "ln-compacted", "nm", "global-iterative"],
+)
+def test_channels_last_changes_the_layout_not_the_trial(tmp_path, overrides):
+    """The same trial with the images held in NHWC memory (3 channels: with 1, both layouts are
+    one): the same key, baseline and pruned entries, and the same accuracies of the same weights
+    (within an image: other kernels round otherwise)."""
+    import torch
+
+    from sweep.trial import _on_device, prepare
+    from tests.conftest import make_cfg
+
+    overrides = [*overrides, "dataset=synthetic", "dataset.in_channels=3", "dataset.noise=2.0"]
+    baselines = f"store.baselines={tmp_path / 'baselines'}"  # one dense model for both
+    rows, layers = {}, {}
+    for layout in ("false", "true"):
+        store = tmp_path / layout
+        cfg = make_cfg(store, *overrides, baselines, f"channels_last={layout}")
+        rows[layout] = run_trial(cfg)
+        layers[layout] = load_layers(store)[["layer", "numel", "nonzero"]]
+    nhwc, nchw = rows["true"], rows["false"]
+    assert nhwc["status"] == "complete" and nhwc["baseline_trained"] is False
+    assert nhwc["trial_key"] == nchw["trial_key"]
+    assert nhwc["params_nonzero"] == nchw["params_nonzero"]
+    for metric in ("acc_dense", "acc_pruned"):
+        assert round(abs(nhwc[metric] - nchw[metric]) * 205) <= 1  # of 205 test images
+    if "schedule=iterative" in overrides:
+        # global ranks retaken while finetuning: the total is what is fixed
+        assert layers["true"].nonzero.sum() == layers["false"].nonzero.sum()
+    else:
+        assert layers["true"].equals(layers["false"])
+    data = prepare(make_cfg(tmp_path / "x", *overrides), check_store=False).data
+    held = _on_device(data, torch.device("cpu"), channels_last=True)
+    for split in (held.train, held.val, held.test):
+        assert split.x.is_contiguous(memory_format=torch.channels_last)
+        assert not split.x.is_contiguous()
+    assert torch.equal(held.train.x, data.train.x)
+    assert _on_device(data, torch.device("cpu")).train.x.is_contiguous()

@@ -116,6 +116,7 @@ class Config:
     amount: int | float = MISSING
     seed: int = MISSING
     device: str = MISSING
+    channels_last: bool = MISSING
     scope: ScopeSettings = MISSING
     compact: bool = MISSING
     recalibrate: RecalibrateSettings = MISSING

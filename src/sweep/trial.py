@@ -14,7 +14,7 @@ import math
 import platform
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from torch import nn
 
 from sweep import baseline, config, metrics, sparse, weights
 from sweep._build import BUILD_FACTS, build_model, call_target
-from sweep.data import Dataset
+from sweep.data import Dataset, DataSplit, Split
 from sweep.errors import ConfigError, TrialFailed
 from sweep.export import save_model
 from sweep.hashing import NOT_IN_KEY, config_hash, key_view, mask_password
@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 # device: the jobs of a sweep (run one after another in its worker's process) share them.
 # Datasets are never changed in place (splits are replaced, not written to).
 _LAST_DATASET: dict[str, Dataset] = {}
-_ON_DEVICE: dict[str, tuple[Dataset, torch.device, Dataset]] = {}
+_ON_DEVICE: dict[str, tuple[Dataset, tuple[torch.device, bool], Dataset]] = {}
 
 
 def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
@@ -147,7 +147,8 @@ def _run(
     Raises:
         TrialFailed: A NaN or infinite loss or output, naming the stage.
     """
-    data, model = _on_device(plan.data, plan.device), plan.model.to(plan.device)
+    data = _on_device(plan.data, plan.device, bool(cfg.get("channels_last")))
+    model = plan.model.to(plan.device)
     dense = _load_baseline(cfg, plan, model, data)
     row["baseline_key"], row["baseline_trained"] = dense["key"], dense["trained"]
     example = data.test.inputs(1)
@@ -591,13 +592,30 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def _on_device(data: Dataset, device: torch.device) -> Dataset:
-    """``data.to(device)``, kept for the next trial of this process on the same data and device
-    (a sweep's jobs: the copy to the GPU is made once)."""
+def _on_device(data: Dataset, device: torch.device, channels_last: bool = False) -> Dataset:
+    """``data.to(device)``, its in-memory images in channels_last (NHWC) memory when asked, kept
+    for the next trial of this process on the same data and device (a sweep's jobs: the copy to
+    the GPU is made once).
+
+    Only the inputs change layout: a convolution given NHWC inputs runs NHWC kernels and hands
+    NHWC on, while the weights stay as torch.nn.utils.prune needs them (its methods ``view``
+    them flat, which a channels_last weight refuses).
+    """
     held = _ON_DEVICE.get("last")
-    if held is None or held[0] is not data or held[1] != device:
-        _ON_DEVICE["last"] = held = (data, device, data.to(device))
+    if held is None or held[0] is not data or held[1] != (device, channels_last):
+        moved = data.to(device)
+        if channels_last:
+            moved = replace(
+                moved, train=_nhwc(moved.train), val=_nhwc(moved.val), test=_nhwc(moved.test)
+            )
+        _ON_DEVICE["last"] = held = (data, (device, channels_last), moved)
     return held[2]
+
+
+def _nhwc(split: DataSplit) -> DataSplit:
+    if isinstance(split, Split) and split.x.dim() == 4:
+        return replace(split, x=split.x.contiguous(memory_format=torch.channels_last))
+    return split  # streamed batches keep the layout their loader gives
 
 
 def _check_complete(cfg: DictConfig) -> None:

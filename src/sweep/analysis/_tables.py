@@ -29,6 +29,7 @@ _BOOKKEEPING = frozenset(
         "baseline_trained",
         "progress",
         "skip_completed",
+        "channels_last",
         "started_at",
         "error",
         "status",
