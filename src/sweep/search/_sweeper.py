@@ -2,8 +2,9 @@
 
 Many workers (local processes started with ``n_jobs``, or commands started by hand on other
 machines) share one study through its storage; each asks for trials while the study's budget
-(``n_trials`` counted trials) lasts. Asking is serialised by a file lock in the results store,
-which every worker shares anyway, so the budget is never overshot.
+(``n_trials`` counted trials) lasts. Asking is serialised by the study's lock, which lives in
+the storage (`study_lock`), or checked by ticket where no lock passes (the gRPC proxy,
+`keep_ticket`), so the budget is never overshot.
 """
 
 from __future__ import annotations
