@@ -125,3 +125,43 @@ def test_a_sweep_runs_the_same_jobs_with_or_without_reusing_composition(tmp_path
             [o for o in each if not o.startswith(("optuna.", "store.path="))] for each in overrides
         ]
         assert kept[0] == kept[1]
+
+
+COUNTED = """
+from pathlib import Path
+
+import sweep.data
+
+
+def digits(builds, **settings):
+    with open(builds, "a") as f:
+        f.write("built\\n")
+    return sweep.data.digits(**settings)
+"""
+
+
+def test_a_sweep_builds_its_dataset_once_and_a_single_run_every_time(tmp_path):
+    """A worker's jobs share the dataset (the jobs of a multirun run in one process); a single
+    run builds it afresh, as its files may have changed since the last."""
+    from tests.conftest import FAST, run_cli
+
+    (tmp_path / "counted.py").write_text(COUNTED)
+    builds = tmp_path / "builds.txt"
+    dataset = ["dataset._target_=counted.digits", f"+dataset.builds={builds}"]
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.n_trials=3",
+        *FAST,
+        "finetune.epochs=0",
+        *dataset,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    # the command line's check before the sweep, then the worker's jobs: one build each
+    assert builds.read_text().count("built") == 2
+    builds.unlink()
+    for _ in range(2):
+        result = run_cli(*FAST, "finetune.epochs=0", *dataset, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert builds.read_text().count("built") == 4  # check and trial, each run

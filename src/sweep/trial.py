@@ -57,9 +57,10 @@ __all__ = ["Plan", "prepare", "resolve_device", "run_trial", "trial_key"]
 
 log = logging.getLogger(__name__)
 
-# The last dataset this process built, by the hash of its config, and its copy on the last
-# device: the jobs of a sweep (run one after another in its worker's process) share them.
-# Datasets are never changed in place (splits are replaced, not written to).
+# The last dataset this process built in a multirun, by the hash of its config, and its copy
+# on the last device: the jobs of a sweep (run one after another in its worker's process) share
+# them. Datasets are never changed in place (splits are replaced, not written to). A single run
+# (the command line, a notebook) builds its dataset afresh: its files may have changed.
 _LAST_DATASET: dict[str, Dataset] = {}
 _ON_DEVICE: dict[str, tuple[Dataset, tuple[torch.device, bool], Dataset]] = {}
 
@@ -482,7 +483,8 @@ def prepare(
         rewind_file_state = weights.read_state(rewind_file, "rewind_weights")
         resolved["rewind_weights_sha256"] = weights.file_digest(rewind_file)
     key = trial_key(resolved, device)
-    datasets = _LAST_DATASET if datasets is None else datasets
+    if datasets is None:
+        datasets = _LAST_DATASET if _in_multirun() else {}
     data_key = config_hash(resolved["dataset"])
     if data_key not in datasets:
         if datasets is _LAST_DATASET:
@@ -592,24 +594,34 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def _on_device(data: Dataset, device: torch.device, channels_last: bool = False) -> Dataset:
-    """``data.to(device)``, its in-memory images in channels_last (NHWC) memory when asked, kept
-    for the next trial of this process on the same data and device (a sweep's jobs: the copy to
-    the GPU is made once).
+    """``data.to(device)``, its in-memory images in channels_last (NHWC) memory when asked; in a
+    multirun, kept for the next trial of this process on the same data and device (a sweep's
+    jobs: the copy to the GPU is made once).
 
     Only the inputs change layout: a convolution given NHWC inputs runs NHWC kernels and hands
     NHWC on, while the weights stay as torch.nn.utils.prune needs them (its methods ``view``
     them flat, which a channels_last weight refuses).
     """
     held = _ON_DEVICE.get("last")
-    if held is None or held[0] is not data or held[1] != (device, channels_last):
-        moved = data.to(device)
-        if channels_last:
-            moved = replace(
-                moved, train=_nhwc(moved.train), val=_nhwc(moved.val), test=_nhwc(moved.test)
-            )
-        _ON_DEVICE["last"] = held = (data, (device, channels_last), moved)
-    return held[2]
+    if held is not None and held[0] is data and held[1] == (device, channels_last):
+        return held[2]
+    _ON_DEVICE.clear()  # nothing held past a single run (a notebook's GPU memory stays free)
+    moved = data.to(device)
+    if channels_last:
+        moved = replace(
+            moved, train=_nhwc(moved.train), val=_nhwc(moved.val), test=_nhwc(moved.test)
+        )
+    if _in_multirun():
+        _ON_DEVICE["last"] = (data, (device, channels_last), moved)
+    return moved
 
 
 def _nhwc(split: DataSplit) -> DataSplit:
