@@ -76,13 +76,14 @@ class ComposingLauncher:
         """The job's config, equal to Hydra's ``load_sweep_config(config, overrides)``."""
         loader = self.hydra_context.config_loader
         parsed = self._parser.parse_overrides(overrides)
-        composing = tuple(o.input_line for o in parsed if self._composes(o))
+        composes = [self._composes(o) for o in parsed]
+        composing = tuple(o.input_line for o, c in zip(parsed, composes, strict=True) if c)
         base = self._composed.get(composing)
         if base is None:
             base = loader.load_sweep_config(self.config, list(composing))
             self._composed[composing] = base
         cfg = copy.deepcopy(base)
-        values = [o for o in parsed if not self._composes(o)]
+        values = [o for o, c in zip(parsed, composes, strict=True) if not c]
         try:
             type(loader)._apply_overrides_to_config(values, cfg)
         except OmegaConfBaseException as e:  # as Hydra's own composition reports it

@@ -456,6 +456,8 @@ def _process_start(pid: int) -> int | None:
 # A study user attribute per trial failed as stale: the trial itself is finished by then, and
 # Optuna refuses to change a finished trial's attributes.
 STALE_PREFIX = "interrupted-"
+# The user attribute of a trial asked beyond the budget, failed unrun (`keep_ticket`)
+OVER_BUDGET = "over_budget"
 
 
 def stale_trials(study: optuna.Study) -> dict[int, str]:
@@ -476,19 +478,17 @@ def over_budget(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(OVER_BUDGET))
 
 
+def counts(trial: FrozenTrial, stale: Mapping[int, str]) -> bool:
+    """Whether ``trial`` uses budget: not failed because its worker died (it runs again) nor
+    given back unrun (`over_budget`)."""
+    return not interrupted(trial, stale) and not over_budget(trial)
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that use up the budget: finished ones (bar interrupted ones) and running ones."""
     stale = stale_trials(study)
     trials = study.get_trials(deepcopy=False)
-    return sum(
-        1
-        for t in trials
-        if t.state != TrialState.WAITING and not interrupted(t, stale) and not over_budget(t)
-    )
-
-
-# The user attribute of a trial asked beyond the budget, failed unrun (`keep_ticket`)
-OVER_BUDGET = "over_budget"
+    return sum(1 for t in trials if t.state != TrialState.WAITING and counts(t, stale))
 
 
 def keep_ticket(study: optuna.Study, number: int, n_trials: int) -> bool:
@@ -503,9 +503,7 @@ def keep_ticket(study: optuna.Study, number: int, n_trials: int) -> bool:
     """
     stale = stale_trials(study)
     below = sum(
-        1
-        for t in study.get_trials(deepcopy=False)
-        if t.number < number and not interrupted(t, stale) and not over_budget(t)
+        1 for t in study.get_trials(deepcopy=False) if t.number < number and counts(t, stale)
     )
     if below < n_trials:
         return True

@@ -47,10 +47,10 @@ from sweep.search._study import (
     STORAGE_ENV,
     StudySettings,
     counted_trials,
+    counts,
     create_study,
     gpu_for_worker,
     has_lock,
-    interrupted,
     is_dead,
     keep_ticket,
     make_sampler,
@@ -508,7 +508,7 @@ def failures_in_a_row(study: optuna.Study) -> int:
     done = [
         t
         for t in study.get_trials(deepcopy=False, states=_FINISHED)
-        if t.datetime_complete is not None and not interrupted(t, stale) and not over_budget(t)
+        if t.datetime_complete is not None and counts(t, stale)
     ]
     done.sort(key=lambda t: t.datetime_complete)
     count = 0
@@ -673,7 +673,7 @@ def _unfinished(study: optuna.Study) -> bool:
 def _finished(study: optuna.Study) -> int:
     stale = stale_trials(study)
     trials = study.get_trials(deepcopy=False, states=_FINISHED)
-    return sum(1 for t in trials if not interrupted(t, stale) and not over_budget(t))
+    return sum(1 for t in trials if counts(t, stale))
 
 
 def _threads(n_jobs: int) -> int:
