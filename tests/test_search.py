@@ -222,22 +222,12 @@ def test_workers_opening_a_new_sqlite_file_together_all_succeed(tmp_path):
     assert [p.returncode for p in procs] == [0] * 8, errors
 
 
-def test_a_trial_its_worker_never_claimed_is_recovered(tmp_path, monkeypatch):
-    import datetime as dt
-
-    from optuna.trial import TrialState
-
-    from sweep import load_results
-    from sweep.search import _sweeper
-
-    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
-    study = optuna.create_study(storage=storage, study_name="s")
-    space = SearchSpace.from_config({"amount": {"low": 0.1, "high": 0.9}})
-    settings = StudySettings.from_config(
+def _recovery_settings(space):
+    return StudySettings.from_config(
         {
             "study_name": "s",
             "storage": "x",
-            "n_trials": 3,
+            "n_trials": 4,
             "n_jobs": 1,
             "objectives": ["acc_finetuned"],
             "directions": ["maximize"],
@@ -245,19 +235,85 @@ def test_a_trial_its_worker_never_claimed_is_recovered(tmp_path, monkeypatch):
         },
         space,
     )
-    trial = study.ask()  # its worker dies before recording who it is
-    space.sample(trial)
-    store = tmp_path / "results"
+
+
+def _recover_unclaimed(study, storage, store, settings, monkeypatch) -> None:
+    import datetime as dt
+
+    from sweep.search import _sweeper
+
     assert _sweeper.recover_interrupted(study, storage, store, settings) == 0  # may be starting
     monkeypatch.setattr(_sweeper, "UNCLAIMED_AFTER", dt.timedelta(0))
     assert _sweeper.recover_interrupted(study, storage, store, settings) == 1
+    assert _sweeper.recover_interrupted(study, storage, store, settings) == 0  # once only
+
+
+def test_a_trial_its_worker_never_claimed_is_recovered_and_sampled_anew(tmp_path, monkeypatch):
+    from optuna.trial import TrialState
+
+    from sweep import load_results
+
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(storage=storage, study_name="s")
+    space = SearchSpace.from_config({"amount": {"low": 0.1, "high": 0.9}})
+    settings = _recovery_settings(space)
+    space.sample(study.ask())  # its worker dies before claiming it
+    store = tmp_path / "results"
+    _recover_unclaimed(study, storage, store, settings, monkeypatch)
     [failed, retry] = study.trials
     assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
-    assert retry.system_attrs["fixed_params"] == failed.params  # an enqueued trial's params
+    assert "fixed_params" not in retry.system_attrs  # nothing ran: its parameters are drawn anew
     assert retry.user_attrs["retry_of"] == failed.number
     row = load_results(store).iloc[0]
     assert (row.status, row.error) == (
         "failed",
-        "interrupted: its worker died before it started the trial",
+        "interrupted: its worker died before it started the trial; it is asked again",
     )
-    assert _sweeper.recover_interrupted(study, storage, store, settings) == 0  # once only
+
+
+def test_a_grid_point_whose_worker_died_while_sampling_it_runs_again(tmp_path, monkeypatch):
+    """The dead trial had drawn one of its two parameters: the retry still runs its grid
+    point, so the grid is covered exactly once."""
+    from optuna.trial import TrialState
+
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    space = SearchSpace.from_config(
+        {"amount": {"choices": [0.25, 0.5]}, "method": {"choices": ["l1_unstructured", "random"]}}
+    )
+    grid = optuna.samplers.GridSampler(space.grid(), seed=0)
+    study = optuna.create_study(storage=storage, study_name="s", sampler=grid)
+    settings = _recovery_settings(space)
+    dead = study.ask()
+    dead.suggest_categorical("amount", [0.25, 0.5])  # and dies before "method"
+    _recover_unclaimed(study, storage, tmp_path / "results", settings, monkeypatch)
+    points = []
+    for _ in range(4):
+        trial = study.ask()
+        values = space.sample(trial)
+        points.append((values["amount"], values["method"]))
+        if len(points) < 4:  # the grid sampler stops the study after the last
+            study.tell(trial, 0.0)
+    assert study.trials[1].user_attrs["retry_of"] == 0
+    assert sorted(points) == sorted(
+        (a, m) for a in (0.25, 0.5) for m in ("l1_unstructured", "random")
+    )
+    assert study.trials[0].state == TrialState.FAIL
+    assert study.trials[1].params["amount"] == dead.params["amount"]
+
+
+def test_a_claimed_trial_whose_worker_died_runs_its_parameters_again(tmp_path):
+    from optuna.trial import TrialState
+
+    from sweep.search import _sweeper
+
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    study = optuna.create_study(storage=storage, study_name="s")
+    space = SearchSpace.from_config({"amount": {"low": 0.1, "high": 0.9}})
+    trial = study.ask()
+    space.sample(trial)
+    trial.set_user_attr("worker", {"host": "elsewhere", "pid": 1, "start": 0.0})
+    _sweeper.requeue(study, study.trials[0])
+    [running, retry] = study.trials
+    assert running.state == TrialState.RUNNING and retry.state == TrialState.WAITING
+    assert retry.system_attrs["fixed_params"] == running.params
+    assert retry.user_attrs == {"retry_of": 0}

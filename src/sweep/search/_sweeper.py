@@ -32,7 +32,7 @@ import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from sweep.cli import WORKER_ENV
@@ -77,8 +77,8 @@ log = logging.getLogger(__name__)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # A study attribute per worker that ever started on it (`register_worker`)
 WORKER_PREFIX = "worker-"
-# A running trial whose worker never recorded itself (it died between ask and that) is given
-# up after this long; asking and recording take milliseconds.
+# A running trial whose worker never claimed it (it died between ask and the end of sampling)
+# is given up after this long; asking and sampling take well under a second.
 UNCLAIMED_AFTER = dt.timedelta(minutes=2)
 
 
@@ -208,16 +208,18 @@ class OptunaSweep:
                         time.sleep(min(beats, 5))
                         continue
                     break
-                values = settings.space.sample(trial)
-                job_overrides = [
-                    *fixed,
-                    *overrides(values),
-                    f"optuna.study={settings.study_name}",
-                    f"optuna.uid={uid}",
-                    f"optuna.trial={trial.number}",
-                    f"optuna.storage={_quoted(mask_password(settings.storage))}",
-                ]
                 with heartbeat(study, trial.number):
+                    values = settings.space.sample(trial)
+                    # claimed once sampled: a claimed trial's parameters are all there to rerun
+                    trial.set_user_attr("worker", worker_identity())
+                    job_overrides = [
+                        *fixed,
+                        *overrides(values),
+                        f"optuna.study={settings.study_name}",
+                        f"optuna.uid={uid}",
+                        f"optuna.trial={trial.number}",
+                        f"optuna.storage={_quoted(mask_password(settings.storage))}",
+                    ]
                     [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
                 status, error = tell(study, trial, ret, settings, store)
                 results.append(ret)
@@ -387,8 +389,7 @@ def ask_within_budget(
                 study, trial.number, settings.n_trials
             ):
                 continue  # given back unrun; the budget may yet have room (a failed ticket)
-            _beat(study, trial.number)  # before it is claimed: a claimed trial can go stale
-            trial.set_user_attr("worker", worker_identity())
+            _beat(study, trial.number)  # from now on the trial can go stale
             return trial
 
 
@@ -451,13 +452,34 @@ def requeue_stale(study: optuna.Study, trial, *, store: Path, settings: StudySet
     grace = settings.grace_period or 2 * (settings.heartbeat_interval or 0)  # Optuna's default
     error = (
         f"interrupted: worker {worker.get('host', '?')}:{worker.get('pid', '?')} sent no "
-        f"heartbeat for {grace} s; its parameters run again"
+        f"heartbeat for {grace} s; {_RERUN[bool(worker)]}"
     )
     # the trial is finished already, and Optuna keeps a finished trial's attributes as they are
     study.set_user_attr(f"{STALE_PREFIX}{trial.number}", error)
     write_failed_row(store, study, trial, error)
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    requeue(study, trial)
     log.warning("trial %d: %s", trial.number, error)
+
+
+# what `requeue` runs again: a trial's worker claims it once its parameters are all sampled
+_RERUN = {True: "its parameters run again", False: "it is asked again"}
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue an interrupted trial again, as Optuna's ``RetryFailedTrialCallback`` does: a waiting
+    trial with its system attributes (a grid point stays that point, an enqueued trial keeps its
+    fixed parameters) and, if its worker had claimed it, all its parameters fixed. A trial that
+    died while it was being sampled has only some; those not fixed in advance are sampled anew."""
+    system_attrs = dict(trial.system_attrs)
+    if "worker" in trial.user_attrs:
+        system_attrs["fixed_params"] = trial.params
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            system_attrs=system_attrs,
+            user_attrs={"retry_of": trial.number},
+        )
+    )
 
 
 def tell(
@@ -555,7 +577,7 @@ def recover_interrupted(
             # asked, but its worker died before it could say who it was
             if not (t.datetime_start and now - t.datetime_start > UNCLAIMED_AFTER):
                 continue
-            error = "interrupted: its worker died before it started the trial"
+            error = f"interrupted: its worker died before it started the trial; {_RERUN[False]}"
         elif dead and is_dead(worker):
             error = f"interrupted: worker {worker['host']}:{worker['pid']} died while the trial ran"
         else:
@@ -576,7 +598,7 @@ def recover_interrupted(
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # failed meanwhile as stale by another worker, which requeued it
         write_failed_row(store, study, t, error)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        requeue(study, t)
         requeued += 1
     return requeued
 
