@@ -34,6 +34,17 @@ def _sweep(tmp_path, *args: str, threads: int | None = None) -> subprocess.Popen
     )
 
 
+def _workers(tmp_path, count: int, *args: str, timeout: float) -> None:
+    """``count`` workers of one study started together, each with its own store (as on
+    machines with separate disks) and one torch thread; every one must exit 0."""
+    procs = [
+        _sweep(tmp_path, *args, f"store.path=store-{i}", "store.models=none", threads=1)
+        for i in range(count)
+    ]
+    outs = [p.communicate(timeout=timeout) for p in procs]
+    assert [p.returncode for p in procs] == [0] * count, [err for _, err in outs]
+
+
 def test_rows_reach_the_study_and_read_back_as_the_store_has_them(tmp_path):
     result = run_cli(
         "-m", "search=tradeoff", "hydra.sweeper.n_trials=3", *OPTUNA_FAST, cwd=tmp_path
@@ -144,22 +155,16 @@ def test_eight_workers_with_separate_disks_share_a_postgresql_study(tmp_path, po
     """Optuna's own scale, the database the only shared thing: each worker has its own store
     (as on machines with separate disks); 160 trials, no more, none twice, none left RUNNING,
     and the study's rows are the union of the stores."""
-    workers = [
-        _sweep(
-            tmp_path,
-            f"hydra.sweeper.storage={postgres_url}",
-            "hydra.sweeper.study_name=scale",
-            "hydra.sweeper.n_trials=160",
-            "hydra/sweeper/sampler=random",
-            f"store.path=store-{i}",
-            "store.models=none",
-            "latency.repeats=1",
-            threads=1,
-        )
-        for i in range(8)
-    ]
-    outs = [w.communicate(timeout=1200) for w in workers]
-    assert [w.returncode for w in workers] == [0] * 8, [err for _, err in outs]
+    _workers(
+        tmp_path,
+        8,
+        f"hydra.sweeper.storage={postgres_url}",
+        "hydra.sweeper.study_name=scale",
+        "hydra.sweeper.n_trials=160",
+        "hydra/sweeper/sampler=random",
+        "latency.repeats=1",
+        timeout=1200,
+    )
 
     study = optuna.load_study(study_name="scale", storage=postgres_url)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 160
@@ -247,21 +252,15 @@ def test_workers_through_the_grpc_storage_proxy(tmp_path):
     try:
         assert f"hydra.sweeper.storage=grpc://127.0.0.1:{port}" in proxy.stdout.readline()
         url = f"grpc://127.0.0.1:{port}"
-        workers = [
-            _sweep(
-                tmp_path,
-                f"hydra.sweeper.storage={url}",
-                "hydra.sweeper.n_trials=9",
-                "hydra/sweeper/sampler=random",
-                f"store.path=store-{i}",
-                "store.models=none",
-                "finetune.epochs=0",
-                threads=1,
-            )
-            for i in range(3)
-        ]
-        outs = [w.communicate(timeout=600) for w in workers]
-        assert [w.returncode for w in workers] == [0] * 3, [err for _, err in outs]
+        _workers(
+            tmp_path,
+            3,
+            f"hydra.sweeper.storage={url}",
+            "hydra.sweeper.n_trials=9",
+            "hydra/sweeper/sampler=random",
+            "finetune.epochs=0",
+            timeout=600,
+        )
         rows = load_results(storage=url, study="tradeoff")
     finally:
         proxy.terminate()

@@ -452,7 +452,7 @@ def requeue_stale(study: optuna.Study, trial, *, store: Path, settings: StudySet
     grace = settings.grace_period or 2 * (settings.heartbeat_interval or 0)  # Optuna's default
     error = (
         f"interrupted: worker {worker.get('host', '?')}:{worker.get('pid', '?')} sent no "
-        f"heartbeat for {grace} s; {_RERUN[bool(worker)]}"
+        f"heartbeat for {grace} s; {_rerun(trial)}"
     )
     # the trial is finished already, and Optuna keeps a finished trial's attributes as they are
     study.set_user_attr(f"{STALE_PREFIX}{trial.number}", error)
@@ -461,8 +461,14 @@ def requeue_stale(study: optuna.Study, trial, *, store: Path, settings: StudySet
     log.warning("trial %d: %s", trial.number, error)
 
 
-# what `requeue` runs again: a trial's worker claims it once its parameters are all sampled
-_RERUN = {True: "its parameters run again", False: "it is asked again"}
+def claimed(trial: FrozenTrial) -> bool:
+    """Whether a worker claimed ``trial``: it does so once the parameters are all sampled."""
+    return "worker" in trial.user_attrs
+
+
+def _rerun(trial: FrozenTrial) -> str:
+    # what `requeue` runs again, for the reason an interrupted trial gives
+    return "its parameters run again" if claimed(trial) else "it is asked again"
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -471,7 +477,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
     fixed parameters) and, if its worker had claimed it, all its parameters fixed. A trial that
     died while it was being sampled has only some; those not fixed in advance are sampled anew."""
     system_attrs = dict(trial.system_attrs)
-    if "worker" in trial.user_attrs:
+    if claimed(trial):
         system_attrs["fixed_params"] = trial.params
     study.add_trial(
         optuna.trial.create_trial(
@@ -577,7 +583,7 @@ def recover_interrupted(
             # asked, but its worker died before it could say who it was
             if not (t.datetime_start and now - t.datetime_start > UNCLAIMED_AFTER):
                 continue
-            error = f"interrupted: its worker died before it started the trial; {_RERUN[False]}"
+            error = f"interrupted: its worker died before it started the trial; {_rerun(t)}"
         elif dead and is_dead(worker):
             error = f"interrupted: worker {worker['host']}:{worker['pid']} died while the trial ran"
         else:
