@@ -211,6 +211,35 @@ def test_dense_ends_keep_the_first_layer_and_the_classifier(tmp_path):
     ]
 
 
+def test_an_end_layer_named_in_amounts_is_pruned_as_named(tmp_path):
+    # issue 22: scope.amounts={block2.conv:0.1,classifier:0.3} left the classifier dense
+    cfg = make_cfg(tmp_path, "scope.amounts={block2.conv:0.1,classifier:0.3}", fast=False)
+    scope = Scope.from_config(cfg.scope)
+    assert scope.dense_ends
+    model = _model()
+    targets = prune_model(model, PruningMethod("l1", prune.L1Unstructured), 0.5, scope)
+    assert {t.name: t.amount for t in targets} == {
+        "block2.conv": 0.1,
+        "block3.conv": 0.5,
+        "classifier": 0.3,
+    }
+    zeros = {
+        n: int((m.weight == 0).sum())
+        for n, m in model.named_modules()
+        if n.endswith(("conv", "classifier"))
+    }
+    assert zeros == {
+        "block1.conv": 0,  # the first layer, not named: dense_ends keeps it dense
+        "block2.conv": round(0.1 * 4608),
+        "block3.conv": round(0.5 * 18432),
+        "classifier": round(0.3 * model.classifier.weight.numel()),
+    }
+    # only the exact name brings an end back: a pattern or a type entry does not
+    for entry in ("classif*", "Linear"):
+        kept = Scope(amounts={entry: 0.3}, dense_ends=True)
+        assert "classifier" not in [name for name, _ in kept.modules(_model())]
+
+
 def test_dense_ends_follow_registration_not_names():
     model = nn.Sequential(
         nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Linear(8, 3)

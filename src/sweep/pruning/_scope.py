@@ -33,7 +33,9 @@ class Scope:
             output rows (that removes classes, so it is off by default).
         dense_ends: Leave the model's first layer and its classifier (the first and the last
             Linear or Conv module registered, see `end_layers`) dense, as most pruning papers
-            do: they hold few of the weights and much of the accuracy.
+            do: they hold few of the weights and much of the accuracy. An end layer that
+            ``amounts`` names exactly (``classifier: 0.3``) is pruned as named; a type or
+            pattern entry does not bring it back.
 
     Raises:
         ConfigError: ``layers`` empty, a string instead of a list, an unknown type, or
@@ -95,7 +97,9 @@ class Scope:
         found = [
             (name, m) for name, m in model.named_modules() if self._entries(m) and weight_names(m)
         ]
-        ends = end_layers(model) if self.dense_ends else ()
+        # a layer named in `amounts` by its exact name is pruned as asked: the user's explicit
+        # choice wins over the default of leaving the ends dense (a type or pattern does not)
+        ends = [n for n in end_layers(model) if n not in self.amounts] if self.dense_ends else ()
         for setting, patterns in (
             ("scope.exclude pattern", self.exclude),
             ("scope.amounts entry", self._names()),
