@@ -34,6 +34,28 @@ def test_user_model_on_a_preset_drops_the_presets_arguments(cfg_factory):
     assert plan.model.head.in_features == 8
 
 
+@pytest.mark.parametrize(
+    "preset, named, dropped",
+    [
+        ([], "mynet", "width"),
+        (["model=mlp"], "mynet", "hidden"),
+        (["model=resnet18"], "mynet", "arch"),
+        ([], "small_cnn", "width"),  # a preset's own name: the class names the model
+    ],
+)
+def test_user_model_named_by_the_user_drops_the_presets_arguments_too(
+    cfg_factory, preset, named, dropped
+):
+    # issue 22: with model.name=mynet the preset's width reached Net.__init__ (TypeError)
+    plan = prepare(cfg_factory(*preset, *USER, f"model.name={named}"), check_store=False)
+    name = "UserNet" if named == "small_cnn" else named
+    assert plan.resolved["model"] == {"_target_": "tests.custom_models.UserNet", "name": name}
+    assert dropped not in plan.resolved["model"] and isinstance(plan.model, UserNet)
+    # an argument the user sets is kept, as without model.name
+    plan = prepare(cfg_factory(*USER, "model.name=mynet", "+model.hidden=8"), check_store=False)
+    assert plan.resolved["model"]["hidden"] == 8 and plan.model.head.in_features == 8
+
+
 def test_untrained_checkpoint_is_the_baseline(cfg_factory, tmp_path):
     file = _untrained(tmp_path)
     row = run_trial(cfg_factory(*USER, f"model.checkpoint={file}", "amount=0.3"))

@@ -646,13 +646,17 @@ def _build_dataset(node: DictConfig) -> Dataset:
 def _model_spec(node: DictConfig) -> dict[str, Any]:
     """The resolved ``model`` node; a preset whose ``_target_`` the user replaced (``model.
     _target_=my_models.Net`` on the default ``small_cnn``) drops the preset's own arguments
-    that were left as they were, and is named after the new target."""
+    that were left as they were, and is named after the new target unless the user named it
+    (``model.name=mynet``)."""
     spec = OmegaConf.to_container(node, resolve=True)
     preset = _preset("model", str(spec.get("name")))
+    renamed = preset is None
+    if renamed:  # the user renamed it too: the preset is known by the keys it brought
+        preset = _preset_of(spec)
     if preset is None or preset.get("_target_") == spec.get("_target_"):
         return spec
     kept = {k: v for k, v in spec.items() if k == "_target_" or k not in preset or preset[k] != v}
-    kept["name"] = str(spec["_target_"]).rsplit(".", 1)[-1]
+    kept["name"] = spec["name"] if renamed else str(spec["_target_"]).rsplit(".", 1)[-1]
     return kept
 
 
@@ -664,6 +668,25 @@ def _preset(group: str, name: str) -> dict[str, Any] | None:
     if not file.is_file():
         return None
     return OmegaConf.to_container(OmegaConf.create(file.read_text()), resolve=False)
+
+
+def _preset_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The model preset ``spec`` was composed from, once renamed: of the presets whose every
+    argument ``spec`` holds, the one with the most arguments, then the most left as they were.
+    Hydra's command line can only change or remove a preset's keys, so this is the preset."""
+    from importlib.resources import files
+
+    own = ("name", "_target_")
+    candidates = []
+    for file in (files("sweep.conf") / "model").iterdir():
+        if not file.name.endswith(".yaml"):
+            continue
+        preset = _preset("model", file.name.removesuffix(".yaml"))
+        args = [k for k in preset if k not in own]
+        if all(k in spec for k in args):
+            same = sum(spec[k] == preset[k] for k in args)
+            candidates.append((len(args), same, file.name, preset))
+    return max(candidates, key=lambda c: c[:3])[3] if candidates else None
 
 
 def _facts(data: Dataset) -> dict[str, int]:
