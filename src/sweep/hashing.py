@@ -64,6 +64,9 @@ def key_view(group: str, node: Any) -> Any:
     if group == "scope" and isinstance(node.get("amounts"), dict):
         # {block2: {conv: 0.1}} from the command line is {block2.conv: 0.1} from a file
         node = {**node, "amounts": dotted(node["amounts"])}
+    if group == "dataset" and node.get("fingerprint"):
+        # data by its content, not where it lies (as a checkpoint by its digest)
+        node = {k: v for k, v in node.items() if k != "root"}
     return {
         k: v
         for k, v in node.items()

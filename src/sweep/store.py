@@ -166,6 +166,7 @@ _ROW_TYPES: dict[str, pa.DataType | str] = {
     "optuna.trial": _INT,
     "baseline_key": _TEXT,
     "baseline_trained": _BOOL,
+    "dataset.fingerprint": _TEXT,
 }
 _LAYER_TYPES: dict[str, pa.DataType | str] = {
     **dict.fromkeys(("trial_key", "layer", "param"), _TEXT),

@@ -482,7 +482,6 @@ def prepare(
     if rewind_file:
         rewind_file_state = weights.read_state(rewind_file, "rewind_weights")
         resolved["rewind_weights_sha256"] = weights.file_digest(rewind_file)
-    key = trial_key(resolved, device)
     if datasets is None:
         datasets = _LAST_DATASET if _in_multirun() else {}
     data_key = config_hash(resolved["dataset"])
@@ -491,6 +490,11 @@ def prepare(
             datasets.clear()  # one dataset kept: a sweep's jobs mostly share theirs
         datasets[data_key] = _build_dataset(cfg.dataset)
     data = datasets[data_key]
+    if data.fingerprint is not None:
+        # what the files hold is part of the trial and of its baseline: a changed folder is a
+        # new baseline and a new row, never a stale one
+        resolved["dataset"]["fingerprint"] = data.fingerprint
+    key = trial_key(resolved, device)
     torch.manual_seed(cfg.seed)
     model = build_model(resolved["model"], _facts(data))
     rewind_state = None

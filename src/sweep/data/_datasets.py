@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from sweep.data._augment import RandomCropFlip
+from sweep.data._fingerprint import folder_fingerprint
 from sweep.data._split import Dataset, Split, holdout
 from sweep.errors import ConfigError
 
@@ -136,6 +137,7 @@ def cifar10(
         return _normalize(x, _CIFAR10_STATS), torch.tensor(ds.targets, dtype=torch.long)
 
     data = _two_way(tensors(train), tensors(test), val_fraction, split_seed, len(train.classes))
+    data = replace(data, fingerprint=folder_fingerprint(Path(root, CIFAR10.base_folder)))
     if not augment:
         return data
     black = tuple(-m / s for m, s in zip(*_CIFAR10_STATS, strict=True))
@@ -150,7 +152,8 @@ def _torchvision_grayscale(cls, folder, root, val_fraction, split_seed, stats) -
         x = ds.data.unsqueeze(1).float().div_(255)
         return _normalize(x, stats), ds.targets.long()
 
-    return _two_way(tensors(train), tensors(test), val_fraction, split_seed, len(train.classes))
+    data = _two_way(tensors(train), tensors(test), val_fraction, split_seed, len(train.classes))
+    return replace(data, fingerprint=folder_fingerprint(Path(root, folder, "raw")))
 
 
 def _check_fractions(**fractions: float) -> None:

@@ -83,7 +83,8 @@ class Dataset:
     """A dataset split three ways, with what a model builder needs to know about its inputs.
 
     The splits are in-memory `Split` tensors or `Streamed` loaders; code that trains or
-    evaluates sees only the `DataSplit` interface.
+    evaluates sees only the `DataSplit` interface. ``fingerprint`` identifies the content of
+    data read from files or from a user's dataset (see `sweep.data._fingerprint`).
     """
 
     train: DataSplit
@@ -92,6 +93,9 @@ class Dataset:
     num_classes: int
     in_channels: int
     image_size: int
+    # what the files or items hold (`sweep.data._fingerprint`): part of trial and baseline keys;
+    # None where the config alone fixes the data (digits, synthetic)
+    fingerprint: str | None = None
 
     def to(self, device: torch.device | str) -> Dataset:
         return replace(

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from sweep.data._augment import RandomCropFlip
 from sweep.data._datasets import _check_fractions
+from sweep.data._fingerprint import files_fingerprint, object_fingerprint
 from sweep.data._split import Dataset, Split, holdout_indices, three_way_indices
 from sweep.data._streamed import Streamed, check_loader_settings
 from sweep.errors import ConfigError
@@ -120,6 +121,7 @@ def image_folder(
         persistent_workers=persistent_workers,
         in_memory=in_memory,
         augment=RandomCropFlip(image_size // 8, black) if augment else None,
+        fingerprint=_folder_fingerprint(root, parts),
     )
 
 
@@ -196,6 +198,7 @@ def from_torch(
         in_memory=in_memory,
         augment=None,
         decoded={id(dataset): decoded} if decoded is not None else None,
+        fingerprint=object_fingerprint(dataset),
     )
 
 
@@ -290,6 +293,13 @@ def _some(names: list[str], shown: int = 5) -> str:
     return f"[{listed}, ... {len(names)} in all]" if len(names) > shown else f"[{listed}]"
 
 
+def _folder_fingerprint(root: str, parts: _Parts) -> str:
+    """`files_fingerprint` of the images the splits read (each folder once), relative to
+    ``root``: an image edited, added, removed or moved to another class is a new dataset."""
+    folders = {id(part.eval_view): part.eval_view for part in parts}.values()
+    return files_fingerprint(root, [path for f in folders for path, _ in f.samples])
+
+
 def _with_transform(folder, transform):
     """A second view of the same files (no second scan of the folder) with ``transform``."""
     view = copy.copy(folder)
@@ -310,6 +320,7 @@ def _dataset(
     in_memory: bool,
     augment: RandomCropFlip | None,
     decoded: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    fingerprint: str | None = None,
 ) -> Dataset:
     splits = []
     if in_memory:
@@ -327,7 +338,7 @@ def _dataset(
         for part in parts:
             items = part.view if part.indices is None else Subset(part.view, part.indices.tolist())
             splits.append(Streamed(items, persistent_workers=persistent_workers, **loader))
-    return Dataset(*splits, num_classes, in_channels, image_size)
+    return Dataset(*splits, num_classes, in_channels, image_size, fingerprint)
 
 
 def _read_all(
