@@ -164,3 +164,48 @@ def test_embedded_datasets_keep_their_keys(cfg_factory):
     assert plan.key == "265616c46077d97b"  # digits: fixed by its config, key as before
     synthetic = prepare(cfg_factory("dataset=synthetic"), check_store=False)
     assert "fingerprint" not in synthetic.resolved["dataset"]
+
+
+def _with_corrupt_image(root: Path, split: str = "") -> Path:
+    """Class folders (2 per class in each of train/ val/ test/ when ``split``) and
+    ``<split>/dog/corrupt.jpg`` holding garbage bytes."""
+    for sub in ("train", "val", "test") if split else ("",):
+        write_images(root / sub, 4)
+    bad = root / split / "dog" / "corrupt.jpg"
+    bad.write_bytes(b"these are not the bytes of a JPEG")
+    return bad
+
+
+def test_a_corrupt_image_refuses_an_in_memory_folder_before_anything_runs(
+    tmp_path, monkeypatch, capsys
+):
+    from sweep.cli import check_overrides
+    from tests.conftest import FAST
+
+    _with_corrupt_image(tmp_path / "imgs")
+    (tmp_path / "imgs" / "cat" / "bad.png").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        check_overrides([*FAST, *FOLDER, "dataset.root=imgs", "dataset.in_memory=true"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: dataset.root='imgs' holds 2 unreadable images: ['cat/bad.png', "
+        "'dog/corrupt.jpg']; accepted: image files PIL can read (remove or replace them)"
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["imgs"]  # no store, no run folder
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_streamed_image_fails_the_trial_in_one_line_and_caches_no_baseline(
+    cfg_factory, tmp_path, workers
+):
+    bad = _with_corrupt_image(tmp_path / "imgs", "test")  # pretraining never reads test/
+    row = run_trial(
+        cfg_factory(*FOLDER, f"dataset.root={tmp_path / 'imgs'}", f"dataset.num_workers={workers}")
+    )
+    assert (row["status"], row["error"]) == (
+        "failed",
+        f"unreadable image {bad}: not an image format PIL knows",
+    )
+    # before: the baseline was cached, and every later run reused it
+    assert list((tmp_path / "results" / "baselines").glob("*.pt")) == []

@@ -63,7 +63,9 @@ def load_or_train(
         ``rewind_epoch``, ``rewind_state`` too (a state dict on the model's device).
 
     Raises:
-        TrialFailed: Pretraining diverged (a NaN or infinite loss or output); nothing is cached.
+        TrialFailed: Pretraining diverged (a NaN or infinite loss or output), or a file of any
+            split could not be read (every split is read once before caching); nothing is
+            cached.
     """
     key = baseline_key(settings)
     folder = Path(cache_dir)
@@ -99,11 +101,15 @@ def load_or_train(
         )
         # before saving: a baseline that trained to NaN must not be cached for every later trial
         acc, loss = evaluate(model, data.val, desc="pretrained model")
+        # nor one whose data could not all be read: streamed files are read only as passes go,
+        # and the test split is the one pretraining never reads
+        test_acc, _ = evaluate(model, data.test, desc="pretrained model, test split")
         info = {
             "key": key,
             "time_s": time.perf_counter() - start,
             "val_acc": acc,
             "val_loss": loss,
+            "test_acc": test_acc,
             "settings": settings,
         }
         atomic_write(weights, lambda f: torch.save(model.state_dict(), f))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -16,7 +17,7 @@ from sweep.data._datasets import _check_fractions
 from sweep.data._fingerprint import files_fingerprint, object_fingerprint
 from sweep.data._split import Dataset, Split, holdout_indices, three_way_indices
 from sweep.data._streamed import Streamed, check_loader_settings
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, TrialFailed
 
 _LAYOUTS = (
     "a local folder of class subfolders holding images, or one whose train/ and val/ "
@@ -77,6 +78,9 @@ def image_folder(
         ConfigError: A setting is out of range, ``root`` is not a folder, a folder has no class
             subfolders, a class no images, there is only one class, or the class subfolders of
             ``train/``, ``val/`` and ``test/`` differ.
+        ConfigError: With ``in_memory`` (or when the first image is one), an image that PIL
+            cannot read; the message names each such file. Streamed images are read as the
+            trial goes: one that cannot be read fails the trial with `UnreadableImage`.
 
     Example:
         >>> ds = image_folder("/data/pets", 224, None, [0.485, 0.456, 0.406],
@@ -110,19 +114,21 @@ def image_folder(
         )
 
     parts = _folder_parts(root, eval_tf, train_tf, val_fraction, test_fraction, split_seed)
-    first = parts.train.eval_view
     black = tuple(-m / s for m, s in zip(mean, std, strict=True))
-    return _dataset(
-        parts,
-        num_classes=len(first.classes),
-        in_channels=first[0][0].shape[0],
-        image_size=image_size,
-        loader={"num_workers": num_workers, "pin_memory": pin_memory},
-        persistent_workers=persistent_workers,
-        in_memory=in_memory,
-        augment=RandomCropFlip(image_size // 8, black) if augment else None,
-        fingerprint=_folder_fingerprint(root, parts),
-    )
+    try:
+        return _dataset(
+            parts,
+            num_classes=len(parts.train.eval_view.classes),
+            in_channels=parts.train.eval_view[0][0].shape[0],
+            image_size=image_size,
+            loader={"num_workers": num_workers, "pin_memory": pin_memory},
+            persistent_workers=persistent_workers,
+            in_memory=in_memory,
+            augment=RandomCropFlip(image_size // 8, black) if augment else None,
+            fingerprint=_folder_fingerprint(root, parts),
+        )
+    except UnreadableImage:  # met while decoding into memory: name them all, before anything runs
+        raise _unreadable(root, parts) from None
 
 
 def from_torch(
@@ -254,7 +260,9 @@ def _open_folder(root: str, sub: str, transform):
 
     where = f" in {sub}" if sub else ""
     try:
-        folder = ImageFolder(str(Path(root, sub)), transform=transform, allow_empty=True)
+        folder = ImageFolder(
+            str(Path(root, sub)), transform=transform, loader=_load_image, allow_empty=True
+        )
     except FileNotFoundError:  # no class subfolders at all
         raise ConfigError(
             f"dataset.root={root!r} has no class folders{where}; accepted: {_LAYOUTS}"
@@ -273,6 +281,48 @@ def _open_folder(root: str, sub: str, transform):
             "accepted: two or more class folders"
         )
     return folder
+
+
+class UnreadableImage(TrialFailed):
+    """An image file PIL cannot read: one line naming it.
+
+    A ``DataLoader`` worker's exception comes back in the main process as the same type with
+    the worker's traceback for message; its last line is the one that names the file.
+    """
+
+    def __init__(self, message: str) -> None:
+        last = message.rstrip().splitlines()[-1] if message.strip() else message
+        super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])
+
+
+def _load_image(path: str):
+    """torchvision's default loader, failing with `UnreadableImage` naming the file."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except UnidentifiedImageError:  # its message shows the open file object, not the path
+        raise UnreadableImage(f"unreadable image {path}: not an image format PIL knows") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise UnreadableImage(f"unreadable image {path}: {reason}") from None
+
+
+def _unreadable(root: str, parts: _Parts) -> ConfigError:
+    """The refusal naming every image of the splits that does not load (each file once)."""
+    folders = {id(part.eval_view): part.eval_view for part in parts}.values()
+    bad = []
+    for path in dict.fromkeys(p for f in folders for p, _ in f.samples):
+        try:
+            _load_image(path)
+        except UnreadableImage:
+            bad.append(os.path.relpath(path, root))
+    return ConfigError(
+        f"dataset.root={root!r} holds {len(bad)} unreadable image"
+        f"{'s' if len(bad) != 1 else ''}: {_some(bad)}; accepted: image files PIL can read "
+        "(remove or replace them)"
+    )
 
 
 def _check_same_classes(root: str, train, other, sub: str) -> None:
