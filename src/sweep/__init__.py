@@ -12,7 +12,7 @@ and in a notebook::
 
 from typing import Any
 
-from sweep.store import load_layers, load_results
+from sweep.results import load_layers, load_results
 
 __version__ = "0.1.0"
 
