@@ -25,6 +25,7 @@ from torch import nn
 
 from sweep import baseline, config, metrics, sparse, weights
 from sweep._build import BUILD_FACTS, build_model, call_target
+from sweep._version import __version__
 from sweep.data import Dataset, DataSplit, Split
 from sweep.errors import ConfigError, TrialFailed
 from sweep.export import save_model
@@ -714,8 +715,6 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     """What decides whether a rerun reproduces a row bit for bit: library versions, and the
     instruction set torch's CPU kernels were dispatched for (AVX2 and AVX-512 round apart)."""
-    from sweep import __version__
-
     return {
         "version.sweep": __version__,
         "version.torch": torch.__version__,
