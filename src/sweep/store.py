@@ -109,6 +109,14 @@ METRIC_COLUMNS = (
     "latency_ms_dense",
     "latency_ms",
     "speedup",
+    "latency_ms_dense_low",
+    "latency_ms_dense_high",
+    "latency_ms_low",
+    "latency_ms_high",
+    "speedup_low",
+    "speedup_high",
+    "latency_rounds",
+    "latency_noisy",
     "size_bytes_dense",
     "size_bytes",
     "compacted",
@@ -136,6 +144,7 @@ LABEL_COLUMNS = frozenset(
         "started_at",
         "compacted",
         "recalibrated",
+        "latency_noisy",
         "compact_error",
         "skipped_layers",
         "model_file",
@@ -160,6 +169,13 @@ _ROW_TYPES: dict[str, pa.DataType | str] = {
     **dict.fromkeys(("acc_dense", "acc_pruned", "acc_recalibrated", "acc_finetuned"), _FLOAT),
     "loss_finetuned": _FLOAT,
     **dict.fromkeys(("sparsity", "latency_ms_dense", "latency_ms", "speedup"), _FLOAT),
+    **{
+        f"{name}_{end}": _FLOAT
+        for name in ("latency_ms_dense", "latency_ms", "speedup")
+        for end in ("low", "high")
+    },
+    "latency_rounds": _INT,
+    "latency_noisy": _BOOL,
     **dict.fromkeys(("time_prune_s", "time_finetune_s", "time_total_s"), _FLOAT),
     "compacted": _BOOL,
     "recalibrated": _BOOL,
