@@ -107,7 +107,7 @@ def test_trial_finetunes_and_measures_the_compacted_model(cfg_factory, tmp_path)
     assert row["sparsity"] == 1 - (72 + 1152 + 4608) / (
         144 + 4608 + 18432
     )  # rows and inputs removed
-    assert row["speedup"] == row["latency_ms_dense"] / row["latency_ms"]
+    assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"]
     assert row["acc_finetuned"] > row["acc_pruned"]
     layers = load_layers(tmp_path / "results").set_index("layer")
     assert (

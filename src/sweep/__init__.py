@@ -12,9 +12,8 @@ and in a notebook::
 
 from typing import Any
 
-from sweep.store import load_layers, load_results
-
-__version__ = "0.1.0"
+from sweep._version import __version__
+from sweep.results import load_layers, load_results
 
 __all__ = ["__version__", "load_layers", "load_model", "load_results", "run_trial"]
 

@@ -78,9 +78,13 @@ class StoreSettings:
 
 @dataclass
 class LatencySettings:
+    measure: Any = _field("auto | true | false", lambda v: v == "auto" or isinstance(v, bool))  # noqa: RUF009
     batch_size: int = _field("an int >= 1", lambda v: v >= 1)
     warmup: int = _field("an int >= 0", lambda v: v >= 0)
     repeats: int = _field("an int >= 1", lambda v: v >= 1)
+    max_repeats: int = _field("an int >= 1", lambda v: v >= 1)
+    width: float = _field("a number > 0", _positive)
+    confidence: float = _field("a number in (0, 1)", lambda v: 0 < v < 1)
 
 
 @dataclass

@@ -34,6 +34,9 @@ KEYED_UNLESS = {
     ("model", "checkpoint"): None,
     ("dataset", "augment"): False,
     ("recalibrate", "batches"): 0,
+    ("latency", "max_repeats"): 200,
+    ("latency", "width"): 0.1,
+    ("latency", "confidence"): 0.95,
     ("scope", "dense_ends"): False,
     **{
         (stage, key): value
@@ -50,6 +53,7 @@ KEYED_UNLESS = {
 # (group, key): settings that change how fast a result comes, never the result (the batches a
 # DataLoader delivers are the same with any number of workers): left out of keys.
 HOW_NOT_WHAT = (
+    ("latency", "measure"),  # whether a figure is taken, not what the model is
     ("dataset", "num_workers"),
     ("dataset", "pin_memory"),
     ("dataset", "persistent_workers"),

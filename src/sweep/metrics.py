@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,11 +16,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from sweep.pruning import weight_names
 
 __all__ = [
+    "LATENCY_COLUMNS",
+    "Latency",
     "count_flops",
     "count_nonzero",
     "count_params",
     "latency_ms",
     "layer_table",
+    "median_interval",
+    "paired_latency",
     "removed_fraction",
     "weight_numels",
 ]
@@ -76,19 +83,135 @@ def count_flops(model: nn.Module, example: torch.Tensor, *, zero_aware: bool = T
 def latency_ms(model: nn.Module, batch: torch.Tensor, *, warmup: int, repeats: int) -> float:
     """Median time of one forward pass on ``batch`` in milliseconds, after ``warmup`` passes."""
     model.eval()
+    with torch.no_grad():
+        for _ in range(warmup):
+            model(batch)
+        return 1000.0 * statistics.median(_time(model, batch) for _ in range(repeats))
+
+
+# What `Latency.columns` fills in a row; a trial that times nothing leaves them empty.
+LATENCY_COLUMNS = (
+    *(
+        f"{name}{end}"
+        for name in ("latency_ms_dense", "latency_ms", "speedup")
+        for end in ("", "_low", "_high")
+    ),
+    "latency_rounds",
+    "latency_noisy",
+)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Two models timed against each other: medians in ms with their confidence intervals,
+    and the median of the paired ratios (dense / pruned), with its interval."""
+
+    dense_ms: tuple[float, float, float]  # (low, median, high)
+    ms: tuple[float, float, float]
+    speedup: tuple[float, float, float]
+    rounds: int
+    noisy: bool
+
+    def columns(self) -> dict[str, Any]:
+        """The row's columns: ``latency_ms`` etc. with ``_low``/``_high`` beside each."""
+        row: dict[str, Any] = {}
+        for name, (low, mid, high) in (
+            ("latency_ms_dense", self.dense_ms),
+            ("latency_ms", self.ms),
+            ("speedup", self.speedup),
+        ):
+            row.update({name: mid, f"{name}_low": low, f"{name}_high": high})
+        return {**row, "latency_rounds": self.rounds, "latency_noisy": self.noisy}
+
+
+def paired_latency(
+    dense: nn.Module,
+    pruned: nn.Module,
+    batch: torch.Tensor,
+    *,
+    warmup: int,
+    repeats: int,
+    max_repeats: int,
+    width: float,
+    confidence: float = 0.95,
+) -> Latency:
+    """Time ``dense`` and ``pruned`` on ``batch`` in the same moments, until the speedup is
+    known to within ``width``.
+
+    Each round times one forward pass of each, in alternating order (A B, B A, ...), so that a
+    machine that slows down or speeds up meanwhile slows both alike; the speedup is the median
+    of the rounds' ratios. After ``repeats`` rounds, rounds go on until the ``confidence``
+    interval of that median (distribution-free: order statistics of a binomial) is narrower
+    than ``width`` times the median, or ``max_repeats`` rounds were run; then ``noisy`` says
+    whether it still is wider. A model that computes exactly what the other does reads a
+    speedup whose interval holds 1.
+
+    Args:
+        dense, pruned: The models, on the device of ``batch`` (put in eval mode here).
+        batch: The input both run on.
+        warmup: Passes of each before timing.
+        repeats, max_repeats: The fewest and the most rounds.
+        width: The widest interval accepted, as a fraction of the median speedup.
+        confidence: Of the intervals.
+
+    Example:
+        >>> net = nn.Linear(64, 64)
+        >>> lat = paired_latency(net, net, torch.zeros(8, 64), warmup=1, repeats=5,
+        ...                      max_repeats=50, width=1.0)
+        >>> lat.speedup[0] <= 1.0 <= lat.speedup[2]
+        True
+    """
+    dense.eval(), pruned.eval()
+    with torch.no_grad():
+        for _ in range(warmup):
+            dense(batch), pruned(batch)
+        a, b, ratios = [], [], []
+        while len(ratios) < max_repeats:
+            if len(ratios) % 2:
+                tb, ta = _time(pruned, batch), _time(dense, batch)
+            else:
+                ta, tb = _time(dense, batch), _time(pruned, batch)
+            a.append(ta), b.append(tb), ratios.append(ta / tb)
+            if len(ratios) >= repeats:
+                low, mid, high = median_interval(ratios, confidence)
+                if high - low <= width * mid:
+                    break
+    speedup = median_interval(ratios, confidence)
+    ms = [tuple(1000.0 * v for v in median_interval(t, confidence)) for t in (a, b)]
+    noisy = speedup[2] - speedup[0] > width * speedup[1]
+    return Latency(ms[0], ms[1], speedup, len(ratios), noisy)
+
+
+def median_interval(
+    values: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """(low, median, high): the median of ``values`` and a distribution-free ``confidence``
+    interval for it, from the order statistics whose ranks a Binomial(n, 1/2) bounds (normal
+    approximation; the sample's extremes for small n).
+
+    Example:
+        >>> median_interval(list(range(1, 101)))
+        (40, 50.5, 61)
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    half = z * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half) - 1)
+    high = min(n - 1, math.ceil(n / 2 + half))
+    return ordered[low], statistics.median(ordered), ordered[high]
+
+
+def _time(model: nn.Module, batch: torch.Tensor) -> float:
+    """Seconds of one forward pass, the device's queue drained before and after."""
     cuda = batch.device.type == "cuda"
-    for _ in range(warmup):
-        model(batch)
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize(batch.device)
-        start = time.perf_counter()
-        model(batch)
-        if cuda:
-            torch.cuda.synchronize(batch.device)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    if cuda:
+        torch.cuda.synchronize(batch.device)
+    start = time.perf_counter()
+    model(batch)
+    if cuda:
+        torch.cuda.synchronize(batch.device)
+    return time.perf_counter() - start
 
 
 def weight_numels(model: nn.Module) -> dict[tuple[str, str], int]:

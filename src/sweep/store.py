@@ -6,6 +6,8 @@ Layout under the store folder::
     layers/<row id>.parquet   per-layer sparsity of that trial (long format)
     models/<row id>.pt        its final model (store.models; read with sweep.load_model)
     baselines/                the dense-baseline cache (see sweep.baseline)
+    index/                    the rows of trials/ and layers/ in a few files, so that a load
+                              reads only what changed since (a cache: safe to delete)
 
 Each file is written to a hidden temporary name and renamed into place, so a reader or a kill
 at any moment sees a trial whole or not at all; the layers file is written first and the trial
@@ -37,7 +39,7 @@ Integer columns stay integers: int64, or pandas' nullable Int64 where some rows 
 from __future__ import annotations
 
 import datetime as dt
-import io
+import hashlib
 import json
 import logging
 import os
@@ -64,11 +66,14 @@ __all__ = [
     "clean",
     "decode_rows",
     "encode_rows",
+    "layers_frame",
     "load_layers",
     "load_results",
     "read_layers",
     "read_row",
+    "results_frame",
     "row_id",
+    "rows_table",
     "write_trial",
 ]
 
@@ -104,6 +109,14 @@ METRIC_COLUMNS = (
     "latency_ms_dense",
     "latency_ms",
     "speedup",
+    "latency_ms_dense_low",
+    "latency_ms_dense_high",
+    "latency_ms_low",
+    "latency_ms_high",
+    "speedup_low",
+    "speedup_high",
+    "latency_rounds",
+    "latency_noisy",
     "size_bytes_dense",
     "size_bytes",
     "compacted",
@@ -131,6 +144,7 @@ LABEL_COLUMNS = frozenset(
         "started_at",
         "compacted",
         "recalibrated",
+        "latency_noisy",
         "compact_error",
         "skipped_layers",
         "model_file",
@@ -155,6 +169,13 @@ _ROW_TYPES: dict[str, pa.DataType | str] = {
     **dict.fromkeys(("acc_dense", "acc_pruned", "acc_recalibrated", "acc_finetuned"), _FLOAT),
     "loss_finetuned": _FLOAT,
     **dict.fromkeys(("sparsity", "latency_ms_dense", "latency_ms", "speedup"), _FLOAT),
+    **{
+        f"{name}_{end}": _FLOAT
+        for name in ("latency_ms_dense", "latency_ms", "speedup")
+        for end in ("low", "high")
+    },
+    "latency_rounds": _INT,
+    "latency_noisy": _BOOL,
     **dict.fromkeys(("time_prune_s", "time_finetune_s", "time_total_s"), _FLOAT),
     "compacted": _BOOL,
     "recalibrated": _BOOL,
@@ -174,6 +195,11 @@ _LAYER_TYPES: dict[str, pa.DataType | str] = {
     "in_scope": _BOOL,
     "amount": _NUMBER,  # missing for layers out of scope, and in stores written before it
 }
+# Columns the readers add to each row while combining files: the row's file (its row id) and
+# its place in that file; and, in the index, what the file was when its rows were read.
+_FILE, _ROW = "__file", "__row"
+_INO, _MTIME, _SIZE = "__ino", "__mtime_ns", "__size"
+_INDEX = "index"
 _NULLABLE = {_INT: pd.Int64Dtype(), _BOOL: pd.BooleanDtype()}
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 
@@ -246,53 +272,67 @@ def read_row(
     table = _read_file(target, strict)
     if table is None or not table.num_rows:
         return None
+    table = _labelled(table, row_id)
     schema = _unify([table.schema], _ROW_TYPES)
-    return _conform([(target, table)], schema, strict).to_pylist()[0]
+    row = _conform([(target.parent, table)], schema, strict).to_pylist()[0]
+    del row[_FILE], row[_ROW]
+    return row
 
 
-def load_results(
-    path: str | os.PathLike | None = None,
-    *,
-    strict: bool = False,
-    storage: Any = None,
-    study: str | None = None,
-) -> pd.DataFrame:
-    """All trials in the store as one DataFrame, one row per trial, oldest first.
+def load_results(path: str | os.PathLike | None = None, *, strict: bool = False) -> pd.DataFrame:
+    """All trials in the store folder as one DataFrame, one row per trial, oldest first.
 
-    Column types: fixed columns have declared types (``amount`` int64 when every amount is an
-    int, a count; float64 when ints and floats mix, values >= 1 then counts and < 1
-    fractions). A config column whose files agree keeps its type; int and float give float;
-    naive and aware times give UTC times; any other mix gives text, each value as it would be
-    typed on the command line (``true``, ``2``, ``fro``). Integer columns with missing values
-    are pandas' nullable Int64.
+    `sweep.load_results` is this function, and also reads a study's storage instead; its
+    docstring says what the columns are and hold.
 
     Args:
         path: The store folder (default ``results`` in the current folder).
         strict: Raise ``ValueError`` on a damaged or foreign file, or a value that cannot take
             its column's type, instead of skipping it (or reading it as missing) with a warning.
-        storage, study: Read the rows of Optuna study ``study`` from its storage (a URL such as
-            ``postgresql://...``, a journal file path, or an Optuna storage) instead of a
-            folder: every worker's rows, wherever its store was. The same DataFrame as the
-            store of a sweep whose workers shared it.
-
-    Returns:
-        The fixed metric columns first, then config columns (``finetune.lr``...) sorted.
-        Columns that appeared later in the store's life are missing (NA) in older rows,
-        but for ``schedule``: rows from before it existed are ``one_shot``, as they ran.
-
-    Example:
-        >>> df = load_results("results")  # doctest: +SKIP
-        >>> df.groupby("method").sparsity.max()  # doctest: +SKIP
     """
-    if storage is not None or study is not None:
-        table = _combine(_study_tables(storage, study, "row"), _ROW_TYPES, strict)
-    else:
-        table = _read_folder(_existing(path) / "trials", _ROW_TYPES, strict)
+    return results_frame(_read_folder(_existing(path) / "trials", _ROW_TYPES, strict))
+
+
+def load_layers(path: str | os.PathLike | None = None, *, strict: bool = False) -> pd.DataFrame:
+    """Per-layer sparsity of every trial in the store folder (`sweep.load_layers`)."""
+    root = _existing(path)
+    layers = _read_folder(root / "layers", _LAYER_TYPES, strict)
+    if layers is None:
+        return pd.DataFrame(columns=list(LAYER_COLUMNS))
+    trials = _read_folder(root / "trials", _ROW_TYPES, strict)
+    keys = pa.array([], _TEXT) if trials is None else trials["trial_key"].combine_chunks()
+    # A trial killed between its two files leaves layers without a row: not part of the store.
+    return layers_frame(layers.filter(pc.is_in(layers["trial_key"], value_set=keys)))
+
+
+def rows_table(
+    labelled: Iterable[tuple[str, Sequence[Mapping[str, Any]]]], kind: str, strict: bool = False
+) -> pa.Table | None:
+    """Rows from elsewhere (a study's trials) as `load_results` or `load_layers` reads them
+    from files: ``labelled`` gives each file's name (its row id) and rows; ``kind`` is
+    ``row`` or ``layers``. ``None`` when there are none.
+
+    Rows of one set of column types become one table in one call: per-row work is the
+    grouping alone.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for label, rows in labelled:
+        for i, r in enumerate(rows):
+            row = {k: _scalar(v) for k, v in r.items()}
+            signature = tuple((k, type(v)) for k, v in row.items())
+            groups.setdefault(signature, []).append({**row, _FILE: label, _ROW: i})
+    tables = ((None, pa.Table.from_pylist(members)) for members in groups.values())
+    return _combine(tables, _ROW_TYPES if kind == "row" else _LAYER_TYPES, strict)
+
+
+def results_frame(table: pa.Table | None) -> pd.DataFrame:
+    """The trials table (`_read_folder`, `rows_table`) as `load_results` returns it."""
     if table is None:
         return pd.DataFrame(columns=list(METRIC_COLUMNS))
-    if "started_at" in table.column_names:
-        # stable, missing times last: rows that started together keep their file order
-        table = table.take(pc.sort_indices(table, [("started_at", "ascending")]))
+    # stable, missing times last: rows that started together keep their files' order
+    by = [("started_at", "ascending")] * ("started_at" in table.column_names)
+    table = table.take(pc.sort_indices(table, [*by, (_FILE, "ascending")]))
+    table = table.drop_columns([_FILE])
     lead = [c for c in METRIC_COLUMNS if c in table.column_names]
     df = _to_pandas(table.select(lead + sorted(set(table.column_names) - set(lead))))
     if "schedule" in df.columns:  # rows from before schedules existed were pruned at once
@@ -300,34 +340,13 @@ def load_results(
     return df
 
 
-def load_layers(
-    path: str | os.PathLike | None = None,
-    *,
-    strict: bool = False,
-    storage: Any = None,
-    study: str | None = None,
-) -> pd.DataFrame:
-    """Per-layer sparsity of every trial: ``trial_key, layer, param, numel, nonzero, in_scope,
-    amount`` (the amount the layer was pruned with; missing out of scope and in older stores).
-
-    Args:
-        path: The store folder (default ``results`` in the current folder).
-        strict: Raise on a damaged or foreign file instead of skipping it with a warning.
-        storage, study: Read them from an Optuna study's storage instead (`load_results`).
-    """
-    if storage is not None or study is not None:
-        layers = _combine(_study_tables(storage, study, "layers"), _LAYER_TYPES, strict)
-        if layers is None:
-            return pd.DataFrame(columns=list(LAYER_COLUMNS))
-        return _to_pandas(layers)
-    root = _existing(path)
-    layers = _read_folder(root / "layers", _LAYER_TYPES, strict)
-    if layers is None:
+def layers_frame(table: pa.Table | None) -> pd.DataFrame:
+    """The layers table (`_read_folder`, `rows_table`) as `load_layers` returns it."""
+    if table is None:
         return pd.DataFrame(columns=list(LAYER_COLUMNS))
-    trials = _read_folder(root / "trials", _ROW_TYPES, strict, ["trial_key"])
-    keys = pa.array([], _TEXT) if trials is None else trials["trial_key"].combine_chunks()
-    # A trial killed between its two files leaves layers without a row: not part of the store.
-    return _to_pandas(layers.filter(pc.is_in(layers["trial_key"], value_set=keys)))
+    # a trial's layers in the order it wrote them, trials in the order of their files
+    order = pc.sort_indices(table, [(_FILE, "ascending"), (_ROW, "ascending")])
+    return _to_pandas(table.take(order).drop_columns([_FILE, _ROW]))
 
 
 def read_layers(path: str | os.PathLike, row_id: str) -> list[dict[str, Any]]:
@@ -360,19 +379,6 @@ def _from_json(node: dict[str, Any]) -> Any:
     return node
 
 
-def _study_tables(storage: Any, study: str | None, attr: str) -> Iterator[tuple[str, pa.Table]]:
-    """Each trial's rows of user attribute ``attr`` (``row`` or ``layers``) as a table typed as
-    its file in a store would be, with the row's name, in trial order."""
-    from sweep.search._rows import study_rows
-
-    for label, rows in study_rows(storage, study, attr):
-        table = pa.Table.from_pylist([{k: _scalar(v) for k, v in r.items()} for r in rows])
-        # through Parquet, as a store's file goes: the same types come back
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer)
-        yield label, pq.read_table(pa.BufferReader(buffer.getvalue()))
-
-
 def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
     """Remove what killed writers left: temporary ``.*.tmp`` files, and layers and models
     without a row.
@@ -396,7 +402,7 @@ def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
     rows = {p.stem for p in _listing(root / "trials")}
     leftovers = [
         entry
-        for folder in ("trials", "layers", "models", "baselines")
+        for folder in ("trials", "layers", "models", "baselines", _INDEX)
         for entry in _entries(root / folder)
         if entry.name.startswith(".") and entry.name.endswith(".tmp")
     ]
@@ -473,14 +479,136 @@ def _existing(path: str | os.PathLike | None) -> Path:
 
 
 def _read_folder(
-    folder: Path,
-    types: Mapping[str, pa.DataType | str],
-    strict: bool,
-    columns: list[str] | None = None,
+    folder: Path, types: Mapping[str, pa.DataType | str], strict: bool, *, index: bool = True
 ) -> pa.Table | None:
-    """Every file's rows, one type per column; ``None`` when there are no files."""
-    tables = ((file, _read_file(file, strict, columns)) for file in _listing(folder))
-    return _combine(((f, t) for f, t in tables if t is not None), types, strict)
+    """Every file's rows, one type per column, with each row's file name (``__file``) and its
+    place in the file (``__row``); ``None`` when there are no files.
+
+    With ``index``, rows come from the store's index where their files are unchanged since
+    it was written, and the index is brought up to date (see `_indexed`); without, every file
+    is read.
+    """
+    sources = _indexed(folder, strict) if index else _each_file(folder, strict)
+    return _combine(sources, types, strict)
+
+
+def _each_file(folder: Path, strict: bool) -> list[tuple[Any, pa.Table]]:
+    tables = ((file, _read_file(file, strict)) for file in _listing(folder))
+    return [(folder, _labelled(table, file.stem)) for file, table in tables if table is not None]
+
+
+def _labelled(table: pa.Table, label: str) -> pa.Table:
+    """``table`` with the name of its file and each row's place in it."""
+    n = table.num_rows
+    table = table.append_column(_FILE, pa.array([label] * n, _TEXT))
+    return table.append_column(_ROW, pa.array(range(n), _INT))
+
+
+def _indexed(folder: Path, strict: bool) -> list[tuple[Any, pa.Table]]:
+    """The rows of ``folder``'s files, read from the index where it is current.
+
+    The index (``<store>/index/<folder>-<schema>.parquet``) holds, for each set of column
+    types, the rows of every file with those types, each with its file's name, inode,
+    modification time and size. Rows whose file still has all four are taken from it; any other
+    file is read (a writer's rename gives a new inode, so a rewritten row is always read
+    again), and the segments that changed are written again, atomically. The index is a cache:
+    a damaged, foreign or missing segment only costs the reads it would have saved, and a store
+    that cannot be written is read file by file.
+    """
+    stamps: dict[str, tuple[int, int, int]] = {}
+    for entry in _entries(folder):
+        if _is_row_file(entry.name):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed since the listing
+                continue
+            stamps[entry.name.removesuffix(".parquet")] = (st.st_ino, st.st_mtime_ns, st.st_size)
+    cache = folder.parent / _INDEX
+    segments: dict[str, pa.Table] = {}
+    changed: set[str] = set()
+    covered: set[str] = set()
+    read: list[pa.Table] = []
+    for file in sorted(cache.glob(f"{folder.name}-*.parquet")):
+        table = _read_segment(file)
+        if table is None:
+            changed.add(file.name)
+            continue
+        names = table.column(_FILE).to_pylist()
+        current = [
+            (stamps.get(n) == s and n not in covered)
+            for n, s in zip(names, _stamps(table), strict=True)
+        ]
+        if not all(current):
+            changed.add(file.name)
+            table = table.filter(pa.array(current, pa.bool_()))
+        covered.update(table.column(_FILE).to_pylist())
+        segments[file.name] = table
+    new: dict[str, list[tuple[str, pa.Table]]] = {}
+    for name in sorted(stamps.keys() - covered):
+        table = _read_file(folder / f"{name}.parquet", strict)
+        if table is not None:
+            table = table.replace_schema_metadata(None)
+            new.setdefault(_schema_key(table.schema), []).append((name, table))
+    for key, files in new.items():
+        names = [name for name, t in files for _ in range(t.num_rows)]
+        table = pa.concat_tables([t for _, t in files])
+        extra = {
+            _FILE: pa.array(names, _TEXT),
+            _ROW: pa.array([i for _, t in files for i in range(t.num_rows)], _INT),
+            **{
+                column: pa.array([stamps[n][k] for n in names], _INT)
+                for k, column in enumerate((_INO, _MTIME, _SIZE))
+            },
+        }
+        for column, values in extra.items():
+            table = table.append_column(column, values)
+        new[key] = table
+    for key, table in new.items():
+        segment = f"{folder.name}-{key}.parquet"
+        old = segments.get(segment)
+        if old is not None and old.schema.equals(table.schema):
+            table = pa.concat_tables([old, table])
+        elif old is not None:  # written by another version: replaced, its rows kept
+            read.append(old)
+        segments[segment] = table
+        changed.add(segment)
+    _write_index(cache, {name: segments.get(name) for name in changed})
+    tables = [*segments.values(), *read]
+    return [(folder, t.drop_columns([_INO, _MTIME, _SIZE])) for t in tables]
+
+
+def _read_segment(file: Path) -> pa.Table | None:
+    """One segment of the index, or ``None`` when it cannot be used (it is then rewritten)."""
+    try:
+        table = pq.read_table(file, use_threads=False)
+    except (pa.ArrowException, OSError):
+        return None
+    if not {_FILE, _ROW, _INO, _MTIME, _SIZE} <= set(table.column_names):
+        return None
+    return table
+
+
+def _stamps(table: pa.Table) -> Iterator[tuple[int, int, int]]:
+    columns = [table.column(c).to_pylist() for c in (_INO, _MTIME, _SIZE)]
+    return zip(*columns, strict=True)
+
+
+def _schema_key(schema: pa.Schema) -> str:
+    return hashlib.sha256(schema.serialize().to_pybytes()).hexdigest()[:16]
+
+
+def _write_index(cache: Path, segments: Mapping[str, pa.Table | None]) -> None:
+    """Write (or, for ``None`` or no rows, remove) the changed segments; a store that cannot
+    be written keeps no index."""
+    try:
+        for name, table in segments.items():
+            if table is None or not table.num_rows:
+                (cache / name).unlink(missing_ok=True)
+                continue
+            cache.mkdir(exist_ok=True)
+            atomic_write(cache / name, lambda f, t=table: pq.write_table(t, f))
+    except OSError as e:
+        log.debug("results index not written under %s: %s", cache, e)
 
 
 def _combine(
@@ -606,20 +734,28 @@ def _conform(files: list[tuple[Path, pa.Table]], schema: pa.Schema, strict: bool
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _cast_each(files: list[tuple[Path, pa.Table]], field: pa.Field, strict: bool) -> pa.Array:
+def _cast_each(tables: list[tuple[Any, pa.Table]], field: pa.Field, strict: bool) -> pa.Array:
     """Cast file by file: a value that cannot take the column's type is missing, with a
     warning naming its file (or, with ``strict``, an error)."""
     chunks = []
-    for file, table in files:
-        column = table.column(field.name)
-        try:
-            chunks.append(_cast(column, field.type))
-        except _CAST_ERRORS:
-            reason = f"column {field.name!r} holds {column.type}, not {field.type}"
-            if strict:
-                raise ValueError(f"{file}: {reason}") from None
-            log.warning("%s: %s; read as missing", file, reason)
-            chunks.append(pa.nulls(table.num_rows, field.type))
+    for folder, table in tables:
+        files = table.column(_FILE).to_pylist()
+        start = 0
+        while start < len(files):
+            end = start
+            while end < len(files) and files[end] == files[start]:
+                end += 1
+            column = table.column(field.name).slice(start, end - start)
+            try:
+                chunks.append(_cast(column, field.type))
+            except _CAST_ERRORS:
+                file = files[start] if folder is None else folder / f"{files[start]}.parquet"
+                reason = f"column {field.name!r} holds {column.type}, not {field.type}"
+                if strict:
+                    raise ValueError(f"{file}: {reason}") from None
+                log.warning("%s: %s; read as missing", file, reason)
+                chunks.append(pa.nulls(end - start, field.type))
+            start = end
     return pa.chunked_array([c for chunk in chunks for c in _chunks(chunk)], field.type)
 
 

@@ -20,11 +20,13 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sweep import baseline, config, metrics, sparse, weights
 from sweep._build import BUILD_FACTS, build_model, call_target
+from sweep._version import __version__
 from sweep.data import Dataset, DataSplit, Split
 from sweep.errors import ConfigError, TrialFailed
 from sweep.export import save_model
@@ -153,18 +155,16 @@ def _run(
     dense = _load_baseline(cfg, plan, model, data)
     row["baseline_key"], row["baseline_trained"] = dense["key"], dense["trained"]
     example = data.test.inputs(1)
-    latency_batch = _latency_batch(data, cfg.latency.batch_size)
     # accuracy first: it fails on NaN outputs, which FLOPs and latency would measure happily
     row["acc_dense"], _ = evaluate(model, data.test, desc="dense model")
     row["flops_dense"] = metrics.count_flops(model, example)
-    row["latency_ms_dense"] = _latency(model, latency_batch, cfg.latency)
+    # the dense model, timed against the pruned one at the end, in the same moments
+    reference = copy.deepcopy(model) if _measures_latency(cfg) else None
 
     dense_numel = metrics.weight_numels(model)
     row["size_bytes_dense"] = sparse.dense_size(model.state_dict())
     row["compacted"], row["compact_error"] = False, None
     semi = _semi_structured_plan(cfg, plan, row)
-    if semi:  # the 2:4 kernels run in fp16: the dense reference too
-        row["latency_ms_dense"] = _latency(_half(model), latency_batch.half(), cfg.latency)
     if row["skipped_layers"]:
         log.warning(
             "%s leaves dense the layers whose input size is not a multiple of method.m=%d: %s",
@@ -214,11 +214,10 @@ def _run(
     row["params"] = metrics.count_params(model)
     row["params_nonzero"] = metrics.count_nonzero(model)
     row["flops"] = metrics.count_flops(model, example)
-    if semi:
-        row["latency_ms"] = _semi_structured_latency(model, amounts, latency_batch, cfg, row)
-    else:
-        row["latency_ms"] = _latency(model, latency_batch, cfg.latency)
-    row["speedup"] = row["latency_ms_dense"] / row["latency_ms"]
+    if reference is not None:
+        row.update(_latency(reference, model, amounts, data, cfg, row, semi))
+    elif semi:
+        row["compact_error"] = "the 2:4 kernels run only to time them, and latency.measure=false"
     row["size_bytes"] = sparse.sparse_size(model.state_dict())
     row["model_file"] = _keep(cfg, plan, model, built if row["compacted"] else None, rid)
     row["status"] = "complete"
@@ -326,6 +325,7 @@ def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, 
         "device": str(plan.device),
         "gpu": torch.cuda.get_device_name(plan.device) if plan.device.type == "cuda" else None,
         "started_at": started_at,
+        **dict.fromkeys(metrics.LATENCY_COLUMNS),
         **_versions(),
     }
 
@@ -344,7 +344,7 @@ def _prune(
 
     Compaction that does not apply (unstructured method, dim != 0) or fails on the graph falls
     back to the masks and says why in ``compact_error``. N:M sparsity is not compacted here:
-    its 2:4 kernels run after finetuning (`_semi_structured_latency`).
+    its 2:4 kernels run after finetuning (`_semi_structured`).
     """
     amount = row["amount"]  # as resolved: n/m for N:M, 0 for method none
     if not cfg.compact or method.nm is not None:  # N:M: see _semi_structured_plan
@@ -387,30 +387,83 @@ def _semi_structured_plan(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> b
     return row["compact_error"] is None
 
 
-def _semi_structured_latency(
+def _latency(
+    reference: nn.Module,
     model: nn.Module,
     layers: Mapping[str, Any],
-    batch: torch.Tensor,
+    data: Dataset,
     cfg: DictConfig,
     row: dict[str, Any],
-) -> float:
-    """Latency in fp16 with the 2:4 Linear layers among ``layers`` on semi-structured kernels
-    (``torch.sparse.to_sparse_semi_structured``); ``compacted`` tells whether any was."""
+    semi: bool,
+) -> dict[str, Any]:
+    """``latency_ms_dense``, ``latency_ms`` and ``speedup`` with their intervals: the dense
+    ``reference`` against the model a user deploys, timed in alternating rounds
+    (`metrics.paired_latency`); with ``semi``, both in fp16, the 2:4 layers among ``layers``
+    on semi-structured kernels."""
+    batch = _latency_batch(data, cfg.latency.batch_size)
+    if semi:
+        batch, reference = batch.half(), _half(reference)
+        model = _semi_structured(model, layers, batch, row)
+    settings = cfg.latency
+    timed = metrics.paired_latency(
+        reference,
+        model,
+        batch,
+        warmup=settings.warmup,
+        repeats=settings.repeats,
+        max_repeats=max(settings.repeats, settings.max_repeats),
+        width=settings.width,
+        confidence=settings.confidence,
+    )
+    if timed.noisy:
+        low, speedup, high = timed.speedup
+        log.warning(
+            "latency is noisy: speedup %.3g, between %.3g and %.3g after %d rounds (wider than "
+            "latency.width=%g of it); pin the threads on an idle machine for stable figures",
+            speedup,
+            low,
+            high,
+            timed.rounds,
+            settings.width,
+        )
+    return timed.columns()
+
+
+def _semi_structured(
+    model: nn.Module, layers: Mapping[str, Any], batch: torch.Tensor, row: dict[str, Any]
+) -> nn.Module:
+    """``model`` in fp16 with the 2:4 Linear layers among ``layers`` on semi-structured kernels
+    (``torch.sparse.to_sparse_semi_structured``), or on the masks where they cannot run;
+    ``compacted`` tells whether any layer does."""
     fast, converted = semi_structured(model, layers, torch.float16)
     if not converted:
         row["compact_error"] = (
             "no layer in scope is a 2:4 Linear whose size the semi-structured kernels take; "
             "latency measured on the masks in fp16"
         )
-        return _latency(fast, batch.half(), cfg.latency)
+        return fast
     try:
-        latency = _latency(fast, batch.half(), cfg.latency)
+        with torch.no_grad():
+            fast.eval()(batch)
     except Exception as e:  # a kernel that refuses this batch's shape, say: keep the masks
         row["compact_error"] = f"2:4 kernels failed ({type(e).__name__}: {e})".splitlines()[0]
         log.warning("%s; latency measured on the masks in fp16", row["compact_error"])
-        return _latency(_half(model), batch.half(), cfg.latency)
+        return _half(model)
     row["compacted"] = True
-    return latency
+    return fast
+
+
+def _measures_latency(cfg: DictConfig) -> bool:
+    """``latency.measure``, with ``auto`` resolved: where latency means something (a model
+    compacted for it) or a sweep optimises it."""
+    if cfg.latency.measure != "auto":
+        return bool(cfg.latency.measure)
+    if cfg.compact:
+        return True
+    if not HydraConfig.initialized():
+        return False
+    objectives = OmegaConf.select(HydraConfig.get(), "sweeper.objectives", default=None)
+    return any(str(o).startswith(("latency", "speedup")) for o in objectives or ())
 
 
 def _half(model: nn.Module) -> nn.Module:
@@ -723,10 +776,6 @@ def _latency_batch(data: Dataset, batch_size: int) -> torch.Tensor:
     return x.repeat(reps, 1, 1, 1)[:batch_size] if reps > 1 else x[:batch_size]
 
 
-def _latency(model: nn.Module, batch: torch.Tensor, settings: DictConfig) -> float:
-    return metrics.latency_ms(model, batch, warmup=settings.warmup, repeats=settings.repeats)
-
-
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in tree.items():
@@ -741,8 +790,6 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     """What decides whether a rerun reproduces a row bit for bit: library versions, and the
     instruction set torch's CPU kernels were dispatched for (AVX2 and AVX-512 round apart)."""
-    from sweep import __version__
-
     return {
         "version.sweep": __version__,
         "version.torch": torch.__version__,

@@ -8,7 +8,6 @@ what the method ranks when the criterion is not magnitude; `prune_model` applies
 """
 
 from sweep.pruning._apply import (
-    Target,
     make_permanent,
     nm_skipped,
     plan_pruning,
@@ -23,11 +22,12 @@ from sweep.pruning._compact import (
     prune_channel_groups,
     silence_dead_channels,
 )
-from sweep.pruning._importance import IMPORTANCE, Scores, check_importance, importance_scores
+from sweep.pruning._importance import IMPORTANCE, check_importance, importance_scores
 from sweep.pruning._method import PruningMethod
 from sweep.pruning._nm import NMSparsity, semi_structured, semi_structured_unavailable
 from sweep.pruning._schedule import SCHEDULES, Schedule
 from sweep.pruning._scope import Scope, end_layers, weight_names
+from sweep.pruning._target import Scores, Target
 
 __all__ = [
     "IMPORTANCE",

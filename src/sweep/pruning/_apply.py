@@ -2,35 +2,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import torch
 from torch import nn
 from torch.nn.utils import prune
 
 from sweep.errors import ConfigError
-from sweep.pruning._importance import Scores
 from sweep.pruning._method import PruningMethod
 from sweep.pruning._nm import nm_eligible
 from sweep.pruning._scope import Scope, classifier_name, weight_names
-
-
-@dataclass(frozen=True)
-class Target:
-    """One tensor in scope: ``param`` of module ``name``, pruned by ``amount``.
-
-    ``param`` is ``weight``, or an input projection of ``nn.MultiheadAttention``
-    (``in_proj_weight``...); ``name`` is the module's name either way.
-    """
-
-    name: str
-    module: nn.Module
-    amount: float | int
-    param: str = "weight"
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return getattr(self.module, self.param)
+from sweep.pruning._target import Scores, Target
 
 
 def prune_model(

@@ -8,10 +8,10 @@ from torch import nn
 from torch.nn.utils import prune
 
 from sweep.errors import ConfigError
-from sweep.pruning._apply import Target, make_permanent, plan_pruning, prune_model
-from sweep.pruning._importance import Scores
+from sweep.pruning._apply import make_permanent, plan_pruning, prune_model
 from sweep.pruning._method import PruningMethod
 from sweep.pruning._scope import Scope, classifier_name
+from sweep.pruning._target import Scores, Target
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 

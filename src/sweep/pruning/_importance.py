@@ -32,9 +32,9 @@ from torch.nn import functional as F
 from torch.nn.utils import prune
 
 from sweep.errors import ConfigError
+from sweep.pruning._target import Scores, Target
 
 if TYPE_CHECKING:
-    from sweep.pruning._apply import Target
     from sweep.pruning._method import PruningMethod
 
 __all__ = ["IMPORTANCE", "Scores", "check_importance", "importance_scores"]
@@ -44,9 +44,6 @@ IMPORTANCE = ("magnitude", "taylor", "apoz", "wanda")
 _ACTIVATION_BASED = ("apoz", "wanda")
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6)
-
-# (module, tensor name) -> scores of the tensor's shape, as global_unstructured takes them
-Scores = dict[tuple[nn.Module, str], torch.Tensor]
 
 
 def check_importance(method: PruningMethod, targets: Sequence[Target], model: nn.Module) -> None:

@@ -40,7 +40,7 @@ from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
 from sweep.search._launch import ComposingLauncher
 from sweep.search._layerwise import layer_params
-from sweep.search._rows import failed_row
+from sweep.search._rows import failed_row, study_rows
 from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
     STALE_PREFIX,
@@ -68,7 +68,9 @@ from sweep.store import (
     load_results,
     read_layers,
     read_row,
+    results_frame,
     row_id,
+    rows_table,
     write_trial,
 )
 
@@ -648,7 +650,8 @@ def _study_rows(study: optuna.Study, store: Path):
     or from the local store for a study whose trials hold none (written before they did)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if any("row" in t.user_attrs for t in done):
-        return load_results(storage=study._storage, study=study.study_name)
+        rows = study_rows(study._storage, study.study_name, "row")
+        return results_frame(rows_table(rows, "row"))
     df = load_results(store)
     uid = study.user_attrs.get("uid")
     return df[(df["optuna.study"] == study.study_name) & (df.get("optuna.uid") == uid)]
