@@ -130,8 +130,13 @@ BAD_INPUT = [
     ),
     (
         ["method=ln_structured", "method.n=abc"],
-        "method.n='abc' is not a norm; accepted: an int, a float, inf, -inf, 'fro' or 'nuc'",
+        "method.n='abc' is not a norm; accepted: a number p >= 1 (the p-norm), inf, 'fro' or 'nuc'",
     ),
+    (
+        ["method=ln_structured", "method.n=-1"],
+        "method.n=-1 is not a norm; accepted: a number p >= 1 (the p-norm), inf, 'fro' or 'nuc'",
+    ),
+    (["seed=-1"], "seed=-1 is out of range; accepted: an int in [0, 2**63)"),
     (
         ["method=ln_structured", "scope.layers=[BatchNorm2d]"],
         "method ln_structured is structured and needs weights of 2 or more dims; layer 'block1.bn'",

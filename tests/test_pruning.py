@@ -333,8 +333,12 @@ METHODS_BY_KEY = {
     "ln_nan": ("ln", prune.LnStructured, {"n": math.nan, "dim": 0}, False),
     "ln_true": ("ln", prune.LnStructured, {"n": True, "dim": 0}, False),
     "ln_nuc": ("ln", prune.LnStructured, {"n": "nuc", "dim": 0}, False),
+    # torch computes these, but they are no norm: a channel would rank by its smallest entry
+    "ln_neg": ("ln", prune.LnStructured, {"n": -1, "dim": 0}, False),
+    "ln_neg_inf": ("ln", prune.LnStructured, {"n": -math.inf, "dim": 0}, False),
+    "ln_half": ("ln", prune.LnStructured, {"n": 0.5, "dim": 0}, False),
 }
-NORMS = "accepted: an int, a float, inf, -inf, 'fro' or 'nuc'"
+NORMS = "accepted: a number p >= 1 (the p-norm), inf, 'fro' or 'nuc'"
 
 
 @pytest.mark.parametrize(
@@ -436,12 +440,15 @@ NORMS = "accepted: an int, a float, inf, -inf, 'fro' or 'nuc'"
         ("ln_abc", 0.5, {}, f"method.n='abc' is not a norm; {NORMS}"),
         ("ln_nan", 0.5, {}, f"method.n=nan is not a norm; {NORMS}"),
         ("ln_true", 0.5, {}, f"method.n=True is not a norm; {NORMS}"),
+        ("ln_neg", 0.5, {}, f"method.n=-1 is not a norm; {NORMS}"),
+        ("ln_neg_inf", 0.5, {}, f"method.n=-inf is not a norm; {NORMS}"),
+        ("ln_half", 0.5, {}, f"method.n=0.5 is not a norm; {NORMS}"),
         (
             "ln_nuc",
             0.5,
             {},
             "method.n='nuc' needs weights of 3 dims; layer 'block1.conv' has a weight of "
-            "shape (16, 1, 3, 3); accepted: an int, a float, inf, -inf or 'fro'",
+            "shape (16, 1, 3, 3); accepted: a number p >= 1, inf or 'fro'",
         ),
     ],
 )

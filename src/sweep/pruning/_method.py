@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,9 @@ _RESERVED = {"name", "_target_", "global", "pruning_method", "importance"}
 _GLOBAL_CRITERIA = {"l1": prune.L1Unstructured, "random": prune.RandomUnstructured}
 # The `p` of torch.norm that LnStructured passes on; 'nuc' only works on 3-D weights (checked
 # per tensor by plan_pruning).
-_NORMS = "an int, a float, inf, -inf, 'fro' or 'nuc'"
+# The norms a channel's importance can be: p >= 1 (p < 1, 0 and -inf are no norm: they rank a
+# channel by its smallest or its count of entries), the max (inf), Frobenius and nuclear.
+_NORMS = "a number p >= 1 (the p-norm), inf, 'fro' or 'nuc'"
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class PruningMethod:
 def _is_norm(n: object) -> bool:
     if isinstance(n, str):
         return n in ("fro", "nuc")
-    return isinstance(n, int | float) and not isinstance(n, bool) and not math.isnan(n)
+    return isinstance(n, int | float) and not isinstance(n, bool) and n >= 1
 
 
 def _import_method(path: str, key: str, builtin: str) -> type[prune.BasePruningMethod]:
