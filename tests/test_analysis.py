@@ -16,6 +16,7 @@ import pytest
 from nbclient import NotebookClient
 
 from sweep import analysis, load_layers, load_results
+from sweep.errors import ConfigError
 from sweep.store import write_trial
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
@@ -649,3 +650,83 @@ def test_notebook_runs_headless(notebook, store, monkeypatch):
 def test_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == ["tradeoff.ipynb"]
     assert os.path.getsize(NOTEBOOKS[0]) < 10_000
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda df: analysis.tradeoff(df, "nonexistent_metric"),
+            "y='nonexistent_metric' is not a numeric column of the results; accepted: ",
+        ),
+        (
+            lambda df: analysis.tradeoff(df.iloc[:0]),
+            "df has no complete trial (0 row(s)); accepted: rows of sweep.load_results with "
+            "status complete",
+        ),
+        (
+            lambda df: analysis.tradeoff(df, x="latency"),
+            "x='latency' is not an axis; accepted: sparsity, amount",
+        ),
+        (
+            lambda df: analysis.highest_sparsity_within(df, tolerance=-1),
+            "tolerance=-1 is outside [0, 1]; accepted: a number in [0, 1]",
+        ),
+        (
+            lambda df: analysis.highest_sparsity_within(df, metric="acc"),
+            "metric='acc' is not a numeric column of the results; accepted: ",
+        ),
+        (
+            lambda df: analysis.highest_sparsity_within(df[df.status == "failed"]),
+            "df has no complete trial (1 row(s))",
+        ),
+    ],
+    ids=[
+        "tradeoff-metric",
+        "tradeoff-empty",
+        "tradeoff-x",
+        "within-tolerance",
+        "within-metric",
+        "within-no-complete",
+    ],
+)
+def test_analysis_refuses_bad_arguments_by_name(store, call, message):
+    with pytest.raises(ConfigError) as e:
+        call(load_results(store))
+    assert str(e.value).startswith(message)
+
+
+def test_metric_refusal_lists_the_numeric_metrics(store):
+    with pytest.raises(ConfigError) as e:
+        analysis.tradeoff(load_results(store), "nonexistent_metric")
+    accepted = str(e.value).split("accepted: ")[1].split(", ")
+    assert {"acc_finetuned", "acc_pruned", "sparsity", "amount"} <= set(accepted)
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "message"),
+    [
+        ("1.5", "--tolerance=1.5 is outside [0, 1]; accepted: a number in [0, 1]"),
+        ("-0.01", "--tolerance=-0.01 is outside [0, 1]; accepted: a number in [0, 1]"),
+        ("one", "--tolerance='one' is not a number; accepted: a number in [0, 1]"),
+    ],
+)
+def test_report_and_sensitivity_share_one_tolerance_rule(
+    tmp_path, monkeypatch, capsys, tolerance, message
+):
+    from sweep import report, sensitivity
+
+    monkeypatch.chdir(tmp_path)
+    for main in (report.main, sensitivity.main):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--tolerance", tolerance])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_accepts_a_tolerance_of_one(store, tmp_path, capsys):
+    from sweep import report
+
+    report.main(["--store", str(store), "--out", str(tmp_path / "r"), "--tolerance", "1"])
+    assert "| l1 | 0.9 | 90.00% |" in (tmp_path / "r/summary.md").read_text()

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 from sweep import analysis
 from sweep.cli import fail
+from sweep.errors import ConfigError
 from sweep.store import load_layers, load_results
 
 PARETO = {"acc_finetuned": "max", "sparsity": "max"}
@@ -43,16 +44,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="report", help="output folder (default: report)")
     parser.add_argument(
         "--tolerance",
-        type=float,
-        default=0.01,
-        help="accuracy drop from dense still counted as kept (default: 0.01)",
+        default="0.01",
+        help="accuracy drop from dense still counted as kept, in [0, 1] (default: 0.01)",
     )
     args = parser.parse_args(argv)
-    if not 0 <= args.tolerance < 1:
-        fail(
-            f"--tolerance={args.tolerance} is outside [0, 1); "
-            "accepted: an accuracy drop such as 0.01"
-        )
+    try:
+        tolerance = analysis.check_tolerance(args.tolerance, "--tolerance")
+    except ConfigError as e:
+        fail(str(e))
     try:
         df = load_results(args.store)
     except FileNotFoundError as e:
@@ -65,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"the results store at {args.store!r} has {len(trials)} trial(s){sensitivity} and "
             "none complete; run python -m sweep first"
         )
-    written = write_report(df, load_layers(args.store), Path(args.out), args.tolerance, args.store)
+    written = write_report(df, load_layers(args.store), Path(args.out), tolerance, args.store)
     print(f"wrote {', '.join(p.name for p in written)} to {args.out}/")
 
 
