@@ -730,3 +730,17 @@ def test_report_accepts_a_tolerance_of_one(store, tmp_path, capsys):
 
     report.main(["--store", str(store), "--out", str(tmp_path / "r"), "--tolerance", "1"])
     assert "| l1 | 0.9 | 90.00% |" in (tmp_path / "r/summary.md").read_text()
+
+
+def test_report_out_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
+    from sweep import report
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.md").write_text("mine")
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--out", "notes.md"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --out='notes.md' is a file; accepted: a folder (created if missing)"
+    ]
+    assert (tmp_path / "notes.md").read_text() == "mine"

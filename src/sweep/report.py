@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         tolerance = analysis.check_tolerance(args.tolerance, "--tolerance")
     except ConfigError as e:
         fail(str(e))
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        fail(f"--out={args.out!r} is a file; accepted: a folder (created if missing)")
     try:
         df = load_results(args.store)
     except FileNotFoundError as e:
