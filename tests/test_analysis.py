@@ -333,8 +333,11 @@ def test_report_command(store, tmp_path):
         "12 trial(s) (12 complete); 6 setting(s) (method x amount); seeds per setting: 2; "
         "dense test accuracy 99.00%.",
     ]
-    assert "| method | amount | sparsity | compression | accuracy | drop | seeds |" in lines
-    assert "| l1 | 0.7 | 70.00% | 3.3x | 98.00% | 1.00% | 2 |" in lines
+    assert (
+        "| method | amount | sparsity | compression | accuracy | accuracy vs dense | seeds |"
+        in lines
+    )
+    assert "| l1 | 0.7 | 70.00% | 3.3x | 98.00% | -1.00 pts | 2 |" in lines
     assert "| ln | - | - | - | - | - | 0 |" in lines
     assert "### Pareto front (maximize acc_finetuned, maximize sparsity): 3 of 12 trials" in lines
     assert "| l1 | 0.5 | 0 | 50.00% | 99.00% | l1-0.5-0 |" in lines
@@ -425,10 +428,13 @@ def test_finetune_epochs_are_two_settings_not_two_seeds(tmp_path):
         "2 trial(s) (2 complete); 2 setting(s) (method x amount x finetune.epochs); "
         "seeds per setting: 1; dense test accuracy 99.00%."
     ) in lines
-    assert "| setting | amount | sparsity | compression | accuracy | drop | seeds |" in lines
+    assert (
+        "| setting | amount | sparsity | compression | accuracy | accuracy vs dense | seeds |"
+    ) in lines
     assert "| l1_unstructured (finetune.epochs=1) | - | - | - | - | - | 0 |" in lines
-    assert "| l1_unstructured (finetune.epochs=3) | 0.5 | 50.00% | 2.0x | 98.00% | 1.00% | 1 |" in (
-        lines
+    assert (
+        "| l1_unstructured (finetune.epochs=3) | 0.5 | 50.00% | 2.0x | 98.00% | -1.00 pts | 1 |"
+        in (lines)
     )
     assert "| l1_unstructured (finetune.epochs=3) | 0.5 | 0 | 50.00% | 98.00% | t000 |" in lines
 
@@ -744,3 +750,26 @@ def test_report_out_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
         "error: --out='notes.md' is a file; accepted: a folder (created if missing)"
     ]
     assert (tmp_path / "notes.md").read_text() == "mine"
+
+
+def test_report_names_an_unreadable_row_file_once(store, tmp_path, caplog):
+    from sweep import report
+
+    bad = store / "trials" / "bad.parquet"
+    bad.write_text("not parquet")
+    report.main(["--store", str(store), "--out", str(tmp_path / "r")])
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().endswith("; skipped")]
+    assert len(skipped) == 1
+    assert skipped[0].startswith(f"{bad}: not a readable Parquet file (")
+
+
+def test_report_says_when_finetuning_beats_dense(tmp_path):
+    from sweep import report
+
+    store = tmp_path / "results"
+    # an undertrained dense model: finetuning the pruned one gains 49.76 points
+    _trial(store, 0, method="l1_unstructured", acc_dense=0.4, acc_finetuned=0.8976)
+    report.main(["--store", str(store), "--out", str(tmp_path / "r")])
+    lines = (tmp_path / "r/summary.md").read_text().splitlines()
+    [row] = [line for line in lines if line.endswith(" pts | 1 |")]
+    assert row.split(" | ")[4:6] == ["89.76%", "+49.76 pts"]
