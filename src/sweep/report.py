@@ -18,6 +18,7 @@ trials: left out, and counted in the summary's first line.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -54,8 +55,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(str(e))
     if Path(args.out).exists() and not Path(args.out).is_dir():
         fail(f"--out={args.out!r} is a file; accepted: a folder (created if missing)")
+    # load_layers reads the trial files' keys again: a damaged one is named once, not twice
+    store_log = logging.getLogger(load_results.__module__)
+    once = _Once()
+    store_log.addFilter(once)
     try:
-        df = load_results(args.store)
+        df, layers = _read(args.store)
+    finally:
+        store_log.removeFilter(once)
+    written = write_report(df, layers, Path(args.out), tolerance, args.store)
+    print(f"wrote {', '.join(p.name for p in written)} to {args.out}/")
+
+
+def _read(store: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The store's rows and layers; a missing store or one with no complete trial exits."""
+    try:
+        df = load_results(store)
     except FileNotFoundError as e:
         fail(str(e))
     trials = analysis.ordinary(df)
@@ -63,11 +78,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         others = len(df) - len(trials)
         sensitivity = f" (and {others} row(s) of python -m sweep.sensitivity)" if others else ""
         fail(
-            f"the results store at {args.store!r} has {len(trials)} trial(s){sensitivity} and "
+            f"the results store at {store!r} has {len(trials)} trial(s){sensitivity} and "
             "none complete; run python -m sweep first"
         )
-    written = write_report(df, load_layers(args.store), Path(args.out), tolerance, args.store)
-    print(f"wrote {', '.join(p.name for p in written)} to {args.out}/")
+    return df, load_layers(store)
+
+
+class _Once(logging.Filter):
+    """Passes each distinct message once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        new = message not in self.seen
+        self.seen.add(message)
+        return new
 
 
 def write_report(

@@ -323,8 +323,7 @@ def load_layers(
     layers = _read_folder(root / "layers", _LAYER_TYPES, strict)
     if layers is None:
         return pd.DataFrame(columns=list(LAYER_COLUMNS))
-    # load_results reports an unusable row file; a report calls both, and said it twice
-    trials = _read_folder(root / "trials", _ROW_TYPES, strict, ["trial_key"], warn=False)
+    trials = _read_folder(root / "trials", _ROW_TYPES, strict, ["trial_key"])
     keys = pa.array([], _TEXT) if trials is None else trials["trial_key"].combine_chunks()
     # A trial killed between its two files leaves layers without a row: not part of the store.
     return _to_pandas(layers.filter(pc.is_in(layers["trial_key"], value_set=keys)))
@@ -477,12 +476,9 @@ def _read_folder(
     types: Mapping[str, pa.DataType | str],
     strict: bool,
     columns: list[str] | None = None,
-    *,
-    warn: bool = True,
 ) -> pa.Table | None:
-    """Every file's rows, one type per column; ``None`` when there are no files. An unusable
-    file raises when ``strict``, else is skipped, with a warning unless not ``warn``."""
-    tables = ((file, _read_file(file, strict, columns, warn=warn)) for file in _listing(folder))
+    """Every file's rows, one type per column; ``None`` when there are no files."""
+    tables = ((file, _read_file(file, strict, columns)) for file in _listing(folder))
     return _combine(((f, t) for f, t in tables if t is not None), types, strict)
 
 
@@ -523,9 +519,7 @@ def _is_row_file(name: str) -> bool:
     return name.endswith(".parquet") and not name.startswith(".")
 
 
-def _read_file(
-    file: Path, strict: bool, columns: list[str] | None = None, *, warn: bool = True
-) -> pa.Table | None:
+def _read_file(file: Path, strict: bool, columns: list[str] | None = None) -> pa.Table | None:
     """The table in ``file``, from one read of its bytes; ``None`` if it is gone or unusable.
 
     One open matters: a writer may rename a new version over the file at any moment, and a
@@ -537,22 +531,20 @@ def _read_file(
     except FileNotFoundError:  # removed since the listing: not part of the store any more
         return None
     except OSError as e:
-        return _unusable(file, e.strerror or str(e), strict, warn)
+        return _unusable(file, e.strerror or str(e), strict)
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
         if "trial_key" not in parquet.schema_arrow.names:
-            return _unusable(file, "no trial_key column, not a results store file", strict, warn)
+            return _unusable(file, "no trial_key column, not a results store file", strict)
         return parquet.read(columns, use_threads=False)
     except (pa.ArrowException, OSError) as e:
-        reason = f"not a readable Parquet file ({' '.join(str(e).split())})"
-        return _unusable(file, reason, strict, warn)
+        return _unusable(file, f"not a readable Parquet file ({' '.join(str(e).split())})", strict)
 
 
-def _unusable(file: Path, reason: str, strict: bool, warn: bool = True) -> None:
+def _unusable(file: Path, reason: str, strict: bool) -> None:
     if strict:
         raise ValueError(f"{file}: {reason}")
-    if warn:
-        log.warning("%s: %s; skipped", file, reason)
+    log.warning("%s: %s; skipped", file, reason)
 
 
 def _unify(schemas: Iterable[pa.Schema], types: Mapping[str, pa.DataType | str]) -> pa.Schema:
