@@ -130,11 +130,11 @@ BAD_INPUT = [
     ),
     (
         ["method=ln_structured", "method.n=abc"],
-        "method.n='abc' is not a norm; accepted: a number p >= 1 (the p-norm), inf, 'fro' or 'nuc'",
+        "method.n='abc' is not a norm; accepted: a number p >= 0 (the p-norm; 0 counts non-zeros), inf, 'fro' or 'nuc'",
     ),
     (
         ["method=ln_structured", "method.n=-1"],
-        "method.n=-1 is not a norm; accepted: a number p >= 1 (the p-norm), inf, 'fro' or 'nuc'",
+        "method.n=-1 is not a norm; accepted: a number p >= 0 (the p-norm; 0 counts non-zeros), inf, 'fro' or 'nuc'",
     ),
     (["seed=-1"], "seed=-1 is out of range; accepted: an int in [0, 2**63)"),
     (
