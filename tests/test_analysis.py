@@ -16,6 +16,7 @@ import pytest
 from nbclient import NotebookClient
 
 from sweep import analysis, load_layers, load_results
+from sweep.errors import ConfigError
 from sweep.store import write_trial
 
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
@@ -332,8 +333,11 @@ def test_report_command(store, tmp_path):
         "12 trial(s) (12 complete); 6 setting(s) (method x amount); seeds per setting: 2; "
         "dense test accuracy 99.00%.",
     ]
-    assert "| method | amount | sparsity | compression | accuracy | drop | seeds |" in lines
-    assert "| l1 | 0.7 | 70.00% | 3.3x | 98.00% | 1.00% | 2 |" in lines
+    assert (
+        "| method | amount | sparsity | compression | accuracy | accuracy vs dense | seeds |"
+        in lines
+    )
+    assert "| l1 | 0.7 | 70.00% | 3.3x | 98.00% | -1.00 pts | 2 |" in lines
     assert "| ln | - | - | - | - | - | 0 |" in lines
     assert "### Pareto front (maximize acc_finetuned, maximize sparsity): 3 of 12 trials" in lines
     assert "| l1 | 0.5 | 0 | 50.00% | 99.00% | l1-0.5-0 |" in lines
@@ -424,10 +428,13 @@ def test_finetune_epochs_are_two_settings_not_two_seeds(tmp_path):
         "2 trial(s) (2 complete); 2 setting(s) (method x amount x finetune.epochs); "
         "seeds per setting: 1; dense test accuracy 99.00%."
     ) in lines
-    assert "| setting | amount | sparsity | compression | accuracy | drop | seeds |" in lines
+    assert (
+        "| setting | amount | sparsity | compression | accuracy | accuracy vs dense | seeds |"
+    ) in lines
     assert "| l1_unstructured (finetune.epochs=1) | - | - | - | - | - | 0 |" in lines
-    assert "| l1_unstructured (finetune.epochs=3) | 0.5 | 50.00% | 2.0x | 98.00% | 1.00% | 1 |" in (
-        lines
+    assert (
+        "| l1_unstructured (finetune.epochs=3) | 0.5 | 50.00% | 2.0x | 98.00% | -1.00 pts | 1 |"
+        in (lines)
     )
     assert "| l1_unstructured (finetune.epochs=3) | 0.5 | 0 | 50.00% | 98.00% | t000 |" in lines
 
@@ -649,3 +656,120 @@ def test_notebook_runs_headless(notebook, store, monkeypatch):
 def test_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == ["tradeoff.ipynb"]
     assert os.path.getsize(NOTEBOOKS[0]) < 10_000
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda df: analysis.tradeoff(df, "nonexistent_metric"),
+            "y='nonexistent_metric' is not a numeric column of the results; accepted: ",
+        ),
+        (
+            lambda df: analysis.tradeoff(df.iloc[:0]),
+            "df has no complete trial (0 row(s)); accepted: rows of sweep.load_results with "
+            "status complete",
+        ),
+        (
+            lambda df: analysis.tradeoff(df, x="latency"),
+            "x='latency' is not an axis; accepted: sparsity, amount",
+        ),
+        (
+            lambda df: analysis.highest_sparsity_within(df, tolerance=-1),
+            "tolerance=-1 is outside [0, 1]; accepted: a number in [0, 1]",
+        ),
+        (
+            lambda df: analysis.highest_sparsity_within(df, metric="acc"),
+            "metric='acc' is not a numeric column of the results; accepted: ",
+        ),
+        (
+            lambda df: analysis.highest_sparsity_within(df[df.status == "failed"]),
+            "df has no complete trial (1 row(s))",
+        ),
+    ],
+    ids=[
+        "tradeoff-metric",
+        "tradeoff-empty",
+        "tradeoff-x",
+        "within-tolerance",
+        "within-metric",
+        "within-no-complete",
+    ],
+)
+def test_analysis_refuses_bad_arguments_by_name(store, call, message):
+    with pytest.raises(ConfigError) as e:
+        call(load_results(store))
+    assert str(e.value).startswith(message)
+
+
+def test_metric_refusal_lists_the_numeric_metrics(store):
+    with pytest.raises(ConfigError) as e:
+        analysis.tradeoff(load_results(store), "nonexistent_metric")
+    accepted = str(e.value).split("accepted: ")[1].split(", ")
+    assert {"acc_finetuned", "acc_pruned", "sparsity", "amount"} <= set(accepted)
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "message"),
+    [
+        ("1.5", "--tolerance=1.5 is outside [0, 1]; accepted: a number in [0, 1]"),
+        ("-0.01", "--tolerance=-0.01 is outside [0, 1]; accepted: a number in [0, 1]"),
+        ("one", "--tolerance='one' is not a number; accepted: a number in [0, 1]"),
+    ],
+)
+def test_report_and_sensitivity_share_one_tolerance_rule(
+    tmp_path, monkeypatch, capsys, tolerance, message
+):
+    from sweep import report, sensitivity
+
+    monkeypatch.chdir(tmp_path)
+    for main in (report.main, sensitivity.main):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--tolerance", tolerance])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_accepts_a_tolerance_of_one(store, tmp_path, capsys):
+    from sweep import report
+
+    report.main(["--store", str(store), "--out", str(tmp_path / "r"), "--tolerance", "1"])
+    assert "| l1 | 0.9 | 90.00% |" in (tmp_path / "r/summary.md").read_text()
+
+
+def test_report_out_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
+    from sweep import report
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.md").write_text("mine")
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--out", "notes.md"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --out='notes.md' is a file; accepted: a folder (created if missing)"
+    ]
+    assert (tmp_path / "notes.md").read_text() == "mine"
+
+
+def test_report_names_an_unreadable_row_file_once(store, tmp_path, caplog):
+    from sweep import report
+
+    bad = store / "trials" / "bad.parquet"
+    bad.write_text("not parquet")
+    report.main(["--store", str(store), "--out", str(tmp_path / "r")])
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().endswith("; skipped")]
+    assert len(skipped) == 1
+    assert skipped[0].startswith(f"{bad}: not a readable Parquet file (")
+
+
+def test_report_says_when_finetuning_beats_dense(tmp_path):
+    from sweep import report
+
+    store = tmp_path / "results"
+    # an undertrained dense model: finetuning the pruned one gains 49.76 points
+    _trial(store, 0, method="l1_unstructured", acc_dense=0.4, acc_finetuned=0.8976)
+    report.main(["--store", str(store), "--out", str(tmp_path / "r")])
+    lines = (tmp_path / "r/summary.md").read_text().splitlines()
+    [row] = [line for line in lines if line.endswith(" pts | 1 |")]
+    assert row.split(" | ")[4:6] == ["89.76%", "+49.76 pts"]

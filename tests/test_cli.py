@@ -130,8 +130,13 @@ BAD_INPUT = [
     ),
     (
         ["method=ln_structured", "method.n=abc"],
-        "method.n='abc' is not a norm; accepted: an int, a float, inf, -inf, 'fro' or 'nuc'",
+        "method.n='abc' is not a norm; accepted: a number p >= 0 (the p-norm; 0 counts non-zeros), inf, 'fro' or 'nuc'",
     ),
+    (
+        ["method=ln_structured", "method.n=-1"],
+        "method.n=-1 is not a norm; accepted: a number p >= 0 (the p-norm; 0 counts non-zeros), inf, 'fro' or 'nuc'",
+    ),
+    (["seed=-1"], "seed=-1 is out of range; accepted: an int in [0, 2**63)"),
     (
         ["method=ln_structured", "scope.layers=[BatchNorm2d]"],
         "method ln_structured is structured and needs weights of 2 or more dims; layer 'block1.bn'",
@@ -263,6 +268,16 @@ BAD_INPUT = [
         ["search=tradeoff"],
         "search=tradeoff runs an Optuna study of many trials and needs -m; accepted: python -m sweep -m search=tradeoff ...",
     ),
+    (
+        ["-m", "amount=range(0.5,0.1,0.1)"],
+        "amount=range(0.5,0.1,0.1) sweeps no values; accepted: a sweep of at least one value",
+    ),
+    (
+        ["tag=ünïcode😀"],
+        "tag=ünïcode😀 is not an override Hydra can read unquoted; accepted: the value in quotes "
+        """(on a shell command line: tag='"ünïcode😀"')""",
+    ),
+    (["--foo"], "--foo is not an option of python -m sweep; accepted: -m/--multirun"),
     (["-m", "amount=0.5,abc"], "amount='abc' is not valid; accepted: a number"),
     (["-m", "amount=0.5,1.5"], "amount=1.5 is outside [0, 1)"),
     (
@@ -281,11 +296,82 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(SystemExit) as exit_:
-        check_overrides([*FAST, *args])
+        check_overrides(_options_first(*FAST, *args))
     assert exit_.value.code == 2
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {message}")
     assert list(tmp_path.iterdir()) == []  # no store, no run folder
+
+
+def _options_first(*args: str) -> list[str]:
+    """The arguments as a user types them: options (-m) before the overrides."""
+    return sorted(args, key=lambda a: not a.startswith("-"))
+
+
+def test_the_quoted_value_the_refusal_suggests_is_accepted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    check_overrides([*FAST, 'tag="ünïcode😀"'])  # returns: the command would run
+
+
+def test_an_option_after_the_overrides_is_refused_with_the_order_that_works(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        check_overrides(["progress=false", "-m", "amount=0.3"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: -m after the overrides, where Hydra reads no options: put -m before the "
+        "overrides; accepted: python -m sweep -m progress=false amount=0.3"
+    ]
+    assert list(tmp_path.iterdir()) == []  # no store skeleton
+
+
+# Mistakes in the user's own config files (--config-dir), refused before Hydra makes a run folder.
+CONFIG_DIR_MISTAKES = [
+    (
+        ["--config-dir", "conf", "method=mine"],
+        "/conf/method/mine.yaml, line 2, column 6 is not valid YAML (while parsing a flow "
+        "sequence expected ',' or ']', but got '<stream end>'); accepted: YAML such as key: "
+        "value, lists as [a, b]",
+    ),
+    (["-cd", "conf", "finetune=bad"], "finetune.lr=-1.0 is out of range; accepted: a number > 0"),
+    (
+        ["--config-dir", "nowhere"],
+        "--config-dir='nowhere' is not a folder (",
+    ),
+    (
+        ["-cd", "conf", "-cn", "nope"],
+        "--config-name='nope' is not a config found; accepted: config",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), CONFIG_DIR_MISTAKES, ids=[" ".join(a) for a, _ in CONFIG_DIR_MISTAKES]
+)
+def test_config_file_mistakes_are_refused_before_anything_runs(
+    tmp_path, monkeypatch, capsys, args, message
+):
+    _user_config_dir(tmp_path / "conf")
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(run)
+    args = [str(tmp_path / a) if a == "conf" else a for a in args]
+    with pytest.raises(SystemExit) as exit_:
+        check_overrides([*args, *FAST])
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert message in line
+    assert line.startswith("error: ")
+    assert list(run.iterdir()) == []
+
+
+def _user_config_dir(root: Path) -> None:
+    (root / "method").mkdir(parents=True)
+    (root / "finetune").mkdir()
+    (root / "method/mine.yaml").write_text("name: mine\nfoo: [1, 2\n")  # unclosed [
+    (root / "finetune/bad.yaml").write_text("defaults:\n  - default\n  - _self_\nlr: -1\n")
 
 
 def test_store_path_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
@@ -302,12 +388,17 @@ def test_store_path_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize(
     "args",
-    [["amount=145"], ["finetune.epoch=1"], ["-m", "amount=0.5,abc"]],
+    [
+        ["amount=145"],
+        ["finetune.epoch=1"],
+        ["-m", "amount=0.5,abc"],
+        ["-m", "amount=range(0.5,0.1,0.1)"],
+    ],
     ids=lambda a: " ".join(a),
 )
 def test_bad_input_end_to_end(tmp_path, args):
     message = {tuple(a): m for a, m in BAD_INPUT}[tuple(args)]
-    result = run_cli(*FAST, *args, cwd=tmp_path)
+    result = run_cli(*_options_first(*FAST, *args), cwd=tmp_path)
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: {message}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -93,6 +94,7 @@ def test_export_round_trip(cfg_factory, tmp_path, monkeypatch):
     cfg = cfg_factory("method=ln_structured", "amount=0.5", "compact=true")
     row = run_trial(cfg)
     monkeypatch.chdir(tmp_path)  # the default store is ./results
+    (tmp_path / "out").mkdir()  # --out's folder must exist: a missing one is a typo
     result = subprocess.run(
         [sys.executable, "-m", "sweep.export", row["trial_key"], "--out", "out/pruned.pt"],
         capture_output=True,
@@ -125,7 +127,12 @@ def test_export_refuses_unknown_format(tmp_path):
 def test_export_onnx(cfg_factory, tmp_path):
     onnx = pytest.importorskip("onnx")
     row = run_trial(cfg_factory("method=ln_structured", "amount=0.5", "compact=true"))
-    out = export(row["trial_key"], tmp_path / "m.onnx", path=tmp_path / "results", format="onnx")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = export(
+            row["trial_key"], tmp_path / "m.onnx", path=tmp_path / "results", format="onnx"
+        )
+    assert [w for w in caught if issubclass(w.category, DeprecationWarning)] == []
     graph = onnx.load(out)
     onnx.checker.check_model(graph)
     [images] = graph.graph.input
@@ -172,3 +179,68 @@ def test_torchvision_arch_prunes_compacts_and_reloads(cfg_factory, tmp_path, arc
     model = load_model(row["trial_key"], tmp_path / "results")
     assert _accuracy(cfg, model) == row["acc_finetuned"]
     assert sum(p.numel() for p in model.parameters()) == row["params"]
+
+
+@pytest.mark.parametrize(
+    ("out", "fmt", "message"),
+    [
+        (
+            "m.pt",
+            "onnx",
+            "--out='{tmp}/m.pt' does not end in .onnx, the suffix of --format=onnx; accepted: "
+            "a file name ending in .onnx",
+        ),
+        (
+            "m.onnx",
+            "pt",
+            "--out='{tmp}/m.onnx' does not end in .pt or .pth, the suffix of --format=pt",
+        ),
+        (
+            "nowhere/dir/m.pt",
+            "pt",
+            "--out='{tmp}/nowhere/dir/m.pt': the folder '{tmp}/nowhere/dir' does not exist; "
+            "accepted: a file in an existing folder",
+        ),
+    ],
+)
+def test_export_refuses_an_out_that_does_not_fit(tmp_path, out, fmt, message):
+    with pytest.raises(ConfigError) as e:
+        export("deadbeef", tmp_path / out, path=tmp_path / "results", format=fmt)
+    assert str(e.value).startswith(message.format(tmp=tmp_path))
+    assert list(tmp_path.iterdir()) == []  # no folder made for it
+
+
+def test_a_key_not_in_the_store_is_answered_without_importing_torch(tmp_path):
+    from sweep.store import write_trial
+
+    write_trial(tmp_path / "results", {"trial_key": "k1", "status": "complete", "amount": 0.5})
+    code = (
+        "import sys, sweep\n"
+        "from sweep.export import main\n"
+        "try:\n"
+        "    sweep.load_model('deadbeef')\n"
+        "except sweep.errors.ConfigError as e:\n"
+        "    print(e)\n"
+        "print(main(['deadbeef', '--out', 'x.pt']))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
+    )
+    assert result.stdout.splitlines() == [
+        "trial 'deadbeef' is not in the store 'results'",
+        "2",
+        "False",
+    ]
+    assert result.stderr.splitlines() == ["error: trial 'deadbeef' is not in the store 'results'"]
+
+
+def test_api_refuses_what_is_not_a_trial_or_a_config():
+    import sweep
+
+    with pytest.raises(ConfigError, match=r"^trial=123 is not a trial; accepted: a trial key"):
+        sweep.load_model(123)
+    with pytest.raises(
+        ConfigError, match=r"^cfg=\{'amount': 2\} is not a composed config \(dict\); accepted: "
+    ):
+        sweep.run_trial({"amount": 2})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from hydra import compose, initialize_config_module
+import yaml
+from hydra import compose
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
@@ -19,28 +22,35 @@ __all__ = ["check_overrides", "fail", "summary"]
 CONFIG_MODULE = "sweep.conf"
 # Set for the local helper workers a sweep starts (hydra.sweeper.n_jobs): their number.
 WORKER_ENV = "SWEEP_WORKER"
+# Hydra's flags that print something instead of running a trial: checked by Hydra itself.
+_PRINTING = ("help", "hydra_help", "version", "cfg", "info", "shell_completion")
+_PRINTING += ("experimental_rerun",)
 
 
 def check_overrides(argv: Sequence[str]) -> None:
     """Check the command line the way the trial will, and exit with one line if it cannot work.
 
-    Composes the config as Hydra will (an unknown option or key, a value of the wrong type),
-    then checks every value the trial checks before it trains (`sweep.trial.prepare`: ranges,
-    builders, amounts against the model's tensors, a writable store). In a multirun, every
-    value of every swept key is checked this way before the first job starts. Flags that
-    change how Hydra runs (``--cfg``, ``--info``...) are left to Hydra.
+    Reads the options as Hydra will (refusing one placed after the overrides, which Hydra's
+    parser cannot read), finds the configs where Hydra will (``--config-dir``,
+    ``--config-path``, ``--config-name``), composes the config (an unknown option or key, a
+    value of the wrong type, a config file that is not YAML), then checks every value the trial
+    checks before it trains (`sweep.trial.prepare`: ranges, builders, amounts against the
+    model's tensors, a writable store). In a multirun, every value of every swept key is
+    checked this way before the first job starts, and a sweep of no values is refused. Flags
+    that make Hydra print instead of run (``--cfg``, ``--info``, ``--help``...) are left to it.
     """
-    multirun = {"-m", "--multirun"}
-    if any(a.startswith("-") and a not in multirun for a in argv):
+    args = _parse_args(argv)
+    if any(getattr(args, flag, None) for flag in _PRINTING):
         return
+    multirun = bool(args.multirun)
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
-        parsed = OverridesParser.create().parse_overrides([a for a in argv if a not in multirun])
+        parsed = OverridesParser.create().parse_overrides(args.overrides)
     except HydraException as e:
-        fail(_first_line(e))
+        fail(_override_syntax(e))
     search = next((o for o in parsed if o.key_or_group == "search"), None)
-    if search is not None and not multirun & set(argv) and search.value() not in (None, "null"):
+    if search is not None and not multirun and search.value() not in (None, "null"):
         fail(
             f"search={search.value()} runs an Optuna study of many trials and needs -m; "
             f"accepted: python -m sweep -m search={search.value()} ..."
@@ -54,6 +64,13 @@ def check_overrides(argv: Sequence[str]) -> None:
         if o.is_sweep_override() and "/" not in o.key_or_group
         if o.is_choice_sweep() or o.is_range_sweep()
     }
+    for o in parsed:
+        if o.get_key_element() in swept and not swept[o.get_key_element()]:
+            fail(
+                f"{o.input_line} sweeps no values; accepted: a sweep of at least one value "
+                "(range(start, stop, step) counts from start towards stop, stop excluded: "
+                "range(0.1,0.5,0.1))"
+            )
     first = {key: values[0] for key, values in swept.items() if values}
     variants = [[*fixed, *(f"{k}={v}" for k, v in first.items())]]
     for key, values in swept.items():
@@ -64,20 +81,22 @@ def check_overrides(argv: Sequence[str]) -> None:
 
     datasets: dict[str, Any] = {}  # variants of one grid mostly share their dataset
     stores: set[str] = set()
-    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+    config_name = args.config_name or "config"
+    with _config_search_path(args):
         for overrides in variants:
             try:
-                cfg = compose("config", overrides=overrides, return_hydra_config=True)
-                if overrides is variants[0] and _is_optuna(cfg) and multirun & set(argv):
+                cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+                if overrides is variants[0] and _is_optuna(cfg) and multirun:
                     from sweep.search import study_settings
 
-                    argv_ = [a for a in argv if a not in multirun]
-                    study_settings(cfg.hydra.sweeper, argv_, trial_cfg=cfg)
+                    study_settings(cfg.hydra.sweeper, list(args.overrides), trial_cfg=cfg)
                 with open_dict(cfg):
                     del cfg["hydra"]
                 prepare(cfg, datasets=datasets, check_store=False)
                 stores.add(cfg.store.path)
             except MissingConfigException as e:
+                if e.missing_cfg_file == config_name:
+                    fail(_missing_primary(args, config_name))
                 group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
                 value = _override_value(overrides, group)
                 if e.options:
@@ -87,6 +106,8 @@ def check_overrides(argv: Sequence[str]) -> None:
                 fail(_composition_error(e, overrides))
             except ConfigError as e:
                 fail(str(e))
+            except yaml.YAMLError as e:
+                fail(_yaml_error(e))
             except (HydraException, OmegaConfBaseException) as e:
                 fail(_first_line(e))
     try:
@@ -140,6 +161,112 @@ def _per_layer(row: Mapping[str, Any]) -> str:
 def fail(message: str, code: int = 2) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def _parse_args(argv: Sequence[str]) -> Any:
+    """The command line read by Hydra's own parser; an option after the overrides (which that
+    parser cannot read: it prints its usage) or one it does not know is refused in one line."""
+    from hydra._internal.utils import get_args_parser
+
+    args, extra = get_args_parser().parse_known_args(list(argv))
+    unknown = [a for a in extra if a.startswith("-")]
+    late = [a for a in extra if not a.startswith("-")]
+    if late:
+        overrides = [*args.overrides, *late]
+        options = list(argv)
+        for o in overrides:
+            options.remove(o)
+        after = [a for a in argv[argv.index(overrides[0]) :] if a.startswith("-")]
+        moved = " ".join([*options, *overrides])
+        fail(
+            f"{' '.join(after)} after the overrides, where Hydra reads no options: put "
+            f"{' '.join(after)} before the overrides; accepted: python -m sweep {moved}"
+        )
+    if unknown:
+        fail(
+            f"{unknown[0]} is not an option of python -m sweep; accepted: -m/--multirun, "
+            "--config-dir/-cd, --config-name/-cn, --config-path/-cp, --cfg, --info, --help "
+            "(python -m sweep --help)"
+        )
+    return args
+
+
+@contextmanager
+def _config_search_path(args: Any) -> Iterator[None]:
+    """Compose from where Hydra will look: ``--config-path`` (else the package's configs) and
+    ``--config-dir`` before them, as `hydra.main` builds its search path."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+
+    primary = f"pkg://{CONFIG_MODULE}"
+    if args.config_path is not None:
+        primary = args.config_path
+        if not primary.startswith("pkg://"):
+            # relative to the file declaring @hydra.main, as Hydra reads it
+            primary = os.path.join(os.path.dirname(__file__), primary)
+            if not os.path.isdir(primary):
+                fail(
+                    f"--config-path={args.config_path!r} is not a folder ({primary}); "
+                    "accepted: a folder of configs, absolute, relative to the sweep package "
+                    "or pkg://module"
+                )
+    search_path = create_config_search_path(primary)
+    if args.config_dir is not None:
+        config_dir = os.path.abspath(args.config_dir)
+        if not os.path.isdir(config_dir):
+            fail(
+                f"--config-dir={args.config_dir!r} is not a folder ({config_dir}); "
+                "accepted: an existing folder of config files (its groups add to the package's)"
+            )
+        search_path.prepend(
+            provider="command-line",
+            path=f"file://{config_dir}",
+            anchor=SearchPathQuery(provider="schema"),
+        )
+    global_hydra = GlobalHydra.instance()
+    if global_hydra.is_initialized():
+        global_hydra.clear()
+    Hydra.create_main_hydra2(task_name="sweep", config_search_path=search_path)
+    try:
+        yield
+    finally:
+        global_hydra.clear()
+
+
+def _missing_primary(args: Any, config_name: str) -> str:
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    loader = GlobalHydra.instance().config_loader()
+    names = loader.get_group_options("", results_filter=ObjectType.CONFIG)
+    names = [n for n in names if not n.startswith("_") and n != "base_config"]
+    return f"--config-name={config_name!r} is not a config found; accepted: {', '.join(names)}"
+
+
+def _yaml_error(e: yaml.YAMLError) -> str:
+    """Where a config file stops being YAML, and what went wrong there, in one line."""
+    mark = getattr(e, "context_mark", None) or getattr(e, "problem_mark", None)
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a file"
+    what = " ".join(str(p) for p in (getattr(e, "context", None), getattr(e, "problem", None)) if p)
+    return (
+        f"{where} is not valid YAML ({what or e}); accepted: YAML such as key: value, "
+        "lists as [a, b]"
+    )
+
+
+def _override_syntax(e: Exception) -> str:
+    """An override Hydra's grammar cannot read; a value outside it reads once quoted."""
+    message = _first_line(e).partition(" See https://")[0]
+    line = message.split(": ", 1)[-1].split(" ", 1)[0]
+    key, eq, value = line.partition("=")
+    if eq and "Lexer" in message and not value.startswith(("'", '"')):
+        return (
+            f"{line} is not an override Hydra can read unquoted; accepted: the value in quotes "
+            f"(on a shell command line: {key}='\"{value}\"')"
+        )
+    return message
 
 
 def _override_value(overrides: Sequence[str], group: str) -> str:

@@ -118,7 +118,9 @@ class Config:
     finetune: TrainSettings = MISSING
     schedule: dict[str, Any] = MISSING
     amount: int | float = MISSING
-    seed: int = MISSING
+    # torch.manual_seed wraps a negative seed to 2**64 + seed (two keys, one stream), and the
+    # store's int64 column ends at 2**63
+    seed: int = _field("an int in [0, 2**63)", lambda v: 0 <= v < 2**63)
     device: str = MISSING
     channels_last: bool = MISSING
     scope: ScopeSettings = MISSING

@@ -24,23 +24,26 @@ import importlib.util
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from sweep import sparse
-from sweep._build import build_model
-from sweep._files import atomic_write
 from sweep.errors import ConfigError
+
+# torch is imported where a model is built: a trial key that is not in the store, a bad --out,
+# are answered from pandas alone, without the seconds torch takes to import.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 __all__ = ["FORMAT", "export", "kept_file", "load_model", "read_model", "save_model"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "prune-sweep model 1"
+# The file name suffixes each export format is written under.
+SUFFIXES = {"pt": (".pt", ".pth"), "onnx": (".onnx",)}
 _PLAIN = (int, float, bool, str)
 
 
@@ -66,6 +69,11 @@ def save_model(
         packed: Store zeros as a bitmask (`sweep.sparse`), else dense tensors.
         trial_key: Recorded in the file.
     """
+    import torch
+
+    from sweep import sparse
+    from sweep._files import atomic_write
+
     record = _record(model, spec, inputs, reference, trial_key)
     state = model.state_dict()
     record["state"] = (
@@ -86,6 +94,11 @@ def read_model(file: str | os.PathLike, *, device: str | torch.device = "cpu") -
     path = Path(file)
     if not path.is_file():
         raise ConfigError(f"model file {str(path)!r} does not exist")
+    import torch
+
+    from sweep import sparse
+    from sweep._build import build_model
+
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -138,6 +151,13 @@ def kept_file(trial: str | Mapping[str, Any], path: str | os.PathLike | None = N
     """
     from sweep.store import DEFAULT_PATH, load_results
 
+    if not isinstance(trial, str | os.PathLike | Mapping) and not hasattr(trial, "get"):
+        raise ConfigError(
+            f"trial={trial!r} is not a trial; accepted: a trial key (str, the trial_key column), "
+            "a row of sweep.load_results, or the path of a model file"
+        )
+    if isinstance(trial, os.PathLike):
+        trial = str(trial)
     if isinstance(trial, str) and Path(trial).suffix == ".pt" and Path(trial).is_file():
         return Path(trial)
     store = Path(path if path is not None else DEFAULT_PATH)
@@ -173,15 +193,30 @@ def export(
     Raises:
         ConfigError: Unknown format, ``onnx`` not installed, or no such trial.
     """
-    if format not in ("pt", "onnx"):
+    if format not in SUFFIXES:
         raise ConfigError(f"--format={format!r} is not supported; accepted: pt | onnx")
     if format == "onnx" and importlib.util.find_spec("onnx") is None:
         raise ConfigError("--format=onnx needs the onnx package; accepted: pip install onnx")
+    target = Path(out)
+    if target.suffix not in SUFFIXES[format]:
+        raise ConfigError(
+            f"--out={str(out)!r} does not end in {' or '.join(SUFFIXES[format])}, the suffix of "
+            f"--format={format}; accepted: a file name ending in {' or '.join(SUFFIXES[format])}"
+        )
+    if not target.parent.is_dir():
+        raise ConfigError(
+            f"--out={str(out)!r}: the folder {str(target.parent)!r} does not exist; accepted: "
+            "a file in an existing folder"
+        )
+    if target.is_dir():
+        raise ConfigError(f"--out={str(out)!r} is a folder; accepted: a file name")
     file = kept_file(trial, path)
+    import torch
+
+    from sweep._files import atomic_write
+
     model = read_model(file)
     record = torch.load(file, map_location="cpu", weights_only=True)
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if format == "pt":
         record.pop("state", None)
         record["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -191,18 +226,27 @@ def export(
     example = torch.zeros(1, inputs["in_channels"], inputs["image_size"], inputs["image_size"])
     # torch's own exporter: the torch.export one when onnxscript is there, else TorchScript's
     dynamo = importlib.util.find_spec("onnxscript") is not None
-    atomic_write(
-        target,
-        lambda f: torch.onnx.export(
-            model,
-            (example,),
-            f,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            dynamo=dynamo,
-        ),
-    )
+    with warnings.catch_warnings():
+        # Without onnxscript the TorchScript exporter is the only one there is: its
+        # deprecation notice is for torch's maintainers of it, not for this user.
+        warnings.filterwarnings(
+            "ignore", "You are using the legacy TorchScript-based ONNX export", DeprecationWarning
+        )
+        warnings.filterwarnings(
+            "ignore", category=DeprecationWarning, module=r"torch\.onnx\._internal\.torchscript"
+        )
+        atomic_write(
+            target,
+            lambda f: torch.onnx.export(
+                model,
+                (example,),
+                f,
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=dynamo,
+            ),
+        )
     return target
 
 
@@ -219,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         target = export(args.trial, args.out, path=args.store, format=args.format)
-    except ConfigError as e:
+    except (ConfigError, FileNotFoundError) as e:  # FileNotFoundError: no store there
         print(f"error: {e}", file=sys.stderr)
         return 2
     size = target.stat().st_size
@@ -274,6 +318,9 @@ def _reshape(
     model: nn.Module, structure: Mapping[str, Mapping[str, Any]], state: Mapping[str, Any]
 ) -> None:
     """Give ``model`` the attributes and tensor shapes of the saved (compacted) one."""
+    import torch
+    from torch import nn
+
     modules = dict(model.named_modules())
     for name, attrs in structure.items():
         for attr, value in attrs.items():

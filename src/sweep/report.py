@@ -18,6 +18,7 @@ trials: left out, and counted in the summary's first line.
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from matplotlib.figure import Figure
 
 from sweep import analysis
 from sweep.cli import fail
+from sweep.errors import ConfigError
 from sweep.store import load_layers, load_results
 
 PARETO = {"acc_finetuned": "max", "sparsity": "max"}
@@ -43,18 +45,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", default="report", help="output folder (default: report)")
     parser.add_argument(
         "--tolerance",
-        type=float,
-        default=0.01,
-        help="accuracy drop from dense still counted as kept (default: 0.01)",
+        default="0.01",
+        help="accuracy drop from dense still counted as kept, in [0, 1] (default: 0.01)",
     )
     args = parser.parse_args(argv)
-    if not 0 <= args.tolerance < 1:
-        fail(
-            f"--tolerance={args.tolerance} is outside [0, 1); "
-            "accepted: an accuracy drop such as 0.01"
-        )
     try:
-        df = load_results(args.store)
+        tolerance = analysis.check_tolerance(args.tolerance, "--tolerance")
+    except ConfigError as e:
+        fail(str(e))
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        fail(f"--out={args.out!r} is a file; accepted: a folder (created if missing)")
+    # load_layers reads the trial files' keys again: a damaged one is named once, not twice
+    store_log = logging.getLogger(load_results.__module__)
+    once = _Once()
+    store_log.addFilter(once)
+    try:
+        df, layers = _read(args.store)
+    finally:
+        store_log.removeFilter(once)
+    written = write_report(df, layers, Path(args.out), tolerance, args.store)
+    print(f"wrote {', '.join(p.name for p in written)} to {args.out}/")
+
+
+def _read(store: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The store's rows and layers; a missing store or one with no complete trial exits."""
+    try:
+        df = load_results(store)
     except FileNotFoundError as e:
         fail(str(e))
     trials = analysis.ordinary(df)
@@ -62,11 +78,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         others = len(df) - len(trials)
         sensitivity = f" (and {others} row(s) of python -m sweep.sensitivity)" if others else ""
         fail(
-            f"the results store at {args.store!r} has {len(trials)} trial(s){sensitivity} and "
+            f"the results store at {store!r} has {len(trials)} trial(s){sensitivity} and "
             "none complete; run python -m sweep first"
         )
-    written = write_report(df, load_layers(args.store), Path(args.out), args.tolerance, args.store)
-    print(f"wrote {', '.join(p.name for p in written)} to {args.out}/")
+    return df, load_layers(store)
+
+
+class _Once(logging.Filter):
+    """Passes each distinct message once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        new = message not in self.seen
+        self.seen.add(message)
+        return new
 
 
 def write_report(
@@ -169,6 +198,8 @@ def _section(
     done["setting"] = analysis.setting_labels(done, keys)
     kept = analysis.highest_sparsity_within(df, tolerance, by=keys)
     kept["setting"] = analysis.setting_labels(kept, keys)
+    # signed, as the accuracy moved: finetuning can beat an undertrained dense model
+    kept["vs_dense"] = kept["acc_finetuned"] - kept["acc_dense"]
     front = analysis.pareto_front(done, PARETO).sort_values("sparsity")
     name = "method" if len(keys) == 1 else "setting"
     none = done["method"].isin(["none"]).any()
@@ -178,7 +209,9 @@ def _section(
         "",
         f"### Highest sparsity within {tolerance:.1%} of dense accuracy",
         "",
-        "Mean over the seeds of each setting; -: no amount stayed within the tolerance."
+        "Mean over the seeds of each setting; accuracy vs dense: its accuracy minus dense "
+        "accuracy, in percentage points (negative: a drop); -: no amount stayed within the "
+        "tolerance."
         + (" Method none (dense, finetuned) is the reference, not a choice." if none else ""),
         "",
         markdown_table(
@@ -189,7 +222,7 @@ def _section(
                 "sparsity": "sparsity",
                 "compression": "compression",
                 "acc_finetuned": "accuracy",
-                "drop": "drop",
+                "vs_dense": "accuracy vs dense",
                 "n": "seeds",
             },
         ),
@@ -254,7 +287,8 @@ def _slug(value: object) -> str:
 
 
 def markdown_table(df: pd.DataFrame, columns: dict[str, str]) -> str:
-    """A GitHub Markdown table of ``columns`` (name -> header); fractions as percentages."""
+    """A GitHub Markdown table of ``columns`` (name -> header); fractions as percentages,
+    ``vs_dense`` as signed percentage points."""
     percent = {"sparsity", "acc_finetuned", "drop", "acc_dense"}
     rows = [
         "| " + " | ".join(columns.values()) + " |",
@@ -268,6 +302,8 @@ def markdown_table(df: pd.DataFrame, columns: dict[str, str]) -> str:
                 cells.append("-")
             elif c in percent:
                 cells.append(f"{v:.2%}")
+            elif c == "vs_dense":
+                cells.append(f"{v * 100:+.2f} pts")
             elif c == "compression":
                 cells.append(f"{v:.1f}x")
             elif isinstance(v, float):

@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.analysis import SENSITIVITY_TAG, plot_sensitivity
+from sweep.analysis import SENSITIVITY_TAG, check_tolerance, plot_sensitivity
 from sweep.cli import check_overrides, fail
 from sweep.errors import ConfigError
 from sweep.store import load_layers, load_results
@@ -91,7 +91,6 @@ COLUMNS = (
     "error",
 )
 _AMOUNTS_ACCEPTED = "fractions in [0, 1) separated by commas, such as 0.1,0.5,0.9"
-_TOLERANCE_ACCEPTED = "a number in [0, 1]"
 _PREFIX = "scope.amounts."
 # The flags of Hydra's command line (python -m sweep --hydra-help), passed on to it.
 _HYDRA_FLAGS = frozenset(
@@ -343,31 +342,13 @@ def check_amounts(amounts: Sequence[float], name: str = "amounts") -> tuple[floa
     return tuple(sorted({float(a) for a in amounts}))
 
 
-def check_tolerance(tolerance: float, name: str = "tolerance") -> float:
-    """``tolerance`` as a float; `ConfigError` unless it is a number in [0, 1].
-
-    Example:
-        >>> check_tolerance(1.5)
-        Traceback (most recent call last):
-        ...
-        sweep.errors.ConfigError: tolerance=1.5 is outside [0, 1]; accepted: a number in [0, 1]
-    """
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
-        raise ConfigError(f"{name}={tolerance!r} is not a number; accepted: {_TOLERANCE_ACCEPTED}")
-    if not 0 <= tolerance <= 1:  # NaN too
-        raise ConfigError(
-            f"{name}={tolerance!r} is outside [0, 1]; accepted: {_TOLERANCE_ACCEPTED}"
-        )
-    return float(tolerance)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """The command: own flags first, the rest composed by Hydra as ``python -m sweep`` does."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args, overrides = _parser().parse_known_args(argv)
     try:
         amounts = check_amounts(_numbers(args.amounts, "--amounts"), "--amounts")
-        tolerance = check_tolerance(_number(args.tolerance, "--tolerance"), "--tolerance")
+        tolerance = check_tolerance(args.tolerance, "--tolerance")
     except ConfigError as e:
         fail(str(e))
     if {"-m", "--multirun"} & set(overrides):
@@ -552,15 +533,6 @@ def _numbers(text: str, name: str) -> list[float]:
     except ValueError:
         raise ConfigError(
             f"{name}={text!r} is not a list of numbers; accepted: {_AMOUNTS_ACCEPTED}"
-        ) from None
-
-
-def _number(text: str, name: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(
-            f"{name}={text!r} is not a number; accepted: {_TOLERANCE_ACCEPTED}"
         ) from None
 
 

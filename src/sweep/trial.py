@@ -89,6 +89,11 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         >>> with initialize_config_module("sweep.conf", version_base="1.3"):  # doctest: +SKIP
         ...     row = run_trial(compose("config", ["method=ln_structured", "amount=0.5"]))
     """
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(
+            f"cfg={cfg!r} is not a composed config ({type(cfg).__name__}); accepted: the "
+            "DictConfig of hydra.compose('config', overrides), as in run_trial's example"
+        )
     started_at = dt.datetime.now(dt.timezone.utc)
     start = time.perf_counter()
     plan = prepare(cfg)

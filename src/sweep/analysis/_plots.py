@@ -16,6 +16,7 @@ from sweep.analysis._tables import (
     _pairs,
     _varies,
     aggregate,
+    check_metric,
     complete,
     compression_ratio,
     dense_levels,
@@ -23,6 +24,7 @@ from sweep.analysis._tables import (
     pareto_front,
     setting_labels,
 )
+from sweep.errors import ConfigError
 
 LABELS = {
     "acc_finetuned": "Test accuracy after finetuning",
@@ -78,6 +80,10 @@ def tradeoff(
     Returns:
         The figure (never shown).
 
+    Raises:
+        ConfigError: ``y`` is not a numeric column, ``x`` not ``sparsity`` or ``amount``,
+            or ``df`` has no complete trial.
+
     Example:
         >>> df = pd.DataFrame({"status": "complete", "method": "l1", "amount": [0.5, 0.9],
         ...                    "seed": 0, "sparsity": [0.5, 0.9], "acc_dense": 0.99,
@@ -85,6 +91,9 @@ def tradeoff(
         >>> [t.get_text() for t in tradeoff(df).axes[0].get_legend().get_texts()]
         ['l1', 'dense baseline (99.0%)']
     """
+    if x not in ("sparsity", "amount"):
+        raise ConfigError(f"x={x!r} is not an axis; accepted: sparsity, amount")
+    check_metric(df, y, "y")
     by = _by(df, by)
     done = complete(df)
     done["_label"] = setting_labels(done, by)

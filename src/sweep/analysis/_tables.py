@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweep.errors import ConfigError
 from sweep.store import METRIC_COLUMNS
 
 # What the rows of method "none" are: the dense baseline, finetuned like every other trial.
@@ -263,6 +264,8 @@ def highest_sparsity_within(
         >>> highest_sparsity_within(df)[["method", "sparsity", "n"]].to_dict("records")
         [{'method': 'l1', 'sparsity': 0.5, 'n': 1}]
     """
+    tolerance = check_tolerance(tolerance)
+    check_metric(df, metric, "metric")
     by = _by(df, by)
     done = complete(df)
     done = done[~_is_none(done)]
@@ -363,6 +366,51 @@ def subjects(df: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     return {
         key: part for key, part in df.groupby(columns, sort=True, dropna=True) if tuple(key) in ran
     }
+
+
+def check_tolerance(tolerance: float | str, name: str = "tolerance") -> float:
+    """``tolerance`` as a float; `ConfigError` unless it is a number in [0, 1]: the one rule of
+    ``highest_sparsity_within``, ``python -m sweep.report`` and ``python -m sweep.sensitivity``
+    (whose ``--tolerance`` text comes here as a string).
+
+    Example:
+        >>> check_tolerance(1.5)
+        Traceback (most recent call last):
+        ...
+        sweep.errors.ConfigError: tolerance=1.5 is outside [0, 1]; accepted: a number in [0, 1]
+    """
+    if isinstance(tolerance, str):
+        try:
+            tolerance = float(tolerance)
+        except ValueError:
+            raise ConfigError(
+                f"{name}={tolerance!r} is not a number; accepted: {TOLERANCE_ACCEPTED}"
+            ) from None
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float | np.number):
+        raise ConfigError(f"{name}={tolerance!r} is not a number; accepted: {TOLERANCE_ACCEPTED}")
+    if not 0 <= tolerance <= 1:  # NaN too
+        raise ConfigError(f"{name}={tolerance!r} is outside [0, 1]; accepted: {TOLERANCE_ACCEPTED}")
+    return float(tolerance)
+
+
+TOLERANCE_ACCEPTED = "a number in [0, 1]"
+
+
+def check_metric(df: pd.DataFrame, metric: str, name: str) -> None:
+    """`ConfigError` unless ``metric`` is a numeric column of ``df`` with complete rows."""
+    if metric not in df.columns or not pd.api.types.is_numeric_dtype(df[metric].dtype):
+        numeric = sorted(
+            c for c in df.columns if c in METRIC_COLUMNS or c in ("amount", "sparsity")
+        )
+        raise ConfigError(
+            f"{name}={metric!r} is not a numeric column of the results; accepted: "
+            f"{', '.join(numeric) or 'the metric columns of sweep.load_results'}"
+        )
+    if not len(complete(df)):
+        raise ConfigError(
+            f"df has no complete trial ({len(df)} row(s)); accepted: rows of "
+            "sweep.load_results with status complete"
+        )
 
 
 def complete(df: pd.DataFrame) -> pd.DataFrame:

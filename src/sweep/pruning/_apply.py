@@ -321,7 +321,7 @@ def _check_structure(t: Target, method: PruningMethod) -> None:
         # torch takes the nuclear norm of each slice as a matrix: 2 dims besides `dim`
         raise ConfigError(
             f"method.n='nuc' needs weights of 3 dims; {_describe(t)} has a weight of shape "
-            f"{shape}; accepted: an int, a float, inf, -inf or 'fro'"
+            f"{shape}; accepted: a number p >= 0, inf or 'fro'"
         )
 
 

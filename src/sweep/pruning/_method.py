@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,10 @@ _RESERVED = {"name", "_target_", "global", "pruning_method", "importance"}
 _GLOBAL_CRITERIA = {"l1": prune.L1Unstructured, "random": prune.RandomUnstructured}
 # The `p` of torch.norm that LnStructured passes on; 'nuc' only works on 3-D weights (checked
 # per tensor by plan_pruning).
-_NORMS = "an int, a float, inf, -inf, 'fro' or 'nuc'"
+# What torch computes and ranks by size: p >= 0 (0 counts non-zeros), inf, Frobenius, nuclear.
+# A negative p (and -inf) ranks a slice by its smallest entry: one zero weight makes its
+# "norm" 0, so after any earlier pruning the ranking says nothing.
+_NORMS = "a number p >= 0 (the p-norm; 0 counts non-zeros), inf, 'fro' or 'nuc'"
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class PruningMethod:
 def _is_norm(n: object) -> bool:
     if isinstance(n, str):
         return n in ("fro", "nuc")
-    return isinstance(n, int | float) and not isinstance(n, bool) and not math.isnan(n)
+    return isinstance(n, int | float) and not isinstance(n, bool) and n >= 0
 
 
 def _import_method(path: str, key: str, builtin: str) -> type[prune.BasePruningMethod]:
