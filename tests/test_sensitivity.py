@@ -286,3 +286,31 @@ def test_report_of_a_store_holding_only_sensitivity_rows_says_so(tmp_path, capsy
         f"error: the results store at '{tmp_path / 'results'}' has 0 trial(s) (and 2 row(s) of "
         "python -m sweep.sensitivity) and none complete; run python -m sweep first\n"
     )
+
+
+def test_hydra_flags_may_stand_anywhere_among_the_overrides(tmp_path):
+    from sweep.sensitivity import _flags_first
+
+    words = ["model=mlp", "--config-dir", str(tmp_path), "amount=1", "--cfg", "job"]
+    assert _flags_first(words) == (
+        ["--config-dir", str(tmp_path), "--cfg", "job"],
+        ["model=mlp", "amount=1"],
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweep.sensitivity",
+            "model=mlp",
+            "--config-dir",
+            str(tmp_path),
+            "--cfg",
+            "job",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "name: mlp" in done.stdout

@@ -364,17 +364,31 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "(--cfg, --config-dir...) and overrides key=value"
             )
     _refuse_method_none(overrides)
-    # FORCED first: what a user sets there is replaced by `run` anyway, and Hydra's flags
-    # (--cfg job) must come after every override
-    check_overrides([*DEFAULTS, *FORCED, *overrides])  # the command line's values, one line
+    flags, overrides = _flags_first(overrides)
+    # Hydra reads its flags before the overrides only; FORCED after DEFAULTS: what a user sets
+    # there is replaced by `run` anyway
+    argv = [*flags, *DEFAULTS, *FORCED, *overrides]
+    check_overrides(argv)  # the command line's values, one line
     import hydra
 
     @hydra.main(config_path="pkg://sweep.conf", config_name="config", version_base="1.3")
     def analyse(cfg: DictConfig) -> None:
         _command(cfg, amounts, tolerance, overrides)
 
-    sys.argv = [sys.argv[0], *DEFAULTS, *FORCED, *overrides]
+    sys.argv = [sys.argv[0], *argv]
     analyse()
+
+
+def _flags_first(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Hydra's flags (with their values) and the overrides among ``words``, each in order."""
+    from hydra._internal.utils import get_args_parser
+
+    args, extra = get_args_parser().parse_known_args(list(words))
+    overrides = [*args.overrides, *(w for w in extra if not w.startswith("-"))]
+    flags = list(words)
+    for o in overrides:
+        flags.remove(o)
+    return flags, overrides
 
 
 def _command(
