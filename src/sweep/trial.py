@@ -25,6 +25,7 @@ from torch import nn
 
 from sweep import baseline, config, metrics, sparse, weights
 from sweep._build import BUILD_FACTS, build_model, call_target
+from sweep._console import IN_LOG_ONLY
 from sweep.data import Dataset, DataSplit, Split
 from sweep.errors import ConfigError, TrialFailed
 from sweep.export import save_model
@@ -126,7 +127,8 @@ def _run_or_fail(
         if isinstance(e, TrialFailed):
             reason = str(e)
         else:
-            log.exception("trial %s failed", plan.key)
+            # the traceback goes to sweep.log; the console's summary line says FAILED and why
+            log.exception("trial %s failed", plan.key, extra=IN_LOG_ONLY)
             reason = f"{type(e).__name__}: {e}"
         row.update(status="failed", error=reason)
         return []
