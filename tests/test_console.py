@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from tests.conftest import FAST, run_cli
+import sys
+
+import pytest
+
+from sweep import config
+from sweep._console import show_progress
+from sweep.errors import ConfigError
+from tests.conftest import FAST, make_cfg, run_cli
 
 RAISING_METHOD = """
 from torch.nn.utils import prune
@@ -32,3 +39,35 @@ def test_a_failed_trial_prints_its_summary_line_and_logs_the_traceback(tmp_path)
     assert "Traceback (most recent call last)" in text
     assert "trial " in text and " failed\nTraceback" in text
     assert text.rstrip().endswith("ValueError: my method broke")
+
+
+def test_no_progress_frames_when_the_output_is_not_a_terminal(tmp_path):
+    # progress is left at its default (auto): captured output is no terminal
+    run = run_cli(*[o for o in FAST if not o.startswith("progress=")], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "\r" not in run.stdout + run.stderr
+    assert run.stderr == ""
+    [line] = run.stdout.splitlines()
+    assert line.startswith("l1_unstructured amount=0.5: complete, sparsity 0.500")
+
+
+def test_progress_true_forces_bars_and_auto_needs_a_terminal(capsys, monkeypatch):
+    assert (show_progress(True), show_progress(False), show_progress("auto")) == (
+        True,
+        False,
+        False,
+    )
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert show_progress("auto") is True
+
+
+@pytest.mark.parametrize("value", ["yes", "1"])
+def test_progress_accepts_true_false_or_auto(tmp_path, value):
+    cfg = make_cfg(tmp_path, f"progress={value}")
+    shown = {"yes": "'yes'", "1": "1"}[value]
+    with pytest.raises(ConfigError) as e:
+        config.check_values(cfg)
+    assert str(e.value) == (
+        f"progress={shown} is out of range; accepted: true | false | auto "
+        "(bars on a terminal or in a notebook only)"
+    )

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from sweep._console import show_progress
 from sweep.cli import WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
@@ -152,7 +153,7 @@ class OptunaSweep:
         else:
             helpers = []
         try:
-            progress = worker == 0 and bool(self.config.progress)
+            progress = worker == 0 and show_progress(self.config.progress)
             pin = self._gpu(worker)
             results, stop = self._work(study, settings, [*fixed, *pin], store, lock, progress)
         finally:
