@@ -40,7 +40,7 @@ from sweep.cli import WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
 from sweep.search._launch import ComposingLauncher
-from sweep.search._layerwise import layer_params
+from sweep.search._layerwise import AMOUNTS, amounts_text, layer_params
 from sweep.search._rows import failed_row
 from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
@@ -631,7 +631,8 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
     df = _study_rows(study, store)
     df = df.drop_duplicates("optuna.trial", keep="last").set_index("optuna.trial")
     df = df.reindex([t.number for t in best])
-    columns = ["trial_key", "method", "amount", "sparsity", "acc_finetuned", *settings.objectives]
+    df, amounts = _searched_amounts(df)
+    columns = ["trial_key", "method", *amounts, "sparsity", "acc_finetuned", *settings.objectives]
     first, direction = pairs[0]
     table = df[list(dict.fromkeys(columns))].sort_values(first, ascending=direction == "minimize")
     table.index.name = "trial"
@@ -642,6 +643,18 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
         path = "" if str(store) == DEFAULT_PATH else f", path={str(store)!r}"
         text += f"\nload a trial's pruned model: sweep.load_model({key!r}{path})"
     return text
+
+
+def _searched_amounts(df):
+    """The summary's amount column(s): ``amount``, and beside it the per-layer amounts
+    (``scope.amounts``, as `amounts_text` writes them) of rows that have them, in its place
+    when ``amount`` is 0 in every row (``search=layerwise``: it applies to no layer)."""
+    per_layer = [c for c in df.columns if c.startswith(AMOUNTS)]
+    if not per_layer:
+        return df, ["amount"]
+    text = [amounts_text(r) for r in df[per_layer].to_dict("records")]
+    df = df.assign(**{"scope.amounts": text})
+    return df, ["scope.amounts"] if (df["amount"] == 0).all() else ["amount", "scope.amounts"]
 
 
 def _study_rows(study: optuna.Study, store: Path):
