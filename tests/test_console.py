@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
 
 from sweep import config
-from sweep._console import show_progress
+from sweep._console import show_progress, trial_count
 from sweep.errors import ConfigError
 from tests.conftest import FAST, make_cfg, run_cli
 
@@ -71,3 +72,17 @@ def test_progress_accepts_true_false_or_auto(tmp_path, value):
         f"progress={shown} is out of range; accepted: true | false | auto "
         "(bars on a terminal or in a notebook only)"
     )
+
+
+def test_a_grid_counts_its_trials_with_an_eta(tmp_path):
+    run = run_cli("-m", "amount=0.25,0.5,0.75", *FAST, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == 3  # still one line per trial
+    for k, (line, amount) in enumerate(zip(lines, ("0.25", "0.5", "0.75"), strict=True), 1):
+        assert re.match(rf"\[{k}/3, eta 0:\d\d:\d\d\] l1_unstructured amount={amount}: ", line)
+    assert lines[-1].startswith("[3/3, eta 0:00:00] ")
+
+
+def test_the_count_of_a_single_run_is_empty():
+    assert trial_count(1.0) == ""  # no multirun: the summary line alone

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 from hydra import compose, initialize_config_module
@@ -110,9 +112,12 @@ def test_a_layerwise_study_prunes_each_layer_by_its_own_amount(tmp_path):
     # each trial's line names its amounts: its `amount` (0) applies to no layer
     lines = [ln for ln in result.stdout.splitlines() if ": complete, sparsity" in ln]
     assert len(lines) == 3
-    assert all(
-        ln.startswith("l1_unstructured amount=0, scope.amounts block2.conv=") for ln in lines
-    )
+    # each line: its place in the study's budget, the time left, then the amounts
+    for k, line in enumerate(lines, 1):
+        count, _, rest = line.partition("] ")
+        assert re.fullmatch(rf"\[{k}/3, eta 0:\d\d:\d\d", count)
+        assert rest.startswith("l1_unstructured amount=0, scope.amounts block2.conv=")
+    assert lines[-1].startswith("[3/3, eta 0:00:00] ")
     df = load_results(tmp_path / "results")
     assert len(df) == 3 and (df["status"] == "complete").all()
     layers = load_layers(tmp_path / "results")

@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
-from sweep._console import show_progress
+from sweep._console import place_next_trial, show_progress
 from sweep.cli import WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
@@ -209,6 +209,8 @@ class OptunaSweep:
                         time.sleep(min(beats, 5))
                         continue
                     break
+                # its place in the budget, for the "[k/N, eta ...]" of its line
+                place_next_trial(counted_trials(study), settings.n_trials, settings.n_jobs)
                 with heartbeat(study, trial.number):
                     values = settings.space.sample(trial)
                     # claimed once sampled: a claimed trial's parameters are all there to rerun
