@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -304,10 +305,39 @@ def test_plots_are_labelled_figures(store):
     pareto = analysis.plot_pareto(df).axes[0]
     assert "Pareto front (3 trials)" in [t.get_text() for t in pareto.get_legend().get_texts()]
     layers = analysis.plot_layer_sparsity(load_layers(store), df).axes[0]
-    assert [t.get_text() for t in layers.get_xticklabels()] == ["conv", "fc"]
+    assert [t.get_text() for t in layers.get_yticklabels()] == ["conv", "fc"]
     assert layers.get_title() == "Per-layer sparsity at amount 0.5: small_cnn on digits"
-    heights = sorted(round(p.get_height(), 3) for p in layers.patches)
-    assert heights == [0.0, 0.5, 0.5, 0.5]  # ln spares the classifier
+    widths = sorted(round(p.get_width(), 3) for p in layers.patches)
+    assert widths == [0.0, 0.5, 0.5, 0.5]  # ln spares the classifier
+
+
+@pytest.mark.parametrize(("count", "every"), [(120, 1), (500, 2)])
+def test_layer_plot_stays_readable_at_many_layers(tmp_path, count, every):
+    """mobilenet_v3_small's 54 layers made a 6192x540 strip: now a row per layer, labels
+    at 6 pt or more that never overlap, every layer's while they fit."""
+    names = [f"features.{i // 3}.block.{i % 3}.conv" for i in range(count)]
+    results = pd.DataFrame(
+        {"status": "complete", "trial_key": ["a", "b"], "method": ["l1", "ln"], "amount": 0.5}
+    )
+    layers = pd.DataFrame(
+        {
+            "trial_key": np.repeat(["a", "b"], count),
+            "layer": names * 2,
+            "numel": 100,
+            "nonzero": np.tile(np.arange(count) % 100, 2),
+        }
+    )
+    fig = analysis.plot_layer_sparsity(layers, results.assign(seed=0))
+    ax = fig.axes[0]
+    width, height = fig.get_size_inches()
+    assert width == 7.5 and height <= 36
+    labels = ax.get_yticklabels()
+    assert [t.get_text() for t in labels] == names[::every]
+    assert min(t.get_fontsize() for t in labels) >= 6
+    fig.savefig(tmp_path / "layers.png", dpi=120)  # lays the labels out
+    boxes = [t.get_window_extent() for t in labels]
+    assert all(a.y0 >= b.y1 or b.y0 >= a.y1 for a, b in itertools.pairwise(boxes))
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # the first layer on top
 
 
 def test_report_command(store, tmp_path):

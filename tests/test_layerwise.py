@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import optuna
 import pytest
 from hydra import compose, initialize_config_module
@@ -9,7 +11,7 @@ from hydra import compose, initialize_config_module
 from sweep import load_layers, load_results
 from sweep.errors import ConfigError
 from sweep.search import study_settings
-from sweep.search._layerwise import layer_params
+from sweep.search._layerwise import amounts_text, layer_params
 from sweep.sensitivity import save_amounts
 from tests.conftest import FAST, run_cli
 
@@ -110,9 +112,12 @@ def test_a_layerwise_study_prunes_each_layer_by_its_own_amount(tmp_path):
     # each trial's line names its amounts: its `amount` (0) applies to no layer
     lines = [ln for ln in result.stdout.splitlines() if ": complete, sparsity" in ln]
     assert len(lines) == 3
-    assert all(
-        ln.startswith("l1_unstructured amount=0, scope.amounts block2.conv=") for ln in lines
-    )
+    # each line: its place in the study's budget, the time left, then the amounts
+    for k, line in enumerate(lines, 1):
+        count, _, rest = line.partition("] ")
+        assert re.fullmatch(rf"\[{k}/3, eta 0:\d\d:\d\d", count)
+        assert rest.startswith("l1_unstructured amount=0, scope.amounts block2.conv=")
+    assert lines[-1].startswith("[3/3, eta 0:00:00] ")
     df = load_results(tmp_path / "results")
     assert len(df) == 3 and (df["status"] == "complete").all()
     layers = load_layers(tmp_path / "results")
@@ -132,3 +137,19 @@ def test_a_layerwise_study_prunes_each_layer_by_its_own_amount(tmp_path):
         for end in ("block1.conv", "classifier"):
             assert mine.loc[end, "nonzero"] == mine.loc[end, "numel"]
         assert t.values == [row.acc_finetuned, row.sparsity]
+    # the Pareto table shows the searched amounts, not `amount` (0 in every trial)
+    lines = result.stdout.splitlines()
+    header = lines[lines.index("Pareto front (maximize acc_finetuned, maximize sparsity):") + 1]
+    assert header.split() == ["trial_key", "method", "scope.amounts", "sparsity", "acc_finetuned"]
+    for t in study.best_trials:
+        [line] = [ln for ln in lines if ln.startswith(f"{t.number} ")]
+        a, b = t.params["scope.amounts.block2.conv"], t.params["scope.amounts.block3.conv"]
+        assert f" block2.conv={a:.4g}, block3.conv={b:.4g} " in line
+
+
+def test_amounts_text_shows_a_few_amounts_or_their_count_and_range():
+    row = {"amount": 0.0, "scope.amounts.a": 0.125, "scope.amounts.b": float("nan")}
+    assert amounts_text(row) == "a=0.125"  # NaN: a layer another trial of the study had
+    many = {f"scope.amounts.layer{i}": i / 8 for i in range(7)}
+    assert amounts_text(many) == "7 layers, 0 to 0.75"
+    assert amounts_text({"amount": 0.5}) == ""

@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from sweep._console import trial_count
 from sweep.cli import WORKER_ENV, check_overrides, fail, summary
 from sweep.errors import ConfigError
 
@@ -30,13 +32,14 @@ def _main(cfg: DictConfig) -> dict:
         from sweep.search import reporter
 
         on_epoch = reporter(cfg)
+    started = time.perf_counter()
     try:
         row = run_trial(cfg, on_epoch=on_epoch)
     except ConfigError as e:
         if cfg.optuna.study is not None:
             raise  # the sweeper fails this trial with the reason and goes on
         fail(str(e))
-    print(summary(row))
+    print(trial_count(time.perf_counter() - started) + summary(row))
     if row["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # in a sweep the row says it; the other trials go on
     return row

@@ -20,6 +20,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from sweep._console import PROGRESS
 from sweep.errors import ConfigError
 
 __all__ = ["Config", "accepted", "check_values", "keys", "register"]
@@ -133,7 +134,9 @@ class Config:
     tag: str | None = MISSING
     skip_completed: bool = MISSING
     latency: LatencySettings = MISSING
-    progress: bool = MISSING
+    # Any: true, false or the string auto (OmegaConf 2.3 has no bool | str node); a field()
+    # holding MISSING, as the typed fields' are
+    progress: Any = _field(PROGRESS, lambda v: v is True or v is False or v == "auto")  # noqa: RUF009
     optuna: OptunaJob = field(default_factory=OptunaJob)
 
 

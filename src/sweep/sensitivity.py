@@ -38,6 +38,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from sweep._console import show_progress
 from sweep.analysis import SENSITIVITY_TAG, check_tolerance, plot_sensitivity
 from sweep.cli import check_overrides, fail
 from sweep.errors import ConfigError
@@ -154,7 +155,10 @@ def run(cfg: DictConfig, amounts: Sequence[float] = AMOUNTS) -> pd.DataFrame:
     check_writable(base.store.path)  # last: refused input creates nothing
     rows = []
     bar = tqdm(
-        total=len(layers) * len(amounts), desc="sensitivity", unit="trial", disable=not cfg.progress
+        total=len(layers) * len(amounts),
+        desc="sensitivity",
+        unit="trial",
+        disable=not show_progress(cfg.progress),
     )
     with bar:
         for layer, numel in layers.items():
@@ -162,7 +166,7 @@ def run(cfg: DictConfig, amounts: Sequence[float] = AMOUNTS) -> pd.DataFrame:
                 bar.set_postfix_str(f"{layer} at {amount:g}")
                 trial = _layer_config(base, layer, amount)
                 # the first trial's bars show the baseline trained; later ones only flicker
-                trial.progress = cfg.progress and not rows
+                trial.progress = show_progress(cfg.progress) and not rows
                 row = run_trial(trial)
                 log.info("%s %s: %s", layer, f"{amount:g}", summary(row))
                 rows.append(_measurement(row, layer, amount, numel))

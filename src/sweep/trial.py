@@ -26,6 +26,7 @@ from torch import nn
 
 from sweep import baseline, config, metrics, sparse, weights
 from sweep._build import BUILD_FACTS, build_model, call_target
+from sweep._console import IN_LOG_ONLY, show_progress
 from sweep._version import __version__
 from sweep.data import Dataset, DataSplit, Split
 from sweep.errors import ConfigError, TrialFailed
@@ -133,7 +134,8 @@ def _run_or_fail(
         if isinstance(e, TrialFailed):
             reason = str(e)
         else:
-            log.exception("trial %s failed", plan.key)
+            # the traceback goes to sweep.log; the console's summary line says FAILED and why
+            log.exception("trial %s failed", plan.key, extra=IN_LOG_ONLY)
             reason = f"{type(e).__name__}: {e}"
         row.update(status="failed", error=reason)
         return []
@@ -263,7 +265,7 @@ def _finetune(
         if on_epoch is not None:
             on_epoch(epochs_seen, acc)
 
-    settings = {"seed": cfg.seed, "val_split": data.val, "progress": cfg.progress}
+    settings = {"seed": cfg.seed, "val_split": data.val, "progress": show_progress(cfg.progress)}
     if stop != 0:
         train(
             model,
@@ -304,7 +306,12 @@ def _load_baseline(cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset)
     }
     epoch = None if rewind_state is not None else plan.rewind_epoch
     facts = baseline.load_or_train(
-        model, data, settings, cfg.store.baselines, progress=cfg.progress, rewind_epoch=epoch
+        model,
+        data,
+        settings,
+        cfg.store.baselines,
+        progress=show_progress(cfg.progress),
+        rewind_epoch=epoch,
     )
     return {"rewind_state": rewind_state, **facts}
 
@@ -315,6 +322,7 @@ def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, 
     flat = _flatten(resolved)
     if flat["optuna.storage"]:
         flat["optuna.storage"] = mask_password(flat["optuna.storage"])
+    flat["progress"] = show_progress(cfg.progress)  # whether bars were drawn: a bool column
     return {
         **flat,
         "trial_key": plan.key,

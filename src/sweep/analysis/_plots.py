@@ -44,6 +44,12 @@ _BEFORE_FINETUNE = {"acc_pruned", "acc_recalibrated", "acc_dense"}
 _MARKERS = "osD^v<>Ph*X"
 _GREYS = ("0.3", "0.55", "0.1", "0.7")
 _INSIDE = 6  # legend entries that fit inside the axes without covering curves
+# plot_layer_sparsity: one row of bars per layer, the figure as tall as its rows (title, axis
+# label and ticks around them), up to a height that still opens as one page
+_LAYER_MARGIN_IN = 1.4
+_LAYER_ROW_IN = 0.2  # 14 pt: a 9 pt label with room around it
+_LAYER_MIN_IN, _LAYER_MAX_IN = 3.5, 36.0
+_LABEL_PT = (6.0, 9.0)  # the label font, smallest to largest
 
 
 def tradeoff(
@@ -222,6 +228,9 @@ def plot_layer_sparsity(
 ) -> Figure:
     """Sparsity of each layer per setting at one requested ``amount`` (mean across seeds).
 
+    One row of bars per layer, in model order from the top: the figure grows with the layer
+    count (a label per layer stays readable at 100+ layers, up to a height of 36 inches).
+
     Shows where each method removes weights: global pruning spreads unevenly, layer-wise
     methods remove the same share everywhere in scope, structured ones spare the classifier.
     ``none`` rows (nothing pruned) are left out.
@@ -243,7 +252,7 @@ def plot_layer_sparsity(
         >>> layers = pd.DataFrame({"trial_key": ["a", "b"], "layer": "fc", "numel": 10,
         ...                        "nonzero": [5, 1]})
         >>> fig = plot_layer_sparsity(layers, results)
-        >>> fig.axes[0].get_title(), [float(p.get_height()) for p in fig.axes[0].patches]
+        >>> fig.axes[0].get_title(), [float(p.get_width()) for p in fig.axes[0].patches]
         ('Per-layer sparsity at amount 0.5', [0.5])
     """
     by = _by(results, by)
@@ -259,29 +268,44 @@ def plot_layer_sparsity(
     order = list(dict.fromkeys(chosen["layer"]))
     means = chosen.groupby(["_label", "layer"])["sparsity"].mean().unstack("_label")
     means = means.reindex(index=order, columns=[label for label, _ in _settings(chosen, by)])
-    fig = Figure(figsize=(max(6.0, 0.9 * len(order) + 3), 4.5), layout="constrained")
+    row, fontsize, every = _layer_rows(len(order), len(means.columns))
+    height = max(_LAYER_MIN_IN, _LAYER_MARGIN_IN + row * len(order))
+    fig = Figure(figsize=(7.5, height), layout="constrained")
     ax = fig.subplots()
     colors = method_colors(means.columns)
-    width = 0.8 / max(1, len(means.columns))
-    xs = np.arange(len(order))
+    thickness = 0.8 / max(1, len(means.columns))
+    ys = np.arange(len(order))
     for i, name in enumerate(means.columns):
-        ax.bar(
-            xs + (i - (len(means.columns) - 1) / 2) * width,
+        ax.barh(
+            ys + (i - (len(means.columns) - 1) / 2) * thickness,
             means[name],
-            width,
+            thickness,
             color=colors[name],
             label=name,
         )
-    ax.set_xticks(xs, order, rotation=30, ha="right")
-    ax.set_xlabel("Layer (model order)")
-    ax.set_ylabel("Layer sparsity (share of weights zero)")
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_ylim(0, 1)
-    ax.grid(axis="y", alpha=0.3)
+    ax.set_yticks(ys[::every], order[::every], fontsize=fontsize)
+    ax.set_ylim(len(order) - 0.5, -0.5)  # the model's first layer on top
+    ax.set_ylabel("Layer (model order)")
+    ax.set_xlabel("Layer sparsity (share of weights zero)")
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlim(0, 1)
+    ax.grid(axis="x", alpha=0.3)
     names = ", ".join([by[0], *(c for c in by[1:] if _varies(done, c))])
     _legend(ax, title=names)
     ax.set_title(title or f"Per-layer sparsity at amount {amount:g}{_subject(done)}")
     return fig
+
+
+def _layer_rows(layers: int, settings: int) -> tuple[float, float, int]:
+    """Row height (inches) per layer, the label font size (pt), and every how many layers a
+    label is drawn: each layer's while the rows fit under `_LAYER_MAX_IN` (or their labels at
+    6 pt), else every k-th, each at 6 pt, none overlapping."""
+    wanted = _LAYER_ROW_IN + 0.06 * max(0, settings - 2)  # grouped bars need room too
+    row = min(wanted, (_LAYER_MAX_IN - _LAYER_MARGIN_IN) / max(1, layers))
+    small, large = _LABEL_PT
+    fontsize = min(large, max(small, row * 72 * 0.65))
+    every = max(1, int(np.ceil(fontsize / 0.65 / (row * 72))))
+    return row, fontsize, every
 
 
 def plot_sensitivity(

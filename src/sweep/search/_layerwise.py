@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweep.errors import ConfigError
 
-__all__ = ["AMOUNTS", "layer_params"]
+__all__ = ["AMOUNTS", "amounts_text", "layer_params"]
 
 # the prefix of the per-layer parameters; their overrides add keys (scope.amounts may be null)
 AMOUNTS = "scope.amounts."
@@ -58,6 +58,27 @@ def layer_params(spec: Mapping[str, Any], trial_cfg: DictConfig) -> dict[str, di
         f"{AMOUNTS}{name}": {"low": float(low), "high": float(min(high, bounds.get(name, high)))}
         for name in names
     }
+
+
+def amounts_text(row: Mapping[str, Any]) -> str:
+    """A row's per-layer amounts (``scope.amounts.<layer>``) in a table cell: each while there
+    are up to three, else their count and range; "" for a row that has none.
+
+    Example:
+        >>> amounts_text({"scope.amounts.conv": 0.25, "scope.amounts.fc": 0.5, "amount": 0.0})
+        'conv=0.25, fc=0.5'
+        >>> amounts_text({f"scope.amounts.l{i}": i / 10 for i in range(1, 6)})
+        '5 layers, 0.1 to 0.5'
+    """
+    amounts = {
+        k.removeprefix(AMOUNTS): v
+        for k, v in row.items()
+        if k.startswith(AMOUNTS) and isinstance(v, int | float) and not isinstance(v, bool)
+        if v == v  # a study's rows hold NaN for the layers another trial had
+    }
+    if len(amounts) <= 3:
+        return ", ".join(f"{k}={v:.4g}" for k, v in amounts.items())
+    return f"{len(amounts)} layers, {min(amounts.values()):.4g} to {max(amounts.values()):.4g}"
 
 
 def _sensitivity(path: str | None, names: list[str]) -> dict[str, float]:

@@ -35,11 +35,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from sweep._console import place_next_trial, show_progress
 from sweep.cli import WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
 from sweep.search._launch import ComposingLauncher
-from sweep.search._layerwise import layer_params
+from sweep.search._layerwise import AMOUNTS, amounts_text, layer_params
 from sweep.search._rows import failed_row, study_rows
 from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
@@ -154,7 +155,7 @@ class OptunaSweep:
         else:
             helpers = []
         try:
-            progress = worker == 0 and bool(self.config.progress)
+            progress = worker == 0 and show_progress(self.config.progress)
             pin = self._gpu(worker)
             results, stop = self._work(study, settings, [*fixed, *pin], store, lock, progress)
         finally:
@@ -210,6 +211,8 @@ class OptunaSweep:
                         time.sleep(min(beats, 5))
                         continue
                     break
+                # its place in the budget, for the "[k/N, eta ...]" of its line
+                place_next_trial(counted_trials(study), settings.n_trials, settings.n_jobs)
                 with heartbeat(study, trial.number):
                     values = settings.space.sample(trial)
                     # claimed once sampled: a claimed trial's parameters are all there to rerun
@@ -632,7 +635,8 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
     df = _study_rows(study, store)
     df = df.drop_duplicates("optuna.trial", keep="last").set_index("optuna.trial")
     df = df.reindex([t.number for t in best])
-    columns = ["trial_key", "method", "amount", "sparsity", "acc_finetuned", *settings.objectives]
+    df, amounts = _searched_amounts(df)
+    columns = ["trial_key", "method", *amounts, "sparsity", "acc_finetuned", *settings.objectives]
     first, direction = pairs[0]
     table = df[list(dict.fromkeys(columns))].sort_values(first, ascending=direction == "minimize")
     table.index.name = "trial"
@@ -643,6 +647,18 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
         path = "" if str(store) == DEFAULT_PATH else f", path={str(store)!r}"
         text += f"\nload a trial's pruned model: sweep.load_model({key!r}{path})"
     return text
+
+
+def _searched_amounts(df):
+    """The summary's amount column(s): ``amount``, and beside it the per-layer amounts
+    (``scope.amounts``, as `amounts_text` writes them) of rows that have them, in its place
+    when ``amount`` is 0 in every row (``search=layerwise``: it applies to no layer)."""
+    per_layer = [c for c in df.columns if c.startswith(AMOUNTS)]
+    if not per_layer:
+        return df, ["amount"]
+    text = [amounts_text(r) for r in df[per_layer].to_dict("records")]
+    df = df.assign(**{"scope.amounts": text})
+    return df, ["scope.amounts"] if (df["amount"] == 0).all() else ["amount", "scope.amounts"]
 
 
 def _study_rows(study: optuna.Study, store: Path):
