@@ -250,3 +250,83 @@ def test_models_of_different_architectures_do_not_fuse():
             [small_cnn(10, 1, 8), small_cnn(10, 1, 8, width=8)],
             Split(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)),
         )
+
+
+# ---------------------------------------------------------------- fused trials, stored
+
+
+# Three members that differ in method, amount, mask pattern and learning rate.
+MEMBERS = [
+    ["method=l1_unstructured", "amount=0.3", "finetune.lr=0.001"],
+    ["method=ln_structured", "amount=0.5", "finetune.lr=0.003"],
+    ["method=random_unstructured", "amount=0.7", "finetune.lr=0.01"],
+]
+# What differs between a fused row and the same trial run alone by design: timing and
+# latency, where it was written, whether it trained the shared baseline (the first trial alone
+# did), its group.
+BY_DESIGN = {"fused", "started_at", "store_file", "store.path", "store.baselines"}
+BY_DESIGN |= {"time_prune_s", "time_finetune_s", "time_total_s", "baseline_trained"}
+BY_DESIGN |= {"latency_ms_dense", "latency_ms", "speedup"}
+
+
+# Weights agree to float32 rounding, grown by training. With SGD, rounding stays rounding.
+# Adam divides each step by the gradient's own scale, so an entry whose true gradient is zero
+# but whose computed one is rounding noise (a weight that BatchNorm makes irrelevant, such as
+# one reading a pruned channel's constant output) moves by up to lr per step in a direction
+# the rounding picks, alone and fused alike: such entries agree to lr * steps (20 steps here),
+# the outputs much closer, as the loss and accuracy show.
+@pytest.mark.slow
+@pytest.mark.parametrize(("optimizer", "atol"), [("sgd", 1e-5), ("adam", 20 * 1e-2)])
+def test_a_fused_group_gives_what_its_trials_give_alone(tmp_path, optimizer, atol):
+    """Issue 23, point 2: K=3 trials fused and the same three run one at a time."""
+    from sweep import load_model
+    from sweep.fused import run_fused
+    from sweep.store import load_layers
+    from sweep.trial import run_trial
+
+    settings = [f"finetune.optimizer={optimizer}", f"store.baselines={tmp_path / 'baselines'}"]
+    alone = [run_trial(make_cfg(tmp_path / "alone", *settings, *m)) for m in MEMBERS]
+    fused = run_fused([make_cfg(tmp_path / "fused", *settings, *m) for m in MEMBERS])
+
+    assert [r["status"] for r in alone + fused] == ["complete"] * 6
+    assert [r["fused"] for r in alone] == [1, 1, 1]
+    assert [r["fused"] for r in fused] == [3, 3, 3]
+    n_test = round(0.2 * 1797)
+    for a, f in zip(alone, fused, strict=True):
+        assert f["trial_key"] == a["trial_key"]
+        # every column measured before finetuning or on the masks is exactly equal
+        exact = [c for c in a if c not in BY_DESIGN | {"acc_finetuned", "loss_finetuned"}]
+        assert {c: f[c] for c in exact} == {c: a[c] for c in exact}
+        # a prediction may flip on a test image whose top two logits tie to rounding
+        assert abs(f["acc_finetuned"] - a["acc_finetuned"]) <= 1 / n_test
+        assert f["loss_finetuned"] == pytest.approx(a["loss_finetuned"], abs=2e-3)
+        model_a = load_model(a["trial_key"], tmp_path / "alone").state_dict()
+        model_f = load_model(f["trial_key"], tmp_path / "fused").state_dict()
+        assert model_f.keys() == model_a.keys()
+        for name, tensor in model_a.items():
+            assert torch.equal(model_f[name] == 0, tensor == 0), name  # the same masks
+            torch.testing.assert_close(model_f[name], tensor, atol=atol, rtol=0, msg=name)
+    columns = ["trial_key", "layer", "param", "numel", "nonzero", "in_scope", "amount"]
+    layers_a = load_layers(tmp_path / "alone")[columns].sort_values(columns[:3])
+    layers_f = load_layers(tmp_path / "fused")[columns].sort_values(columns[:3])
+    assert len(layers_a) > 0
+    assert layers_f.reset_index(drop=True).equals(layers_a.reset_index(drop=True))
+
+
+def test_trials_that_cannot_fuse_run_alone_and_say_why(tmp_path, caplog):
+    from sweep.fused import run_fused
+
+    quick = ["finetune.epochs=0", "pretrain.epochs=0", "recalibrate.batches=0"]
+    cfgs = [
+        make_cfg(tmp_path, "amount=0.3", *quick),
+        make_cfg(tmp_path, "amount=0.6", *quick),
+        make_cfg(tmp_path, "method=ln_structured", "compact=true", *quick),
+        make_cfg(tmp_path, "amount=0.6", "finetune.batch_size=32", *quick),
+    ]
+    with caplog.at_level("INFO", logger="sweep.fused"):
+        rows = run_fused(cfgs)
+    assert [r["status"] for r in rows] == ["complete"] * 4
+    assert [r["fused"] for r in rows] == [2, 2, 1, 1]
+    assert [r["compacted"] for r in rows] == [False, False, True, False]
+    message = f"trial {rows[2]['trial_key']} runs alone: compact=true: compacted members have "
+    assert message + "shapes of their own" in caplog.messages
