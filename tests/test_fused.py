@@ -330,3 +330,63 @@ def test_trials_that_cannot_fuse_run_alone_and_say_why(tmp_path, caplog):
     assert [r["compacted"] for r in rows] == [False, False, True, False]
     message = f"trial {rows[2]['trial_key']} runs alone: compact=true: compacted members have "
     assert message + "shapes of their own" in caplog.messages
+
+
+@pytest.mark.slow
+def test_a_group_that_cannot_run_batched_runs_one_at_a_time(tmp_path, caplog):
+    from sweep.fused import run_fused
+    from sweep.trial import run_trial
+
+    model = ["model._target_=tests.custom_models.ItemNet", "model.name=item_net", "~model.width"]
+    quick = [*model, "pretrain.epochs=1", f"store.baselines={tmp_path / 'baselines'}"]
+    amounts = ("amount=0.3", "amount=0.6")
+    with caplog.at_level("WARNING", logger="sweep.fused"):
+        rows = run_fused([make_cfg(tmp_path / "fused", *quick, a) for a in amounts])
+    assert [r["status"] for r in rows] == ["complete", "complete"]
+    assert [r["fused"] for r in rows] == [1, 1]
+    assert len(caplog.messages) == 1
+    assert caplog.messages[0].startswith("the group of 2 cannot run batched (")
+    assert caplog.messages[0].endswith("); each finetunes alone")
+    alone = [run_trial(make_cfg(tmp_path / "alone", *quick, a)) for a in amounts]
+    assert [r["acc_finetuned"] for r in rows] == [r["acc_finetuned"] for r in alone]
+
+
+# ---------------------------------------------------------------- the fuse key
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("1", 1), ("8", 8)])
+def test_fuse_takes_an_int_or_auto_and_is_in_no_trial_key(tmp_path, value, expected):
+    from sweep.trial import prepare
+
+    cfg = make_cfg(tmp_path, f"fuse={value}")
+    assert cfg.fuse == expected
+    assert prepare(cfg).key == prepare(make_cfg(tmp_path, "fuse=1")).key
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "x", "2.5", "true"])
+def test_a_bad_fuse_is_one_line_and_writes_nothing(tmp_path, value):
+    from sweep.errors import ConfigError
+    from sweep.trial import prepare
+
+    shown = {"x": "'x'", "true": "True"}.get(value, value)
+    message = f"fuse={shown} is out of range; accepted: 1 (off) | an int K >= 2 | auto"
+    with pytest.raises(ConfigError) as e:
+        prepare(make_cfg(tmp_path / "results", f"fuse={value}"))
+    assert str(e.value) == message
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "free", "expected"),
+    [
+        ("auto", "cpu", None, 1),  # a CPU: fusion does not pay there (issue 23)
+        (4, "cpu", None, 4),  # asked for: whatever the device
+        ("auto", "cuda", 5 * 10**9, 4),  # 80% of 5 GB in members of 1 GB
+        ("auto", "cuda", 10**9, 1),  # not even one fits: alone
+        ("auto", "cuda", 10**12, 16),  # at most AUTO_LIMIT
+    ],
+)
+def test_fuse_size(setting, device, free, expected):
+    from sweep.fused import fuse_size
+
+    assert fuse_size(setting, torch.device(device), 10**9, free_bytes=free) == expected

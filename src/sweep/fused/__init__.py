@@ -9,5 +9,14 @@ group's members as `sweep.training.train` and `evaluate` run each alone.
 from sweep.fused._engine import evaluate_fused, finetune_fused
 from sweep.fused._key import PER_MEMBER_FINETUNE, fusion_key
 from sweep.fused._run import run_fused
+from sweep.fused._size import AUTO_LIMIT, fuse_size
 
-__all__ = ["PER_MEMBER_FINETUNE", "evaluate_fused", "finetune_fused", "fusion_key", "run_fused"]
+__all__ = [
+    "AUTO_LIMIT",
+    "PER_MEMBER_FINETUNE",
+    "evaluate_fused",
+    "finetune_fused",
+    "fuse_size",
+    "fusion_key",
+    "run_fused",
+]

@@ -111,20 +111,20 @@ def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
         )
         todo.append(m)
     live = [m for m in todo if m.pruned is not None]
-    if len(live) > 1:
-        _finetune_together(live)
-    elif live:
+    together = len(live) > 1 and _finetune_together(live)
+    if not together:
         _finetune_alone(live)
     for m in todo:
-        m.row["fused"] = len(live) if m in live else 1
+        m.row["fused"] = len(live) if together and m in live else 1
         m.row["time_total_s"] = (time.perf_counter() - start) / len(todo)
         m.row["store_file"] = str(write_trial(m.cfg.store.path, m.row, m.layers, row_id=m.rid))
     return [m.row for m in members]
 
 
-def _finetune_together(live: Sequence[_Member]) -> None:
+def _finetune_together(live: Sequence[_Member]) -> bool:
     """Finetune ``live`` as one model and test them in one pass, then finish each as alone;
-    if the batched model cannot run (an operation vmap cannot batch), each finetunes alone."""
+    ``False`` when the batched model cannot run (an operation vmap cannot batch): nothing
+    was done."""
     first = live[0].cfg
     data = live[0].pruned.data
     t = time.perf_counter()
@@ -144,11 +144,11 @@ def _finetune_together(live: Sequence[_Member]) -> None:
     # vmap cannot batch, the GPU's memory) leaves the others as they were pruned
     except (RuntimeError, NotImplementedError) as e:
         log.warning("the group of %d cannot run batched (%s); each finetunes alone", len(live), e)
-        _finetune_alone(live)
-        return
+        return False
     share = (time.perf_counter() - t) / len(live)
     finished = [m for m, o in zip(live, outcomes, strict=True) if o is None]
-    tested = evaluate_fused([m.pruned.model for m in finished], data.test, desc="finetuned model")
+    models = [m.pruned.model for m in finished]
+    tested = evaluate_fused(models, data.test, desc="finetuned model") if finished else []
     results = dict(zip(map(id, finished), tested, strict=True))
     for m, outcome in zip(live, outcomes, strict=True):
         if isinstance(outcome, optuna.TrialPruned):
@@ -169,6 +169,7 @@ def _finetune_together(live: Sequence[_Member]) -> None:
             )
             or []
         )
+    return True
 
 
 def _finetune_alone(members: Sequence[_Member]) -> None:
