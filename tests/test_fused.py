@@ -332,7 +332,6 @@ def test_trials_that_cannot_fuse_run_alone_and_say_why(tmp_path, caplog):
     assert message + "shapes of their own" in caplog.messages
 
 
-@pytest.mark.slow
 def test_a_group_that_cannot_run_batched_runs_one_at_a_time(tmp_path, caplog):
     from sweep.fused import run_fused
     from sweep.trial import run_trial

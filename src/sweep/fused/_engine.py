@@ -119,7 +119,9 @@ def finetune_fused(
                 seen += len(y)
                 bar.update()
             means = (total / max(1, seen)).tolist()
-            accs = _evaluate(stack, val_split, 1024, f"{desc} validation") if val_split else None
+            accs = None
+            if val_split is not None:
+                accs = _evaluate(stack, val_split, 1024, f"{desc} validation")
             for k, mean_loss in enumerate(means):
                 if outcomes[k] is not None:
                     continue

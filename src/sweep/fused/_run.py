@@ -100,6 +100,7 @@ def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
     started_at = dt.datetime.now(dt.timezone.utc)
     start = time.perf_counter()
     todo = []
+    shared = None
     for m in members:
         done = trial._completed(m.cfg, m.plan, m.rid)
         if done is not None:
@@ -109,6 +110,10 @@ def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
         m.pruned = trial._or_failed(
             m.plan, m.row, lambda m=m: trial._until_finetune(m.cfg, m.plan, m.row)
         )
+        if m.pruned is not None and shared is not None:
+            m.pruned.data = shared  # one device copy (the key fixes data, device and layout)
+        elif m.pruned is not None:
+            shared = m.pruned.data
         todo.append(m)
     live = [m for m in todo if m.pruned is not None]
     together = len(live) > 1 and _finetune_together(live)
