@@ -62,10 +62,10 @@ def run_fused(
     plans = [trial.prepare(cfg, datasets=datasets) for cfg in cfgs]  # all checked first
     groups: dict[str, list[int]] = {}
     alone: list[int] = []
-    for i, cfg in enumerate(cfgs):
-        key, reason = fusion_key(cfg)
+    for i, plan in enumerate(plans):
+        key, reason = fusion_key(plan.resolved)  # with a checkpoint's (data's) digest
         if key is None:
-            log.info("trial %s runs alone: %s", plans[i].key, reason)
+            log.info("trial %s runs alone: %s", plan.key, reason)
             alone.append(i)
         else:
             groups.setdefault(key, []).append(i)
