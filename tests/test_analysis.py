@@ -149,6 +149,8 @@ def _trial(store: Path, number: int, **values) -> None:
         "size_bytes": 60000 + number,
         "compacted": False,
         "compact_error": None,
+        "fused": 1 + number % 3,  # the group a trial ran in: how fast, not what
+        "fuse": "auto" if number % 2 else 4,
         "time_prune_s": 0.005 * number,
         "time_finetune_s": 0.6 * number,
         "time_total_s": 6.7 * number,
@@ -409,7 +411,7 @@ def test_report_on_empty_and_missing_stores(tmp_path):
 def test_varying_leaves_out_bookkeeping_metrics_and_method_aliases(tmp_path):
     store = tmp_path / "results"
     # every trial differs in seed, device index, times, store path, versions, latency settings,
-    # Optuna study and metrics; l1 and ln differ in method.name/_target_/n/dim (their own keys)
+    # fusion, Optuna study and metrics; l1 and ln differ in method.name/_target_/n/dim (their own keys)
     for i, (method, seed) in enumerate([("l1_unstructured", 0), ("ln_structured", 1)]):
         _trial(store, i, method=method, seed=seed)
     assert analysis.varying(load_results(store)) == []

@@ -31,6 +31,10 @@ def _field(accepted: str, valid: Callable[[Any], bool]) -> Any:
     return field(default=MISSING, metadata={"accepted": accepted, "valid": valid})
 
 
+def _fuse_setting(v: Any) -> bool:
+    return v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+
 def _positive(v: float) -> bool:
     return math.isfinite(v) and v > 0
 
@@ -124,6 +128,8 @@ class Config:
     seed: int = _field("an int in [0, 2**63)", lambda v: 0 <= v < 2**63)
     device: str = MISSING
     channels_last: bool = MISSING
+    # Any: an int or the word auto (OmegaConf 2.3 types no union of int and str)
+    fuse: Any = _field("1 (off) | an int K >= 2 | auto", _fuse_setting)  # noqa: RUF009
     scope: ScopeSettings = MISSING
     compact: bool = MISSING
     recalibrate: RecalibrateSettings = MISSING

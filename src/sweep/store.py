@@ -96,6 +96,7 @@ METRIC_COLUMNS = (
     "seed",
     "device",
     "gpu",
+    "fused",
     "acc_dense",
     "acc_pruned",
     "acc_recalibrated",
@@ -141,6 +142,7 @@ LABEL_COLUMNS = frozenset(
         "schedule",
         "device",
         "gpu",
+        "fused",
         "started_at",
         "compacted",
         "recalibrated",
@@ -165,6 +167,7 @@ _ROW_TYPES: dict[str, pa.DataType | str] = {
     ),
     "amount": _NUMBER,
     **dict.fromkeys(("seed", "params", "params_nonzero", "flops_dense", "flops"), _INT),
+    "fused": _INT,  # the size of the group the trial finetuned in; 1: alone
     **dict.fromkeys(("size_bytes_dense", "size_bytes"), _INT),
     **dict.fromkeys(("acc_dense", "acc_pruned", "acc_recalibrated", "acc_finetuned"), _FLOAT),
     "loss_finetuned": _FLOAT,

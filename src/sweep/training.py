@@ -154,13 +154,17 @@ def evaluate(
     return correct.item() / n, mean_loss
 
 
-def make_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """Build the optimizer named by ``settings.optimizer`` (sgd, adam, adamw or a dotted path)."""
+def make_optimizer(
+    model: nn.Module | list[dict[str, Any]], settings: Mapping[str, Any]
+) -> torch.optim.Optimizer:
+    """Build the optimizer named by ``settings.optimizer`` (sgd, adam, adamw or a dotted path)
+    over ``model``'s parameters, or over parameter groups (a group's own ``lr`` wins)."""
     cls = optimizer_class(settings["optimizer"])
     kwargs = {"lr": settings["lr"], "weight_decay": settings.get("weight_decay", 0.0)}
     if cls is torch.optim.SGD:
         kwargs["momentum"] = settings.get("momentum", 0.0)
-    return cls(model.parameters(), **kwargs)
+    params = model.parameters() if isinstance(model, nn.Module) else model
+    return cls(params, **kwargs)
 
 
 def make_scheduler(

@@ -13,9 +13,9 @@ import logging
 import math
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import optuna
@@ -59,6 +59,7 @@ from sweep.training import EpochCallback, evaluate, optimizer_class, train
 __all__ = ["Plan", "prepare", "resolve_device", "run_trial", "trial_key"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # The last dataset this process built in a multirun, by the hash of its config, and its copy
 # on the last device: the jobs of a sweep (run one after another in its worker's process) share
@@ -99,18 +100,26 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     start = time.perf_counter()
     plan = prepare(cfg)
     rid = row_id(plan.key, cfg.optuna.study, cfg.optuna.trial, cfg.optuna.uid)
-    # The dense reference (method none) is the same whatever the amount: a grid runs it once.
-    reuse = cfg.skip_completed or (plan.method.cls is None and cfg.optuna.study is None)
-    done = read_row(cfg.store.path, rid) if reuse else None
-    if done is not None and done["status"] == "complete":
-        log.info("trial %s is already complete in %s; skipped", plan.key, cfg.store.path)
-        return {**done, "store_file": "already in the store"}
+    done = _completed(cfg, plan, rid)
+    if done is not None:
+        return done
 
     row = _new_row(cfg, plan, started_at)
     layers = _run_or_fail(cfg, plan, row, on_epoch, rid)
     row["time_total_s"] = time.perf_counter() - start
     row["store_file"] = str(write_trial(cfg.store.path, row, layers, row_id=rid))
     return row
+
+
+def _completed(cfg: DictConfig, plan: Plan, rid: str) -> dict[str, Any] | None:
+    """The trial's complete row already in the store, when it need not run again."""
+    # The dense reference (method none) is the same whatever the amount: a grid runs it once.
+    reuse = cfg.skip_completed or (plan.method.cls is None and cfg.optuna.study is None)
+    done = read_row(cfg.store.path, rid) if reuse else None
+    if done is not None and done["status"] == "complete":
+        log.info("trial %s is already complete in %s; skipped", plan.key, cfg.store.path)
+        return {**done, "store_file": "already in the store"}
+    return None
 
 
 def _run_or_fail(
@@ -125,8 +134,14 @@ def _run_or_fail(
     Returns:
         The per-layer rows; none for a failed trial.
     """
+    layers = _or_failed(plan, row, lambda: _run(cfg, plan, row, on_epoch, rid))
+    return [] if layers is None else layers
+
+
+def _or_failed(plan: Plan, row: dict[str, Any], step: Callable[[], _T]) -> _T | None:
+    """``step()``; a failure sets ``row``'s ``status`` and ``error`` and gives ``None``."""
     try:
-        return _run(cfg, plan, row, on_epoch, rid)
+        return step()
     except (KeyboardInterrupt, GeneratorExit):
         raise  # the user stops the run, not the trial
     # BaseException: a user's method calling sys.exit must cost one row, not the whole sweep
@@ -138,7 +153,7 @@ def _run_or_fail(
             log.exception("trial %s failed", plan.key, extra=IN_LOG_ONLY)
             reason = f"{type(e).__name__}: {e}"
         row.update(status="failed", error=reason)
-        return []
+        return None
 
 
 def _run(
@@ -157,6 +172,45 @@ def _run(
     Raises:
         TrialFailed: A NaN or infinite loss or output, naming the stage.
     """
+    return _from_pruned(cfg, plan, row, _until_finetune(cfg, plan, row), on_epoch, rid)
+
+
+def _from_pruned(
+    cfg: DictConfig,
+    plan: Plan,
+    row: dict[str, Any],
+    pruned: _Pruned,
+    on_epoch: EpochCallback | None,
+    rid: str,
+) -> list[dict[str, Any]]:
+    """Finetune the pruned trial alone and finish it; fill ``row``; return its layer rows."""
+    t = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    try:
+        _finetune(cfg, plan, pruned.model, pruned.data, on_epoch, pruned.rewind_state)
+    except optuna.TrialPruned as e:
+        return _stopped(row, pruned, e)
+    row["time_finetune_s"] = time.perf_counter() - t
+    return _after_finetune(cfg, plan, row, pruned, rid)
+
+
+@dataclass
+class _Pruned:
+    """A trial between `_until_finetune` and `_after_finetune`: what the rest of it needs."""
+
+    model: nn.Module
+    data: Dataset
+    built: nn.Module  # the model as built, before any compaction
+    dense_numel: dict[str, int]
+    amounts: dict[str, Any]  # the layers in scope, each with its amount
+    example: torch.Tensor
+    reference: nn.Module | None  # the dense model, timed against the result (`_latency`)
+    semi: bool
+    rewind_state: dict[str, torch.Tensor] | None
+
+
+def _until_finetune(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> _Pruned:
+    """Load or train the baseline, measure it, prune, recalibrate a probe; fill ``row``."""
     data = _on_device(plan.data, plan.device, bool(cfg.get("channels_last")))
     model = plan.model.to(plan.device)
     dense = _load_baseline(cfg, plan, model, data)
@@ -205,25 +259,51 @@ def _run(
         else row["acc_pruned"]  # no BatchNorm, or recalibrate.batches=0: nothing was done
     )
     del probe
+    return _Pruned(
+        model,
+        data,
+        built,
+        dense_numel,
+        amounts,
+        example,
+        reference,
+        semi,
+        dense.get("rewind_state"),
+    )
 
-    t = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    try:
-        _finetune(cfg, plan, model, data, on_epoch, dense.get("rewind_state"))
-    except optuna.TrialPruned as e:
-        row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
-        row["sparsity"] = metrics.removed_fraction(model, dense_numel, amounts)
-        return metrics.layer_table(model, dense_numel, amounts)
-    row["time_finetune_s"] = time.perf_counter() - t
+
+def _stopped(row: dict[str, Any], pruned: _Pruned, e: optuna.TrialPruned) -> list[dict[str, Any]]:
+    """Fill ``row`` for a trial a trial pruner stopped; return its per-layer rows."""
+    model, dense_numel, amounts = pruned.model, pruned.dense_numel, pruned.amounts
+    row.update(status="pruned", error=str(e) or "stopped by the trial pruner")
+    row["sparsity"] = metrics.removed_fraction(model, dense_numel, amounts)
+    return metrics.layer_table(model, dense_numel, amounts)
+
+
+def _after_finetune(
+    cfg: DictConfig,
+    plan: Plan,
+    row: dict[str, Any],
+    pruned: _Pruned,
+    rid: str,
+    measured: tuple[float, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Fold the masks in, measure the finetuned model, keep it; fill ``row``; return its
+    per-layer rows. ``measured``: its test (accuracy, loss), when already known."""
+    model, data = pruned.model, pruned.data
+    dense_numel, amounts = pruned.dense_numel, pruned.amounts
+    example, built = pruned.example, pruned.built
     make_permanent(model)
     row["sparsity"] = metrics.removed_fraction(model, dense_numel, amounts)
-    row["acc_finetuned"], row["loss_finetuned"] = evaluate(model, data.test, desc="finetuned model")
+    if measured is None:  # a fused group measures its members in one pass (sweep.fused)
+        measured = evaluate(model, data.test, desc="finetuned model")
+    row["acc_finetuned"], row["loss_finetuned"] = measured
     row["params"] = metrics.count_params(model)
     row["params_nonzero"] = metrics.count_nonzero(model)
     row["flops"] = metrics.count_flops(model, example)
-    if reference is not None:
-        row.update(_latency(reference, model, amounts, data, cfg, row, semi))
-    elif semi:
+    if pruned.reference is not None:
+        row.update(_latency(pruned.reference, model, amounts, data, cfg, row, pruned.semi))
+    elif pruned.semi:
         row["compact_error"] = "the 2:4 kernels run only to time them, and latency.measure=false"
     row["size_bytes"] = sparse.sparse_size(model.state_dict())
     row["model_file"] = _keep(cfg, plan, model, built if row["compacted"] else None, rid)
@@ -327,6 +407,7 @@ def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, 
         **flat,
         "trial_key": plan.key,
         "status": "running",
+        "fused": 1,  # the size of the group it finetuned in (sweep.fused sets it)
         "error": None,
         "model": resolved["model"]["name"],
         "dataset": cfg.dataset.name,

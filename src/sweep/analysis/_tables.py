@@ -31,6 +31,7 @@ _BOOKKEEPING = frozenset(
         "progress",
         "skip_completed",
         "channels_last",
+        "fuse",  # how many trials finetuned together: how fast, not what
         "started_at",
         "error",
         "status",

@@ -1,0 +1,391 @@
+"""Fused trials (issue 23): the group key, and K masked models trained as one giving what each
+gives alone."""
+
+from __future__ import annotations
+
+import copy
+
+import optuna
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.nn.utils import prune
+
+from sweep.data import Split, digits
+from sweep.errors import TrialFailed
+from sweep.fused import evaluate_fused, finetune_fused, fusion_key
+from sweep.models import small_cnn
+from sweep.training import evaluate, train
+from tests.conftest import make_cfg
+
+# ---------------------------------------------------------------- the group key
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ["amount=0.7"],
+        ["method=ln_structured"],
+        ["method=global_unstructured"],
+        ["finetune.lr=0.01"],
+        ["scope.exclude=[block2.conv]"],
+        ["method.importance=taylor"],
+        ["recalibrate.batches=3"],
+        ["latency.repeats=5"],
+        ["tag=mine"],
+        ["store.models=none"],
+    ],
+)
+def test_members_may_differ_in_masks_and_learning_rate(tmp_path, other):
+    key, reason = fusion_key(make_cfg(tmp_path, "amount=0.3"))
+    assert reason is None and key is not None
+    assert fusion_key(make_cfg(tmp_path, "amount=0.3", *other)) == (key, None)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        ["model.width=8"],
+        ["model=mlp"],
+        ["dataset.split_seed=1"],
+        ["seed=1"],
+        ["pretrain.epochs=2"],
+        ["finetune.batch_size=32"],
+        ["finetune.epochs=2"],
+        ["finetune.optimizer=sgd"],
+        ["finetune.momentum=0.5"],
+        ["finetune.weight_decay=0.1"],
+        ["finetune.scheduler=cosine"],
+        ["finetune.label_smoothing=0.1"],
+        ["finetune.amp=false"],
+        ["device=cpu"],
+        ["channels_last=true"],
+    ],
+)
+def test_what_a_group_shares_is_in_its_key(tmp_path, other):
+    key, _ = fusion_key(make_cfg(tmp_path))
+    other_key, reason = fusion_key(make_cfg(tmp_path, *other))
+    assert reason is None
+    assert other_key != key
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        (["compact=true"], "compact=true: compacted members have shapes of their own"),
+        (["schedule=agp"], "schedule=agp: masks change during finetuning, member by member"),
+        (["rewind=init"], "rewind=init: the finetuning restarts from rewound weights"),
+        (
+            ["finetune.optimizer=torch.optim.RMSprop"],
+            "finetune.optimizer=torch.optim.RMSprop: only sgd | adam | adamw are known to "
+            "update each member's parameters apart",
+        ),
+    ],
+)
+def test_trials_that_cannot_fuse_say_why(tmp_path, overrides, reason):
+    assert fusion_key(make_cfg(tmp_path, *overrides)) == (None, reason)
+
+
+def test_the_key_reads_a_resolved_config_too(tmp_path):
+    cfg = make_cfg(tmp_path)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert fusion_key(resolved) == fusion_key(cfg)
+
+
+# ---------------------------------------------------------------- the batched engine
+
+SETTINGS = {
+    "epochs": 2,
+    "batch_size": 64,
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "momentum": 0.9,
+    "weight_decay": 0.01,
+    "amp": True,
+    "label_smoothing": 0.1,
+    "scheduler": "cosine",
+    "warmup_epochs": 1,
+    "step_gamma": 0.1,
+    "step_milestones": [0.5, 0.75],
+}
+LRS = [1e-3, 3e-3, 1e-2]
+
+
+@pytest.fixture(scope="module")
+def data():
+    full = digits(val_fraction=0.15, test_fraction=0.2, split_seed=0)
+    # a fifth of the training images: the test is about equality, not accuracy
+    return full.train.x[:128], full.train.y[:128], full.val, full.test
+
+
+def _members(base: nn.Module) -> list[nn.Module]:
+    """Three differently pruned copies: unstructured, channels of the convolutions only (the
+    classifier stays dense in that one), random."""
+    torch.manual_seed(1)
+    members = []
+    for k in range(3):
+        m = copy.deepcopy(base)
+        for mod in m.modules():
+            if k == 0 and isinstance(mod, nn.Conv2d | nn.Linear):
+                prune.l1_unstructured(mod, "weight", amount=0.3)
+            if k == 1 and isinstance(mod, nn.Conv2d):
+                prune.ln_structured(mod, "weight", amount=0.5, n=2, dim=0)
+            if k == 2 and isinstance(mod, nn.Conv2d | nn.Linear):
+                prune.random_unstructured(mod, "weight", amount=0.7)
+        members.append(m)
+    return members
+
+
+# adamw covers decoupled weight decay, warm-up, cosine and label smoothing; the others are slow
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        "adamw",
+        pytest.param("sgd", marks=pytest.mark.slow),
+        pytest.param("adam", marks=pytest.mark.slow),
+    ],
+)
+def test_fused_finetuning_trains_each_member_as_it_trains_alone(data, optimizer):
+    x, y, val, test = data
+    train_split = Split(x, y)
+    settings = OmegaConf.create({**SETTINGS, "optimizer": optimizer})
+    torch.manual_seed(0)
+    base = small_cnn(10, 1, 8)
+    alone, fused = _members(base), _members(base)
+    seen_alone, seen_fused = [], []
+    for k, m in enumerate(alone):
+        one = OmegaConf.merge(settings, {"lr": LRS[k]})
+        record = lambda e, a, k=k: seen_alone.append((k, e, a))  # noqa: E731
+        train(m, train_split, one, seed=0, val_split=val, on_epoch=record, progress=False)
+    callbacks = [lambda e, a, k=k: seen_fused.append((k, e, a)) for k in range(3)]
+    outcomes = finetune_fused(
+        fused,
+        train_split,
+        settings,
+        LRS,
+        seed=0,
+        val_split=val,
+        on_epoch=callbacks,
+        progress=False,
+    )
+    assert outcomes == [None, None, None]
+    assert sorted(seen_fused) == sorted(seen_alone)  # the same validation accuracy every epoch
+    for a, f in zip(alone, fused, strict=True):
+        sa, sf = a.state_dict(), f.state_dict()
+        assert sa.keys() == sf.keys()
+        for name in sa:
+            if name.endswith("_mask") or name.endswith("num_batches_tracked"):
+                assert torch.equal(sa[name], sf[name]), name
+            else:
+                # grouped convolutions sum in another order than single ones: float32 rounding
+                # (1e-7 relative) grown by two epochs of Adam steps at lr up to 1e-2
+                torch.testing.assert_close(sf[name], sa[name], atol=1e-3, rtol=0, msg=name)
+        # the pruned entries stay exactly zero
+        for mod in f.modules():
+            if hasattr(mod, "weight_mask"):
+                assert not mod.weight[mod.weight_mask == 0].any()
+    assert [r[0] for r in evaluate_fused(fused, test)] == [evaluate(m, test)[0] for m in alone]
+
+
+def test_a_member_stopped_by_its_trial_pruner_stops_alone(data):
+    x, y, val, _ = data
+    torch.manual_seed(0)
+    members = _members(small_cnn(10, 1, 8))
+    epochs = {0: [], 1: [], 2: []}
+
+    def callback(k):
+        def on_epoch(epoch, acc):
+            epochs[k].append(epoch)
+            if k == 1:
+                raise optuna.TrialPruned(f"stopped at epoch {epoch}")
+
+        return on_epoch
+
+    torch.manual_seed(0)
+    one_epoch = _members(small_cnn(10, 1, 8))[1]
+    settings = OmegaConf.merge(SETTINGS, {"lr": LRS[1]})
+    train(one_epoch, Split(x, y), settings, seed=0, stop_at_step=len(y) // 64, progress=False)
+    outcomes = finetune_fused(
+        members,
+        Split(x, y),
+        OmegaConf.create(SETTINGS),
+        LRS,
+        seed=0,
+        val_split=val,
+        on_epoch=[callback(k) for k in range(3)],
+        progress=False,
+    )
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], optuna.TrialPruned)
+    assert str(outcomes[1]) == "stopped at epoch 1"
+    assert epochs == {0: [1, 2], 1: [1], 2: [1, 2]}
+    # it keeps the weights of the epoch it stopped in, not those the group trained on to
+    torch.testing.assert_close(members[1].state_dict(), one_epoch.state_dict(), atol=1e-4, rtol=0)
+
+
+def test_a_member_with_a_nan_loss_fails_alone(data):
+    x, y, val, _ = data
+    torch.manual_seed(0)
+    members = _members(small_cnn(10, 1, 8))
+    with torch.no_grad():
+        members[2].classifier.bias.fill_(float("nan"))
+    outcomes = finetune_fused(
+        members,
+        Split(x, y),
+        OmegaConf.create({**SETTINGS, "epochs": 1}),
+        LRS,
+        seed=0,
+        val_split=val,
+        progress=False,
+    )
+    assert outcomes[:2] == [None, None]
+    assert isinstance(outcomes[2], TrialFailed)
+    assert str(outcomes[2]) == "finetune: loss became nan in epoch 1"
+
+
+def test_models_of_different_architectures_do_not_fuse():
+    with pytest.raises(ValueError, match="model 1 has other parameters than model 0"):
+        evaluate_fused(
+            [small_cnn(10, 1, 8), small_cnn(10, 1, 8, width=8)],
+            Split(torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)),
+        )
+
+
+# ---------------------------------------------------------------- fused trials, stored
+
+
+# Three members that differ in method, amount, mask pattern and learning rate.
+MEMBERS = [
+    ["method=l1_unstructured", "amount=0.3", "finetune.lr=0.001"],
+    ["method=ln_structured", "amount=0.5", "finetune.lr=0.003"],
+    ["method=random_unstructured", "amount=0.7", "finetune.lr=0.01"],
+]
+# What differs between a fused row and the same trial run alone by design: timing and
+# latency, where it was written, whether it trained the shared baseline (the first trial alone
+# did), its group.
+BY_DESIGN = {"fused", "started_at", "store_file", "store.path", "store.baselines"}
+BY_DESIGN |= {"time_prune_s", "time_finetune_s", "time_total_s", "baseline_trained"}
+BY_DESIGN |= {"latency_ms_dense", "latency_ms", "speedup"}
+
+
+# Weights agree to float32 rounding, grown by training. With SGD, rounding stays rounding.
+# Adam divides each step by the gradient's own scale, so an entry whose true gradient is zero
+# but whose computed one is rounding noise (a weight that BatchNorm makes irrelevant, such as
+# one reading a pruned channel's constant output) moves by up to lr per step in a direction
+# the rounding picks, alone and fused alike: such entries agree to lr * steps (20 steps here),
+# the outputs much closer, as the loss and accuracy show.
+@pytest.mark.slow
+@pytest.mark.parametrize(("optimizer", "atol"), [("sgd", 1e-5), ("adam", 20 * 1e-2)])
+def test_a_fused_group_gives_what_its_trials_give_alone(tmp_path, optimizer, atol):
+    """Issue 23, point 2: K=3 trials fused and the same three run one at a time."""
+    from sweep import load_model
+    from sweep.fused import run_fused
+    from sweep.store import load_layers
+    from sweep.trial import run_trial
+
+    settings = [f"finetune.optimizer={optimizer}", f"store.baselines={tmp_path / 'baselines'}"]
+    alone = [run_trial(make_cfg(tmp_path / "alone", *settings, *m)) for m in MEMBERS]
+    fused = run_fused([make_cfg(tmp_path / "fused", *settings, *m) for m in MEMBERS])
+
+    assert [r["status"] for r in alone + fused] == ["complete"] * 6
+    assert [r["fused"] for r in alone] == [1, 1, 1]
+    assert [r["fused"] for r in fused] == [3, 3, 3]
+    n_test = round(0.2 * 1797)
+    for a, f in zip(alone, fused, strict=True):
+        assert f["trial_key"] == a["trial_key"]
+        # every column measured before finetuning or on the masks is exactly equal
+        exact = [c for c in a if c not in BY_DESIGN | {"acc_finetuned", "loss_finetuned"}]
+        assert {c: f[c] for c in exact} == {c: a[c] for c in exact}
+        # a prediction may flip on a test image whose top two logits tie to rounding
+        assert abs(f["acc_finetuned"] - a["acc_finetuned"]) <= 1 / n_test
+        assert f["loss_finetuned"] == pytest.approx(a["loss_finetuned"], abs=2e-3)
+        model_a = load_model(a["trial_key"], tmp_path / "alone").state_dict()
+        model_f = load_model(f["trial_key"], tmp_path / "fused").state_dict()
+        assert model_f.keys() == model_a.keys()
+        for name, tensor in model_a.items():
+            assert torch.equal(model_f[name] == 0, tensor == 0), name  # the same masks
+            torch.testing.assert_close(model_f[name], tensor, atol=atol, rtol=0, msg=name)
+    columns = ["trial_key", "layer", "param", "numel", "nonzero", "in_scope", "amount"]
+    layers_a = load_layers(tmp_path / "alone")[columns].sort_values(columns[:3])
+    layers_f = load_layers(tmp_path / "fused")[columns].sort_values(columns[:3])
+    assert len(layers_a) > 0
+    assert layers_f.reset_index(drop=True).equals(layers_a.reset_index(drop=True))
+
+
+def test_trials_that_cannot_fuse_run_alone_and_say_why(tmp_path, caplog):
+    from sweep.fused import run_fused
+
+    quick = ["finetune.epochs=0", "pretrain.epochs=0", "recalibrate.batches=0"]
+    cfgs = [
+        make_cfg(tmp_path, "amount=0.3", *quick),
+        make_cfg(tmp_path, "amount=0.6", *quick),
+        make_cfg(tmp_path, "method=ln_structured", "compact=true", *quick),
+        make_cfg(tmp_path, "amount=0.6", "finetune.batch_size=32", *quick),
+    ]
+    with caplog.at_level("INFO", logger="sweep.fused"):
+        rows = run_fused(cfgs)
+    assert [r["status"] for r in rows] == ["complete"] * 4
+    assert [r["fused"] for r in rows] == [2, 2, 1, 1]
+    assert [r["compacted"] for r in rows] == [False, False, True, False]
+    message = f"trial {rows[2]['trial_key']} runs alone: compact=true: compacted members have "
+    assert message + "shapes of their own" in caplog.messages
+
+
+def test_a_group_that_cannot_run_batched_runs_one_at_a_time(tmp_path, caplog):
+    from sweep.fused import run_fused
+    from sweep.trial import run_trial
+
+    model = ["model._target_=tests.custom_models.ItemNet", "model.name=item_net", "~model.width"]
+    quick = [*model, "pretrain.epochs=1", f"store.baselines={tmp_path / 'baselines'}"]
+    amounts = ("amount=0.3", "amount=0.6")
+    with caplog.at_level("WARNING", logger="sweep.fused"):
+        rows = run_fused([make_cfg(tmp_path / "fused", *quick, a) for a in amounts])
+    assert [r["status"] for r in rows] == ["complete", "complete"]
+    assert [r["fused"] for r in rows] == [1, 1]
+    assert len(caplog.messages) == 1
+    assert caplog.messages[0].startswith("the group of 2 cannot run batched (")
+    assert caplog.messages[0].endswith("); each finetunes alone")
+    alone = [run_trial(make_cfg(tmp_path / "alone", *quick, a)) for a in amounts]
+    assert [r["acc_finetuned"] for r in rows] == [r["acc_finetuned"] for r in alone]
+
+
+# ---------------------------------------------------------------- the fuse key
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("1", 1), ("8", 8)])
+def test_fuse_takes_an_int_or_auto_and_is_in_no_trial_key(tmp_path, value, expected):
+    from sweep.trial import prepare
+
+    cfg = make_cfg(tmp_path, f"fuse={value}")
+    assert cfg.fuse == expected
+    assert prepare(cfg).key == prepare(make_cfg(tmp_path, "fuse=1")).key
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "x", "2.5", "true"])
+def test_a_bad_fuse_is_one_line_and_writes_nothing(tmp_path, value):
+    from sweep.errors import ConfigError
+    from sweep.trial import prepare
+
+    shown = {"x": "'x'", "true": "True"}.get(value, value)
+    message = f"fuse={shown} is out of range; accepted: 1 (off) | an int K >= 2 | auto"
+    with pytest.raises(ConfigError) as e:
+        prepare(make_cfg(tmp_path / "results", f"fuse={value}"))
+    assert str(e.value) == message
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "device", "free", "expected"),
+    [
+        ("auto", "cpu", None, 1),  # a CPU: fusion does not pay there (issue 23)
+        (4, "cpu", None, 4),  # asked for: whatever the device
+        ("auto", "cuda", 5 * 10**9, 4),  # 80% of 5 GB in members of 1 GB
+        ("auto", "cuda", 10**9, 1),  # not even one fits: alone
+        ("auto", "cuda", 10**12, 16),  # at most AUTO_LIMIT
+    ],
+)
+def test_fuse_size(setting, device, free, expected):
+    from sweep.fused import fuse_size
+
+    assert fuse_size(setting, torch.device(device), 10**9, free_bytes=free) == expected
