@@ -23,7 +23,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -194,10 +194,11 @@ class OptunaSweep:
             while True:
                 if progress:  # counting the study's trials is a storage round trip
                     bar.update(_finished(study) - bar.n)
-                fail_stale(study)  # trials whose worker stopped beating, on any host
                 beats = _heartbeat_interval(study._storage)
                 if beats:
-                    with lock():  # and those whose worker died before claiming them
+                    with lock():  # trials whose worker stopped beating, on any host, and
+                        fail_stale(study, store, settings)
+                        # those whose worker died before claiming them
                         recover_interrupted(study, study._storage, store, settings, dead=False)
                 trial = ask_within_budget(study, settings, lock)
                 if trial is None:
@@ -437,9 +438,21 @@ def _beat(study: optuna.Study, number: int) -> None:
         study._storage.record_heartbeat(_trial_id(study, number))
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Fail the study's trials whose heartbeat stopped (their worker died, on any host); the
-    storage's callback (`requeue_stale`) records why and queues their parameters again."""
+def fail_stale(study: optuna.Study, store: Path, settings: StudySettings) -> None:
+    """Finish the study's trials whose heartbeat stopped (their worker died, on any host): from
+    the row their job stored, when it reached ``store`` before the worker died (`finish_from_row`),
+    else failed, and the storage's callback (`requeue_stale`) records why and queues their
+    parameters again. Call it under the study's lock, as `recover_interrupted`: a trial is then
+    finished once, and never both told from its row and requeued."""
+    storage = study._storage
+    if not _heartbeat_interval(storage):
+        return
+    # Optuna's own pass fails every stale trial, and a failed trial can no longer be told
+    # complete: those whose row landed are finished first.
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        number = storage.get_trial_number_from_id(trial_id)
+        with suppress(optuna.exceptions.UpdateFinishedTrialError):
+            finish_from_row(study, number, store, settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -589,17 +602,11 @@ def recover_interrupted(
         else:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-
-        def set_attr(key, value, trial_id=trial_id):
-            storage.set_trial_user_attr(trial_id, key, value)
-
-        row = read_row(store, row_id(None, study.study_name, t.number, study.user_attrs.get("uid")))
         try:
-            if row is not None:
-                tell_row(study, t.number, row, settings, set_attr)
+            if finish_from_row(study, t.number, store, settings):
                 continue
-            set_attr("interrupted", True)
-            set_attr("error", error)
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+            storage.set_trial_user_attr(trial_id, "error", error)
             study.tell(t.number, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # failed meanwhile as stale by another worker, which requeued it
@@ -607,6 +614,31 @@ def recover_interrupted(
         requeue(study, t)
         requeued += 1
     return requeued
+
+
+def finish_from_row(study: optuna.Study, number: int, store: Path, settings: StudySettings) -> bool:
+    """Tell trial ``number``, whose worker died after its job stored the row, from that row,
+    as `tell` would have: the row and its layers go to the trial too, so that
+    ``load_results(storage=, study=)`` has it. ``False`` (nothing told) when ``store`` has no
+    row for it; the caller fails and requeues it then.
+
+    Raises:
+        optuna.exceptions.UpdateFinishedTrialError: Another worker finished it meanwhile.
+    """
+    rid = row_id(None, study.study_name, number, study.user_attrs.get("uid"))
+    row = read_row(store, rid)
+    if row is None:
+        return False
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+
+    def set_attr(key: str, value: Any) -> None:
+        storage.set_trial_user_attr(trial_id, key, value)
+
+    set_attr("row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}]))
+    set_attr("layers", encode_rows(read_layers(store, rid)))
+    tell_row(study, number, row, settings, set_attr)
+    return True
 
 
 def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
