@@ -229,13 +229,22 @@ def test_failures_do_not_stop_the_search_but_a_limit_does(tmp_path):
             ["hydra.sweeper.storage=grpc://localhost"],
             "error: hydra.sweeper.storage='grpc://localhost' names no host:port; accepted: grpc://host:port",
         ),
+        (
+            ["hydra.sweeper.storage=sqlite:///nonexistent/dir/x.db"],
+            "error: hydra.sweeper.storage='sqlite:///nonexistent/dir/x.db': folder '{tmp}/nonexistent/dir' does not exist; accepted: a file in an existing folder, or in store.path (made by the sweep)",
+        ),
+        (
+            ["hydra.sweeper.storage=nonexistent/x.journal"],
+            "error: hydra.sweeper.storage='nonexistent/x.journal': folder '{tmp}/nonexistent' does not exist",
+        ),
     ],
 )
 def test_bad_sweep_input_creates_nothing(tmp_path, args, message):
     result = run_cli("-m", "search=tradeoff", *args, *OPTUNA_FAST, cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(message)
-    assert not (tmp_path / "results").exists()
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(message.format(tmp=tmp_path.resolve()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, database or lock file
 
 
 @pytest.mark.slow

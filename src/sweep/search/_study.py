@@ -188,6 +188,29 @@ def _n_jobs(value: Any, workers_per_gpu: Any) -> Any:
     return max(1, visible_gpus() * workers_per_gpu)
 
 
+def check_storage_folder(url: str, store: str | os.PathLike) -> None:
+    """Refuse a SQLite database or a journal file whose folder does not exist, unless it is the
+    store's folder (or inside it), which the sweep makes: any other missing folder is a typo,
+    and `open_storage` would create it, a database and its lock files.
+
+    Raises:
+        ConfigError: Naming the URL and the missing folder.
+    """
+    if "://" not in url:
+        folder = Path(url).expanduser().parent
+    elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        folder = Path(url.removeprefix("sqlite:///").partition("?")[0]).expanduser().parent
+    else:
+        return
+    folder, store = folder.resolve(), Path(store).expanduser().resolve()
+    if folder.is_dir() or folder == store or folder.is_relative_to(store):
+        return
+    raise ConfigError(
+        f"hydra.sweeper.storage={mask_password(url)!r}: folder {str(folder)!r} does not exist; "
+        "accepted: a file in an existing folder, or in store.path (made by the sweep)"
+    )
+
+
 def open_storage(
     url: str,
     heartbeat_interval: int | None = None,

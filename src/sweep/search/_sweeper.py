@@ -46,6 +46,7 @@ from sweep.search._study import (
     STALE_PREFIX,
     STORAGE_ENV,
     StudySettings,
+    check_storage_folder,
     counted_trials,
     counts,
     create_study,
@@ -295,7 +296,10 @@ def study_settings(
         else:
             fixed.append(o.input_line)
     space = SearchSpace.from_config(params)
-    return StudySettings.from_config(node, space), fixed
+    settings = StudySettings.from_config(node, space)
+    if trial_cfg is not None:
+        check_storage_folder(settings.storage, trial_cfg.store.path)
+    return settings, fixed
 
 
 def check_unchanged(study: optuna.Study, settings: StudySettings, fixed: Sequence[str]) -> None:
