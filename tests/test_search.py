@@ -415,3 +415,36 @@ def test_a_stale_trial_whose_row_landed_is_finished_from_it_not_run_again(tmp_pa
     assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 1
     for df in (load_results(store), load_results(storage=url, study="s")):
         assert df.set_index("optuna.trial")["status"].to_dict() == {0: "complete", 1: "failed"}
+
+
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("postgresql://u:pw@db/s", "postgresql://u:***@db/s"),
+        # issue 22: an empty user name (the user in the query) left the password in 7 files
+        ("postgresql://:pw@db/s?user=postgres", "postgresql://:***@db/s?user=postgres"),
+        # issue 22: a password holding '@' was cut at its first '@', the rest shown
+        ("postgresql://u:p@ss@w@db:5432/s", "postgresql://u:***@db:5432/s"),
+        ("mysql+pymysql://u:p%40ss@db/s", "mysql+pymysql://u:***@db/s"),
+        ("postgresql://u:p/w:x@db/s", "postgresql://u:***@db/s"),
+        (
+            "postgresql://db/s?user=u&password=pw&sslmode=require",
+            "postgresql://db/s?user=u&password=***&sslmode=require",
+        ),
+        (
+            "postgresql://u@db/s?PWD=pw&sslpassword=pw",
+            "postgresql://u@db/s?PWD=***&sslpassword=***",
+        ),
+        (
+            "postgresql://u:pw@/s?host=/var/run/postgresql",
+            "postgresql://u:***@/s?host=/var/run/postgresql",
+        ),
+        ("sqlite:///results/optuna.db", "sqlite:///results/optuna.db"),
+        ("grpc://proxy:13000", "grpc://proxy:13000"),
+        ("results/it's.journal", "results/it's.journal"),
+    ],
+)
+def test_storage_passwords_are_masked_in_every_form_sqlalchemy_accepts(url, masked):
+    from sweep.hashing import mask_password
+
+    assert mask_password(url) == masked

@@ -408,9 +408,18 @@ def test_storage_with_a_quote_in_its_path(tmp_path):
 
 
 @pytest.mark.slow
-def test_storage_password_is_never_written(tmp_path, postgres_url):
-    secret = "s3cr'et"
-    url = postgres_url.replace("postgres@", f"postgres:{secret}@")  # trust auth ignores it
+@pytest.mark.parametrize(
+    "secret, form, shown",
+    [
+        ("s3cr'et", "postgresql://postgres:{secret}@{rest}", "postgres:***@"),
+        # issue 22: with an empty user name (given in the query) it was in 7 files
+        ("s3cr:et", "postgresql://:{secret}@{rest}?user=postgres", "://:***@"),
+    ],
+    ids=["user", "empty-user"],
+)
+def test_storage_password_is_never_written(tmp_path, postgres_url, secret, form, shown):
+    rest = postgres_url.removeprefix("postgresql://postgres@")
+    url = form.format(secret=secret, rest=rest)  # trust auth ignores the password
     result = run_cli(
         "-m",
         "search=tradeoff",
@@ -423,11 +432,11 @@ def test_storage_password_is_never_written(tmp_path, postgres_url):
     )
     assert result.returncode == 0, result.stderr
     assert secret not in result.stdout + result.stderr
-    assert "postgres:***@" in result.stdout
+    assert shown in result.stdout
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaks == []
     df = load_results(tmp_path / "results")
-    assert len(df) == 3 and df["optuna.storage"].str.contains(":***@", regex=False).all()
+    assert len(df) == 3 and df["optuna.storage"].str.contains(shown, regex=False).all()
 
 
 def test_a_value_only_the_job_can_check_is_a_failed_row(tmp_path):
