@@ -474,3 +474,36 @@ def test_max_failures_counts_across_workers(tmp_path):
     # counted per worker, each of the two would go on to its own third failure (up to 6)
     failed = states(study(tmp_path, "accuracy_at_sparsity")).count("FAIL")
     assert 3 <= failed <= 4
+
+
+@pytest.mark.slow
+def test_a_parameter_set_that_ran_is_not_run_again(tmp_path):
+    """Issue 22: samplers propose finished trials' parameters again (NSGA-II children, random
+    draws from a small space); those trials are given back unrun, and a sampler with nothing
+    new to propose ends the sweep before its budget, each of the 4 parameter sets run once."""
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.n_trials=6",
+        "method=choice(l1_unstructured,random_unstructured)",
+        "amount=choice(0.25,0.5)",
+        *OPTUNA_FAST,
+        "finetune.epochs=0",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the sampler proposed only parameter sets that trials ran already (20 in a row)" in (
+        result.stdout
+    )
+    df = load_results(tmp_path / "results")
+    assert sorted(zip(df.method, df.amount, strict=True)) == [
+        ("l1_unstructured", 0.25),
+        ("l1_unstructured", 0.5),
+        ("random_unstructured", 0.25),
+        ("random_unstructured", 0.5),
+    ]
+    s = study(tmp_path)
+    ran = [t for t in s.trials if "repeat_of" not in t.user_attrs]
+    assert [t.state for t in ran] == [TrialState.COMPLETE] * 4
+    assert all(t.state == TrialState.FAIL for t in s.trials if "repeat_of" in t.user_attrs)
+    assert "study tradeoff: 4 trials (4 complete)" in result.stdout

@@ -54,6 +54,8 @@ class StudySettings:
     grace_period: int | None = None
     # local workers per visible GPU: what n_jobs=auto starts (each worker pinned to one GPU)
     workers_per_gpu: int = 1
+    # run a parameter set a finished or running trial has run already (else given back unrun)
+    allow_repeats: bool = False
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any], space: SearchSpace) -> StudySettings:
@@ -73,6 +75,7 @@ class StudySettings:
             heartbeat_interval=node.get("heartbeat_interval"),
             grace_period=node.get("grace_period"),
             workers_per_gpu=node.get("workers_per_gpu", 1),
+            allow_repeats=node.get("allow_repeats", False),
         )
         settings.check()
         return settings
@@ -98,6 +101,10 @@ class StudySettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 accepted = "an int >= 1" + (", or auto" if key == "n_jobs" else "")
                 raise ConfigError(f"{where}.{key}={value!r}; accepted: {accepted}")
+        if not isinstance(self.allow_repeats, bool):
+            raise ConfigError(
+                f"{where}.allow_repeats={self.allow_repeats!r}; accepted: true | false"
+            )
         for key in ("heartbeat_interval", "grace_period"):
             value = getattr(self, key)
             if value is not None and (
@@ -483,6 +490,10 @@ STALE_PREFIX = "interrupted-"
 OVER_BUDGET = "over_budget"
 
 
+# The user attribute of a trial whose sampled parameters repeat another trial's: given back unrun
+REPEAT_OF = "repeat_of"
+
+
 def stale_trials(study: optuna.Study) -> dict[int, str]:
     """Trial number -> why, for the trials failed because their heartbeat stopped."""
     attrs = study.user_attrs
@@ -501,10 +512,16 @@ def over_budget(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(OVER_BUDGET))
 
 
+def given_back(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` was given back unrun: asked beyond the budget (`over_budget`), or
+    sampled with the parameters of a trial that ran (`REPEAT_OF`). It has no row."""
+    return over_budget(trial) or REPEAT_OF in trial.user_attrs
+
+
 def counts(trial: FrozenTrial, stale: Mapping[int, str]) -> bool:
     """Whether ``trial`` uses budget: not failed because its worker died (it runs again) nor
-    given back unrun (`over_budget`)."""
-    return not interrupted(trial, stale) and not over_budget(trial)
+    given back unrun (`given_back`)."""
+    return not interrupted(trial, stale) and not given_back(trial)
 
 
 def counted_trials(study: optuna.Study) -> int:

@@ -43,6 +43,7 @@ from sweep.search._layerwise import layer_params
 from sweep.search._rows import failed_row
 from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
+    REPEAT_OF,
     STALE_PREFIX,
     STORAGE_ENV,
     StudySettings,
@@ -50,13 +51,13 @@ from sweep.search._study import (
     counted_trials,
     counts,
     create_study,
+    given_back,
     gpu_for_worker,
     has_lock,
     is_dead,
     keep_ticket,
     make_sampler,
     open_storage,
-    over_budget,
     stale_trials,
     study_lock,
     visible_gpus,
@@ -81,6 +82,9 @@ WORKER_PREFIX = "worker-"
 # A running trial whose worker never claimed it (it died between ask and the end of sampling)
 # is given up after this long; asking and sampling take well under a second.
 UNCLAIMED_AFTER = dt.timedelta(minutes=2)
+# Parameter sets in a row the sampler may propose that trials ran already (`repeated`) before
+# the worker takes the search space for exhausted and stops asking
+REPEATS_IN_A_ROW = 20
 
 
 class OptunaSweep:
@@ -191,6 +195,7 @@ class OptunaSweep:
             unit="trial",
             disable=not progress,
         )
+        repeats = 0
         with bar:
             while True:
                 if progress:  # counting the study's trials is a storage round trip
@@ -212,6 +217,20 @@ class OptunaSweep:
                     break
                 with heartbeat(study, trial.number):
                     values = settings.space.sample(trial)
+                    earlier = None if settings.allow_repeats else repeated(study, trial)
+                    if earlier is not None:
+                        give_back_repeat(study, trial, earlier)
+                        repeats += 1
+                        if repeats < REPEATS_IN_A_ROW:
+                            continue
+                        print(
+                            f"study {settings.study_name}: the sampler proposed only parameter "
+                            f"sets that trials ran already ({repeats} in a row); stopping before "
+                            f"n_trials={settings.n_trials} (hydra.sweeper.allow_repeats=true runs "
+                            "them again)"
+                        )
+                        break
+                    repeats = 0
                     # claimed once sampled: a claimed trial's parameters are all there to rerun
                     trial.set_user_attr("worker", worker_identity())
                     job_overrides = [
@@ -478,6 +497,31 @@ def requeue_stale(study: optuna.Study, trial, *, store: Path, settings: StudySet
     log.warning("trial %d: %s", trial.number, error)
 
 
+def repeated(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of a trial that ran, or runs, the parameters ``trial`` was just sampled with:
+    complete, pruned or claimed by a running worker. Failed trials may run their parameters
+    again (an interrupted trial's are queued again; a failure may not recur)."""
+    params = trial.params
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    for t in study.get_trials(deepcopy=False, states=states):
+        ran = t.state != TrialState.RUNNING or claimed(t)  # else still being sampled
+        if t.number != trial.number and ran and t.params == params:
+            return t.number
+    return None
+
+
+def give_back_repeat(study: optuna.Study, trial: optuna.Trial, earlier: int) -> None:
+    """Fail ``trial`` unrun, as a repeat of trial ``earlier``: it uses no budget and has no row
+    (`given_back`), and the sampler, which skips failed trials, draws again."""
+    trial.set_user_attr(REPEAT_OF, earlier)
+    trial.set_user_attr(
+        "error",
+        f"the parameters of trial {earlier} again: not run (hydra.sweeper.allow_repeats=true "
+        "runs them)",
+    )
+    study.tell(trial, state=TrialState.FAIL)
+
+
 def claimed(trial: FrozenTrial) -> bool:
     """Whether a worker claimed ``trial``: it does so once the parameters are all sampled."""
     return "worker" in trial.user_attrs
@@ -647,7 +691,7 @@ def finish_from_row(study: optuna.Study, number: int, store: Path, settings: Stu
 
 def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
     """The best trial (one objective) or the Pareto front, as a table with the store's columns."""
-    states = [t.state for t in study.get_trials(deepcopy=False) if not over_budget(t)]
+    states = [t.state for t in study.get_trials(deepcopy=False) if not given_back(t)]
     counts = ", ".join(
         f"{states.count(s)} {s.name.lower()}"
         for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
