@@ -507,3 +507,76 @@ def test_a_parameter_set_that_ran_is_not_run_again(tmp_path):
     assert [t.state for t in ran] == [TrialState.COMPLETE] * 4
     assert all(t.state == TrialState.FAIL for t in s.trials if "repeat_of" in t.user_attrs)
     assert "study tradeoff: 4 trials (4 complete)" in result.stdout
+
+
+FULL_DISK = '''"""python -m sweep on a disk with no room for model files: writing one raises ENOSPC."""
+import errno
+import os
+import runpy
+import sys
+
+real_fdopen = os.fdopen
+
+
+class Full:
+    def __init__(self, file):
+        self._file = file
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+
+def fdopen(fd, *args, **kwargs):
+    file = real_fdopen(fd, *args, **kwargs)
+    return Full(file) if ".pt." in os.readlink(f"/proc/self/fd/{fd}") else file
+
+
+os.fdopen = fdopen
+sys.argv = ["sweep", *sys.argv[1:]]
+runpy.run_module("sweep", run_name="__main__")
+'''
+
+
+def test_a_full_disk_stops_the_sweep_in_one_line_leaving_nothing_running(tmp_path):
+    """Issue 22: the baseline's torch.save hits a full disk. It was a traceback, torch's
+    inline_container.cc message, a trial left RUNNING with no row; now one line, the trial failed
+    as interrupted (queued again for the next run), the store and the study in agreement."""
+    import pandas as pd
+
+    (tmp_path / "full_disk.py").write_text(FULL_DISK)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "full_disk.py",
+            "-m",
+            "search=tradeoff",
+            "hydra.sweeper.n_trials=2",
+            *FAST,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: no space left on device writing results/baselines/\w+\.pt", last)
+    assert "Traceback" not in result.stderr and "inline_container" not in result.stderr
+    s = study(tmp_path)
+    assert states(s) == ["FAIL", "WAITING"]
+    assert s.trials[0].user_attrs["interrupted"] is True
+    assert s.trials[1].user_attrs["retry_of"] == 0
+    rows = load_results(tmp_path / "results")
+    assert rows.error.tolist() == [last.removeprefix("error: ")]
+    storage = f"sqlite:///{tmp_path}/results/optuna.db"
+    pd.testing.assert_frame_equal(load_results(storage=storage, study="tradeoff"), rows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -242,7 +243,14 @@ class OptunaSweep:
                         f"optuna.storage={_quoted(mask_password(settings.storage))}",
                     ]
                     [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
-                status, error = tell(study, trial, ret, settings, store)
+                try:
+                    status, error = tell(study, trial, ret, settings, store)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    reason = f"no space left on device writing {e.filename or store}"
+                    interrupt(study, trial, store, reason)
+                    return results, reason
                 results.append(ret)
                 # in a row across every worker of the study, not only this one's trials
                 failures = failures_in_a_row(study) if status == TrialState.FAIL else 0
@@ -563,6 +571,8 @@ def tell(
         try:
             row = ret.return_value
         except Exception as e:  # bad input only this combination has (an interval's value)
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise  # no row can be written: the sweep stops (`OptunaSweep._work`)
             error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             trial.set_user_attr("error", error)
             write_failed_row(store, study, trial, error)
@@ -580,6 +590,22 @@ def tell(
         error = "failed as stale while it ran (no heartbeat within the grace period)"
         log.warning("trial %d %s; its parameters were queued again", trial.number, error)
         return TrialState.FAIL, error
+
+
+def interrupt(study: optuna.Study, trial: optuna.Trial, store: Path, error: str) -> None:
+    """Fail ``trial``, which its worker stops running for a reason outside it (a full disk, a
+    signal), as interrupted: it uses no budget, its parameters are queued again for the next
+    run, and nothing is left RUNNING. Its failed row goes to the store if the store takes it."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    try:
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # failed meanwhile as stale, and queued again
+    with suppress(OSError):  # the disk that is full
+        write_failed_row(store, study, frozen, error)
+    requeue(study, frozen)
 
 
 def write_failed_row(store: Path, study: optuna.Study, trial, error: str) -> None:
