@@ -580,3 +580,75 @@ def test_a_full_disk_stops_the_sweep_in_one_line_leaving_nothing_running(tmp_pat
     assert rows.error.tolist() == [last.removeprefix("error: ")]
     storage = f"sqlite:///{tmp_path}/results/optuna.db"
     pd.testing.assert_frame_equal(load_results(storage=storage, study="tradeoff"), rows)
+
+
+def _two_workers_mid_trial(tmp_path) -> tuple[subprocess.Popen, int]:
+    """A 2-worker sweep in its own process group (as a terminal runs it), once both workers
+    run a trial; returns it and the helper worker's pid."""
+    sweeps = ["-m", "search=tradeoff", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", *sweeps, *FAST, "finetune.epochs=200"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            trials = study(tmp_path).get_trials(deepcopy=False)
+        except Exception:  # the database or the study is not there yet
+            continue
+        pids = {t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}
+        running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+        if len(running) == 2 and len(pids) == 2:
+            [helper] = pids - {proc.pid}
+            return proc, helper
+    proc.kill()
+    raise AssertionError("the two workers never ran a trial each")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signum, to_group",
+    [(signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "sigterm-to-main"],
+)
+def test_a_signal_fails_the_running_trials_and_stops_every_worker(tmp_path, signum, to_group):
+    """Issue 22: Ctrl-C (SIGINT to the process group) left both trials RUNNING with a traceback;
+    SIGTERM to the main process left its helper worker running as an orphan. Now each running
+    trial fails with the reason (queued again), the helper gets the signal and is waited for,
+    one line, exit 128 + the signal."""
+    proc, helper = _two_workers_mid_trial(tmp_path)
+    if to_group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: interrupted by {name}; its running trials are failed and queued again: "
+        "rerun the command to go on"
+    )
+    assert "Traceback" not in err
+    assert not _alive(helper)
+    s = study(tmp_path)
+    assert "RUNNING" not in states(s)
+    failed = [t for t in s.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2
+    assert [t.user_attrs["error"] for t in failed] == [f"interrupted by {name}"] * 2
+    assert all(t.user_attrs["interrupted"] for t in failed)
+    df = load_results(tmp_path / "results")
+    assert sorted(df.error[df.status == "failed"]) == [f"interrupted by {name}"] * 2

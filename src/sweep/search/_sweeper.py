@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -157,18 +158,32 @@ class OptunaSweep:
             helpers = self._spawn_workers(settings.n_jobs - 1, sweep_dir)
         else:
             helpers = []
+        signum = None
         try:
             progress = worker == 0 and bool(self.config.progress)
             pin = self._gpu(worker)
-            results, stop = self._work(study, settings, [*fixed, *pin], store, lock, progress)
+            with _sigterm_raises():
+                results, stop = self._work(study, settings, [*fixed, *pin], store, lock, progress)
+        except KeyboardInterrupt as e:
+            _ignore_signals()  # the trial is failed already; the rest must not be cut short
+            signum = getattr(e, "signum", signal.SIGINT)
+            for proc in helpers:  # helpers started by a terminal got a Ctrl-C themselves
+                with suppress(ProcessLookupError):
+                    proc.send_signal(signum)
         finally:
             for i, proc in enumerate(helpers, start=1):
-                if proc.wait() != 0:
+                if proc.wait() != 0 and signum is None:
                     print(
                         f"worker {i} exited with code {proc.returncode}; its output is in "
                         f"{sweep_dir / f'worker-{i}.log'}",
                         file=sys.stderr,
                     )
+        if signum is not None:
+            fail(
+                f"interrupted by {signal.Signals(signum).name}; its running trials are failed and "
+                "queued again: rerun the command to go on",
+                code=128 + signum,
+            )
         if worker == 0:
             print(summary(study, settings, store))
         if stop:
@@ -216,41 +231,41 @@ class OptunaSweep:
                         time.sleep(min(beats, 5))
                         continue
                     break
-                with heartbeat(study, trial.number):
-                    values = settings.space.sample(trial)
-                    earlier = None if settings.allow_repeats else repeated(study, trial)
-                    if earlier is not None:
-                        give_back_repeat(study, trial, earlier)
-                        repeats += 1
-                        if repeats < REPEATS_IN_A_ROW:
-                            continue
-                        print(
-                            f"study {settings.study_name}: the sampler proposed only parameter "
-                            f"sets that trials ran already ({repeats} in a row); stopping before "
-                            f"n_trials={settings.n_trials} (hydra.sweeper.allow_repeats=true runs "
-                            "them again)"
-                        )
-                        break
-                    repeats = 0
-                    # claimed once sampled: a claimed trial's parameters are all there to rerun
-                    trial.set_user_attr("worker", worker_identity())
-                    job_overrides = [
-                        *fixed,
-                        *overrides(values),
-                        f"optuna.study={settings.study_name}",
-                        f"optuna.uid={uid}",
-                        f"optuna.trial={trial.number}",
-                        f"optuna.storage={_quoted(mask_password(settings.storage))}",
-                    ]
-                    [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
                 try:
-                    status, error = tell(study, trial, ret, settings, store)
-                except OSError as e:
-                    if e.errno != errno.ENOSPC:
-                        raise
-                    reason = f"no space left on device writing {e.filename or store}"
-                    interrupt(study, trial, store, reason)
-                    return results, reason
+                    with heartbeat(study, trial.number):
+                        values = settings.space.sample(trial)
+                        earlier = None if settings.allow_repeats else repeated(study, trial)
+                        if earlier is not None:
+                            give_back_repeat(study, trial, earlier)
+                            repeats += 1
+                            if repeats < REPEATS_IN_A_ROW:
+                                continue
+                            print(_nothing_new(settings, repeats))
+                            break
+                        repeats = 0
+                        # claimed once sampled: a claimed trial's parameters are all there to rerun
+                        trial.set_user_attr("worker", worker_identity())
+                        job_overrides = [
+                            *fixed,
+                            *overrides(values),
+                            f"optuna.study={settings.study_name}",
+                            f"optuna.uid={uid}",
+                            f"optuna.trial={trial.number}",
+                            f"optuna.storage={_quoted(mask_password(settings.storage))}",
+                        ]
+                        [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
+                    try:
+                        status, error = tell(study, trial, ret, settings, store)
+                    except OSError as e:
+                        if e.errno != errno.ENOSPC:
+                            raise
+                        reason = f"no space left on device writing {e.filename or store}"
+                        interrupt(study, trial, store, reason)
+                        return results, reason
+                except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (`_sigterm_raises`)
+                    _ignore_signals()
+                    interrupt(study, trial, store, f"interrupted by {_signal_name(e)}")
+                    raise
                 results.append(ret)
                 # in a row across every worker of the study, not only this one's trials
                 failures = failures_in_a_row(study) if status == TrialState.FAIL else 0
@@ -288,6 +303,38 @@ class OptunaSweep:
             out = open(sweep_dir / f"worker-{i}.log", "w")  # noqa: SIM115 - closed with the process
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
         return procs
+
+
+class Interrupted(KeyboardInterrupt):
+    """What SIGTERM raises in a worker, as SIGINT raises ``KeyboardInterrupt``: a trial stops
+    without a row either way (`sweep.trial.run_trial`), and the sweep fails it on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _ignore_signals() -> None:
+    # a second Ctrl-C, or the signal a helper gets from its terminal and from its parent both,
+    # must not cut short the failing of a trial
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _signal_name(e: KeyboardInterrupt) -> str:
+    return signal.Signals(getattr(e, "signum", signal.SIGINT)).name
 
 
 def study_settings(
@@ -516,6 +563,14 @@ def repeated(study: optuna.Study, trial: optuna.Trial) -> int | None:
         if t.number != trial.number and ran and t.params == params:
             return t.number
     return None
+
+
+def _nothing_new(settings: StudySettings, repeats: int) -> str:
+    return (
+        f"study {settings.study_name}: the sampler proposed only parameter sets that trials ran "
+        f"already ({repeats} in a row); stopping before n_trials={settings.n_trials} "
+        "(hydra.sweeper.allow_repeats=true runs them again)"
+    )
 
 
 def give_back_repeat(study: optuna.Study, trial: optuna.Trial, earlier: int) -> None:
