@@ -137,6 +137,7 @@ def test_bad_spaces(space, message):
             {"sampler": {"name": "grid"}},
             "hydra.sweeper.params.amount has no step; the grid sampler accepts",
         ),
+        ({"allow_repeats": "yes"}, "hydra.sweeper.allow_repeats='yes'; accepted: true | false"),
     ],
 )
 def test_bad_study_settings(changes, message):
