@@ -137,6 +137,7 @@ def test_bad_spaces(space, message):
             {"sampler": {"name": "grid"}},
             "hydra.sweeper.params.amount has no step; the grid sampler accepts",
         ),
+        ({"allow_repeats": "yes"}, "hydra.sweeper.allow_repeats='yes'; accepted: true | false"),
     ],
 )
 def test_bad_study_settings(changes, message):
@@ -317,3 +318,134 @@ def test_a_claimed_trial_whose_worker_died_runs_its_parameters_again(tmp_path):
     assert running.state == TrialState.RUNNING and retry.state == TrialState.WAITING
     assert retry.system_attrs["fixed_params"] == running.params
     assert retry.user_attrs == {"retry_of": 0}
+
+
+def _complete_row(study, number: int, acc: float) -> dict:
+    return {
+        "trial_key": f"key{number}",
+        "status": "complete",
+        "acc_finetuned": acc,
+        "optuna.study": study.study_name,
+        "optuna.uid": study.user_attrs["uid"],
+        "optuna.trial": number,
+    }
+
+
+def _dead_worker() -> dict:
+    import subprocess
+    import sys
+
+    from sweep.search._study import worker_identity
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return {**worker_identity(), "pid": proc.pid}
+
+
+def _stored_trial(study, store, number: int, acc: float) -> None:
+    """Trial ``number``: asked, claimed, its row and layers stored; its worker never told it."""
+    from sweep.store import row_id, write_trial
+
+    trial = study.ask()
+    assert trial.number == number
+    trial.suggest_float("amount", 0.1, 0.9)
+    trial.set_user_attr("worker", _dead_worker())
+    rid = row_id(None, study.study_name, number, study.user_attrs["uid"])
+    write_trial(
+        store, _complete_row(study, number, acc), [{"layer": "fc", "sparsity": 0.5}], row_id=rid
+    )
+
+
+def test_a_trial_whose_worker_died_after_its_row_landed_keeps_its_row_in_the_study(tmp_path):
+    """Issue 22: told from its row on the restart, the trial carries that row, as a normal tell
+    does: the study's rows are the store's, none missing (the Pareto table read them NaN)."""
+    import pandas as pd
+    from optuna.trial import TrialState
+
+    from sweep import load_layers, load_results
+    from sweep.search import _sweeper
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    study.set_user_attr("uid", "u1")
+    store = tmp_path / "results"
+    settings = _recovery_settings(SearchSpace.from_config({"amount": {"low": 0.1, "high": 0.9}}))
+    _stored_trial(study, store, 0, 0.75)
+    _stored_trial(study, store, 1, 0.5)
+
+    assert _sweeper.recover_interrupted(study, storage, store, settings) == 0  # none requeued
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert [t.values for t in study.trials] == [[0.75], [0.5]]
+    rows = load_results(storage=url, study="s")
+    assert rows["acc_finetuned"].tolist() == [0.75, 0.5]
+    pd.testing.assert_frame_equal(rows, load_results(store))
+    assert load_layers(storage=url, study="s")["sparsity"].tolist() == [0.5, 0.5]
+
+
+def test_a_stale_trial_whose_row_landed_is_finished_from_it_not_run_again(tmp_path):
+    """Issue 22: a worker frozen after its row landed (then killed) loses its heartbeat; the
+    trial is told from its row, as on a restart, not failed and queued again (a second run)."""
+    import time
+    from functools import partial
+
+    from optuna.trial import TrialState
+
+    from sweep import load_results
+    from sweep.search import _sweeper
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    store = tmp_path / "results"
+    settings = _recovery_settings(SearchSpace.from_config({"amount": {"low": 0.1, "high": 0.9}}))
+    on_stale = partial(_sweeper.requeue_stale, store=store, settings=settings)
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2, on_stale=on_stale)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    study.set_user_attr("uid", "u1")
+    _stored_trial(study, store, 0, 0.75)
+    storage.record_heartbeat(study.trials[0]._trial_id)
+    trial = study.ask()  # trial 1: stale too, with no row: failed and run again
+    trial.suggest_float("amount", 0.1, 0.9)
+    trial.set_user_attr("worker", _dead_worker())
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(3.5)  # past the grace period
+
+    _sweeper.fail_stale(study, store, settings)
+    [told, failed, retry] = study.trials
+    assert (told.state, told.values) == (TrialState.COMPLETE, [0.75])
+    assert failed.state == TrialState.FAIL
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 1
+    for df in (load_results(store), load_results(storage=url, study="s")):
+        assert df.set_index("optuna.trial")["status"].to_dict() == {0: "complete", 1: "failed"}
+
+
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("postgresql://u:pw@db/s", "postgresql://u:***@db/s"),
+        # issue 22: an empty user name (the user in the query) left the password in 7 files
+        ("postgresql://:pw@db/s?user=postgres", "postgresql://:***@db/s?user=postgres"),
+        # issue 22: a password holding '@' was cut at its first '@', the rest shown
+        ("postgresql://u:p@ss@w@db:5432/s", "postgresql://u:***@db:5432/s"),
+        ("mysql+pymysql://u:p%40ss@db/s", "mysql+pymysql://u:***@db/s"),
+        ("postgresql://u:p/w:x@db/s", "postgresql://u:***@db/s"),
+        (
+            "postgresql://db/s?user=u&password=pw&sslmode=require",
+            "postgresql://db/s?user=u&password=***&sslmode=require",
+        ),
+        (
+            "postgresql://u@db/s?PWD=pw&sslpassword=pw",
+            "postgresql://u@db/s?PWD=***&sslpassword=***",
+        ),
+        (
+            "postgresql://u:pw@/s?host=/var/run/postgresql",
+            "postgresql://u:***@/s?host=/var/run/postgresql",
+        ),
+        ("sqlite:///results/optuna.db", "sqlite:///results/optuna.db"),
+        ("grpc://proxy:13000", "grpc://proxy:13000"),
+        ("results/it's.journal", "results/it's.journal"),
+    ],
+)
+def test_storage_passwords_are_masked_in_every_form_sqlalchemy_accepts(url, masked):
+    from sweep.hashing import mask_password
+
+    assert mask_password(url) == masked

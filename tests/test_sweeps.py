@@ -229,13 +229,22 @@ def test_failures_do_not_stop_the_search_but_a_limit_does(tmp_path):
             ["hydra.sweeper.storage=grpc://localhost"],
             "error: hydra.sweeper.storage='grpc://localhost' names no host:port; accepted: grpc://host:port",
         ),
+        (
+            ["hydra.sweeper.storage=sqlite:///nonexistent/dir/x.db"],
+            "error: hydra.sweeper.storage='sqlite:///nonexistent/dir/x.db': folder '{tmp}/nonexistent/dir' does not exist; accepted: a file in an existing folder, or in store.path (made by the sweep)",
+        ),
+        (
+            ["hydra.sweeper.storage=nonexistent/x.journal"],
+            "error: hydra.sweeper.storage='nonexistent/x.journal': folder '{tmp}/nonexistent' does not exist",
+        ),
     ],
 )
 def test_bad_sweep_input_creates_nothing(tmp_path, args, message):
     result = run_cli("-m", "search=tradeoff", *args, *OPTUNA_FAST, cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(message)
-    assert not (tmp_path / "results").exists()
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(message.format(tmp=tmp_path.resolve()))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, database or lock file
 
 
 @pytest.mark.slow
@@ -399,9 +408,18 @@ def test_storage_with_a_quote_in_its_path(tmp_path):
 
 
 @pytest.mark.slow
-def test_storage_password_is_never_written(tmp_path, postgres_url):
-    secret = "s3cr'et"
-    url = postgres_url.replace("postgres@", f"postgres:{secret}@")  # trust auth ignores it
+@pytest.mark.parametrize(
+    "secret, form, shown",
+    [
+        ("s3cr'et", "postgresql://postgres:{secret}@{rest}", "postgres:***@"),
+        # issue 22: with an empty user name (given in the query) it was in 7 files
+        ("s3cr:et", "postgresql://:{secret}@{rest}?user=postgres", "://:***@"),
+    ],
+    ids=["user", "empty-user"],
+)
+def test_storage_password_is_never_written(tmp_path, postgres_url, secret, form, shown):
+    rest = postgres_url.removeprefix("postgresql://postgres@")
+    url = form.format(secret=secret, rest=rest)  # trust auth ignores the password
     result = run_cli(
         "-m",
         "search=tradeoff",
@@ -414,11 +432,11 @@ def test_storage_password_is_never_written(tmp_path, postgres_url):
     )
     assert result.returncode == 0, result.stderr
     assert secret not in result.stdout + result.stderr
-    assert "postgres:***@" in result.stdout
+    assert shown in result.stdout
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaks == []
     df = load_results(tmp_path / "results")
-    assert len(df) == 3 and df["optuna.storage"].str.contains(":***@", regex=False).all()
+    assert len(df) == 3 and df["optuna.storage"].str.contains(shown, regex=False).all()
 
 
 def test_a_value_only_the_job_can_check_is_a_failed_row(tmp_path):
@@ -456,3 +474,181 @@ def test_max_failures_counts_across_workers(tmp_path):
     # counted per worker, each of the two would go on to its own third failure (up to 6)
     failed = states(study(tmp_path, "accuracy_at_sparsity")).count("FAIL")
     assert 3 <= failed <= 4
+
+
+@pytest.mark.slow
+def test_a_parameter_set_that_ran_is_not_run_again(tmp_path):
+    """Issue 22: samplers propose finished trials' parameters again (NSGA-II children, random
+    draws from a small space); those trials are given back unrun, and a sampler with nothing
+    new to propose ends the sweep before its budget, each of the 4 parameter sets run once."""
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.n_trials=6",
+        "method=choice(l1_unstructured,random_unstructured)",
+        "amount=choice(0.25,0.5)",
+        *OPTUNA_FAST,
+        "finetune.epochs=0",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "the sampler proposed only parameter sets that trials ran already (20 in a row)" in (
+        result.stdout
+    )
+    df = load_results(tmp_path / "results")
+    assert sorted(zip(df.method, df.amount, strict=True)) == [
+        ("l1_unstructured", 0.25),
+        ("l1_unstructured", 0.5),
+        ("random_unstructured", 0.25),
+        ("random_unstructured", 0.5),
+    ]
+    s = study(tmp_path)
+    ran = [t for t in s.trials if "repeat_of" not in t.user_attrs]
+    assert [t.state for t in ran] == [TrialState.COMPLETE] * 4
+    assert all(t.state == TrialState.FAIL for t in s.trials if "repeat_of" in t.user_attrs)
+    assert "study tradeoff: 4 trials (4 complete)" in result.stdout
+
+
+FULL_DISK = '''"""python -m sweep on a disk with no room for model files: writing one raises ENOSPC."""
+import errno
+import os
+import runpy
+import sys
+
+real_fdopen = os.fdopen
+
+
+class Full:
+    def __init__(self, file):
+        self._file = file
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+
+def fdopen(fd, *args, **kwargs):
+    file = real_fdopen(fd, *args, **kwargs)
+    return Full(file) if ".pt." in os.readlink(f"/proc/self/fd/{fd}") else file
+
+
+os.fdopen = fdopen
+sys.argv = ["sweep", *sys.argv[1:]]
+runpy.run_module("sweep", run_name="__main__")
+'''
+
+
+def test_a_full_disk_stops_the_sweep_in_one_line_leaving_nothing_running(tmp_path):
+    """Issue 22: the baseline's torch.save hits a full disk. It was a traceback, torch's
+    inline_container.cc message, a trial left RUNNING with no row; now one line, the trial failed
+    as interrupted (queued again for the next run), the store and the study in agreement."""
+    import pandas as pd
+
+    (tmp_path / "full_disk.py").write_text(FULL_DISK)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "full_disk.py",
+            "-m",
+            "search=tradeoff",
+            "hydra.sweeper.n_trials=2",
+            *FAST,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"error: no space left on device writing results/baselines/\w+\.pt", last)
+    assert "Traceback" not in result.stderr and "inline_container" not in result.stderr
+    s = study(tmp_path)
+    assert states(s) == ["FAIL", "WAITING"]
+    assert s.trials[0].user_attrs["interrupted"] is True
+    assert s.trials[1].user_attrs["retry_of"] == 0
+    rows = load_results(tmp_path / "results")
+    assert rows.error.tolist() == [last.removeprefix("error: ")]
+    storage = f"sqlite:///{tmp_path}/results/optuna.db"
+    pd.testing.assert_frame_equal(load_results(storage=storage, study="tradeoff"), rows)
+
+
+def _two_workers_mid_trial(tmp_path) -> tuple[subprocess.Popen, int]:
+    """A 2-worker sweep in its own process group (as a terminal runs it), once both workers
+    run a trial; returns it and the helper worker's pid."""
+    sweeps = ["-m", "search=tradeoff", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", *sweeps, *FAST, "finetune.epochs=200"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            trials = study(tmp_path).get_trials(deepcopy=False)
+        except Exception:  # the database or the study is not there yet
+            continue
+        pids = {t.user_attrs["worker"]["pid"] for t in trials if "worker" in t.user_attrs}
+        running = [t for t in trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+        if len(running) == 2 and len(pids) == 2:
+            [helper] = pids - {proc.pid}
+            return proc, helper
+    proc.kill()
+    raise AssertionError("the two workers never ran a trial each")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signum, to_group",
+    [(signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "sigterm-to-main"],
+)
+def test_a_signal_fails_the_running_trials_and_stops_every_worker(tmp_path, signum, to_group):
+    """Issue 22: Ctrl-C (SIGINT to the process group) left both trials RUNNING with a traceback;
+    SIGTERM to the main process left its helper worker running as an orphan. Now each running
+    trial fails with the reason (queued again), the helper gets the signal and is waited for,
+    one line, exit 128 + the signal."""
+    proc, helper = _two_workers_mid_trial(tmp_path)
+    if to_group:
+        os.killpg(proc.pid, signum)
+    else:
+        proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, err
+    assert err.strip().splitlines()[-1] == (
+        f"error: interrupted by {name}; its running trials are failed and queued again: "
+        "rerun the command to go on"
+    )
+    assert "Traceback" not in err
+    assert not _alive(helper)
+    s = study(tmp_path)
+    assert "RUNNING" not in states(s)
+    failed = [t for t in s.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2
+    assert [t.user_attrs["error"] for t in failed] == [f"interrupted by {name}"] * 2
+    assert all(t.user_attrs["interrupted"] for t in failed)
+    df = load_results(tmp_path / "results")
+    assert sorted(df.error[df.status == "failed"]) == [f"interrupted by {name}"] * 2

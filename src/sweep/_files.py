@@ -37,12 +37,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise _naming(e, path) from e
+    recording = None
     try:
         # mkstemp creates 0o600 whatever the umask, and the rename would keep that mode.
         with suppress(OSError):  # filesystems without Unix modes (SMB...) refuse; keep going
             os.fchmod(fd, 0o666 & ~umask())
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recording = _Recording(f)
+            write(recording)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -50,7 +52,30 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
             raise _naming(e, path) from e
+        if recording is not None and recording.error is not None:
+            # torch.save reports a failed write as a RuntimeError from its C++ writer
+            # ("inline_container.cc ... file write failed"), the reason (a full disk) lost
+            raise _naming(recording.error, path) from e
         raise
+
+
+class _Recording:
+    """A binary file that keeps the `OSError` its ``write`` raised, for writers that turn it into
+    something else."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._file, name)
 
 
 def umask() -> int:

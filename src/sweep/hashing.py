@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,14 +106,49 @@ def config_hash(value: Any, length: int = 16) -> str:
 
 
 def mask_password(url: str) -> str:
-    """Hide the secrets a database URL can carry: ``user:secret@host`` and query parameters
-    such as ``?password=secret``; other text unchanged.
+    """Hide the secrets a database URL can carry, as SQLAlchemy parses it: the password of
+    ``user:secret@host`` (an empty user name too) and query parameters such as
+    ``?password=secret``. Anything that is not a URL (a journal file path) is returned as it is,
+    and so is a URL with no secret.
 
     Example:
         >>> mask_password("postgresql://u:hunter2@db/sweeps")
         'postgresql://u:***@db/sweeps'
+        >>> mask_password("postgresql://:hunter2@db/sweeps?user=u")
+        'postgresql://:***@db/sweeps?user=u'
         >>> mask_password("postgresql://db/sweeps?user=u&password=hunter2&sslmode=require")
         'postgresql://db/sweeps?user=u&password=***&sslmode=require'
     """
-    url = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-    return re.sub(r"([?&](?:password|passwd|pwd|sslpassword)=)[^&]*", r"\1***", url, flags=re.I)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(_escaped_user_info(url))
+    except (ArgumentError, ValueError):
+        return url
+    secret_keys = [k for k in parsed.query if k.lower() in _SECRET_QUERY_KEYS]
+    if parsed.password is None and not secret_keys:
+        return url
+    masked = parsed.set(query={}).render_as_string(hide_password=True)
+    if not parsed.query:
+        return masked
+    pairs = [
+        f"{key}={'***' if key in secret_keys else value}"
+        for key, values in parsed.query.items()
+        for value in (values if isinstance(values, tuple) else (values,))
+    ]
+    return f"{masked}?{'&'.join(pairs)}"
+
+
+# Query parameters that hold a password (libpq's and the MySQL drivers' names)
+_SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "sslpassword")
+
+
+def _escaped_user_info(url: str) -> str:
+    """``url`` with any ``@`` of its user info percent-encoded: a password holding one would
+    otherwise end at its first ``@``, and the rest of it pass for the host."""
+    scheme, sep, rest = url.partition("://")
+    at = rest.partition("?")[0].rfind("@")
+    if not sep or at < 0:
+        return url
+    return f"{scheme}://{rest[:at].replace('@', '%40')}{rest[at:]}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import errno
 import importlib.metadata
 import itertools
 import logging
@@ -146,6 +147,8 @@ def _or_failed(plan: Plan, row: dict[str, Any], step: Callable[[], _T]) -> _T | 
         raise  # the user stops the run, not the trial
     # BaseException: a user's method calling sys.exit must cost one row, not the whole sweep
     except BaseException as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise  # no row can be written either: a sweep stops (`sweep.search._sweeper.tell`)
         if isinstance(e, TrialFailed):
             reason = str(e)
         else:

@@ -58,11 +58,11 @@ def study_rows(
             f"study={study_name!r} is not in this storage; studies there: {', '.join(names)}"
         ) from None
     uid = study.user_attrs.get("uid")
-    from sweep.search._study import over_budget, stale_trials
+    from sweep.search._study import given_back, stale_trials
 
     stale = stale_trials(study)
     for t in study.get_trials(deepcopy=False):
-        if not t.state.is_finished() or over_budget(t):
+        if not t.state.is_finished() or given_back(t):
             continue  # a running trial has no row in a store either, nor one given back unrun
         label = row_id(None, study.study_name, t.number, uid)
         encoded = t.user_attrs.get(attr)

@@ -54,6 +54,8 @@ class StudySettings:
     grace_period: int | None = None
     # local workers per visible GPU: what n_jobs=auto starts (each worker pinned to one GPU)
     workers_per_gpu: int = 1
+    # run a parameter set a finished or running trial has run already (else given back unrun)
+    allow_repeats: bool = False
 
     @classmethod
     def from_config(cls, node: Mapping[str, Any], space: SearchSpace) -> StudySettings:
@@ -73,6 +75,7 @@ class StudySettings:
             heartbeat_interval=node.get("heartbeat_interval"),
             grace_period=node.get("grace_period"),
             workers_per_gpu=node.get("workers_per_gpu", 1),
+            allow_repeats=node.get("allow_repeats", False),
         )
         settings.check()
         return settings
@@ -98,6 +101,10 @@ class StudySettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 accepted = "an int >= 1" + (", or auto" if key == "n_jobs" else "")
                 raise ConfigError(f"{where}.{key}={value!r}; accepted: {accepted}")
+        if not isinstance(self.allow_repeats, bool):
+            raise ConfigError(
+                f"{where}.allow_repeats={self.allow_repeats!r}; accepted: true | false"
+            )
         for key in ("heartbeat_interval", "grace_period"):
             value = getattr(self, key)
             if value is not None and (
@@ -186,6 +193,29 @@ def _n_jobs(value: Any, workers_per_gpu: Any) -> Any:
     if isinstance(workers_per_gpu, bool) or not isinstance(workers_per_gpu, int):
         return value  # refused by check()
     return max(1, visible_gpus() * workers_per_gpu)
+
+
+def check_storage_folder(url: str, store: str | os.PathLike) -> None:
+    """Refuse a SQLite database or a journal file whose folder does not exist, unless it is the
+    store's folder (or inside it), which the sweep makes: any other missing folder is a typo,
+    and `open_storage` would create it, a database and its lock files.
+
+    Raises:
+        ConfigError: Naming the URL and the missing folder.
+    """
+    if "://" not in url:
+        folder = Path(url).expanduser().parent
+    elif url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        folder = Path(url.removeprefix("sqlite:///").partition("?")[0]).expanduser().parent
+    else:
+        return
+    folder, store = folder.resolve(), Path(store).expanduser().resolve()
+    if folder.is_dir() or folder == store or folder.is_relative_to(store):
+        return
+    raise ConfigError(
+        f"hydra.sweeper.storage={mask_password(url)!r}: folder {str(folder)!r} does not exist; "
+        "accepted: a file in an existing folder, or in store.path (made by the sweep)"
+    )
 
 
 def open_storage(
@@ -460,6 +490,10 @@ STALE_PREFIX = "interrupted-"
 OVER_BUDGET = "over_budget"
 
 
+# The user attribute of a trial whose sampled parameters repeat another trial's: given back unrun
+REPEAT_OF = "repeat_of"
+
+
 def stale_trials(study: optuna.Study) -> dict[int, str]:
     """Trial number -> why, for the trials failed because their heartbeat stopped."""
     attrs = study.user_attrs
@@ -478,10 +512,16 @@ def over_budget(trial: FrozenTrial) -> bool:
     return bool(trial.user_attrs.get(OVER_BUDGET))
 
 
+def given_back(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` was given back unrun: asked beyond the budget (`over_budget`), or
+    sampled with the parameters of a trial that ran (`REPEAT_OF`). It has no row."""
+    return over_budget(trial) or REPEAT_OF in trial.user_attrs
+
+
 def counts(trial: FrozenTrial, stale: Mapping[int, str]) -> bool:
     """Whether ``trial`` uses budget: not failed because its worker died (it runs again) nor
-    given back unrun (`over_budget`)."""
-    return not interrupted(trial, stale) and not over_budget(trial)
+    given back unrun (`given_back`)."""
+    return not interrupted(trial, stale) and not given_back(trial)
 
 
 def counted_trials(study: optuna.Study) -> int:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +25,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,19 +46,21 @@ from sweep.search._layerwise import AMOUNTS, amounts_text, layer_params
 from sweep.search._rows import failed_row, study_rows
 from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
+    REPEAT_OF,
     STALE_PREFIX,
     STORAGE_ENV,
     StudySettings,
+    check_storage_folder,
     counted_trials,
     counts,
     create_study,
+    given_back,
     gpu_for_worker,
     has_lock,
     is_dead,
     keep_ticket,
     make_sampler,
     open_storage,
-    over_budget,
     stale_trials,
     study_lock,
     visible_gpus,
@@ -83,6 +87,9 @@ WORKER_PREFIX = "worker-"
 # A running trial whose worker never claimed it (it died between ask and the end of sampling)
 # is given up after this long; asking and sampling take well under a second.
 UNCLAIMED_AFTER = dt.timedelta(minutes=2)
+# Parameter sets in a row the sampler may propose that trials ran already (`repeated`) before
+# the worker takes the search space for exhausted and stops asking
+REPEATS_IN_A_ROW = 20
 
 
 class OptunaSweep:
@@ -154,18 +161,32 @@ class OptunaSweep:
             helpers = self._spawn_workers(settings.n_jobs - 1, sweep_dir)
         else:
             helpers = []
+        signum = None
         try:
             progress = worker == 0 and show_progress(self.config.progress)
             pin = self._gpu(worker)
-            results, stop = self._work(study, settings, [*fixed, *pin], store, lock, progress)
+            with _sigterm_raises():
+                results, stop = self._work(study, settings, [*fixed, *pin], store, lock, progress)
+        except KeyboardInterrupt as e:
+            _ignore_signals()  # the trial is failed already; the rest must not be cut short
+            signum = getattr(e, "signum", signal.SIGINT)
+            for proc in helpers:  # helpers started by a terminal got a Ctrl-C themselves
+                with suppress(ProcessLookupError):
+                    proc.send_signal(signum)
         finally:
             for i, proc in enumerate(helpers, start=1):
-                if proc.wait() != 0:
+                if proc.wait() != 0 and signum is None:
                     print(
                         f"worker {i} exited with code {proc.returncode}; its output is in "
                         f"{sweep_dir / f'worker-{i}.log'}",
                         file=sys.stderr,
                     )
+        if signum is not None:
+            fail(
+                f"interrupted by {signal.Signals(signum).name}; its running trials are failed and "
+                "queued again: rerun the command to go on",
+                code=128 + signum,
+            )
         if worker == 0:
             print(summary(study, settings, store))
         if stop:
@@ -193,14 +214,16 @@ class OptunaSweep:
             unit="trial",
             disable=not progress,
         )
+        repeats = 0
         with bar:
             while True:
                 if progress:  # counting the study's trials is a storage round trip
                     bar.update(_finished(study) - bar.n)
-                fail_stale(study)  # trials whose worker stopped beating, on any host
                 beats = _heartbeat_interval(study._storage)
                 if beats:
-                    with lock():  # and those whose worker died before claiming them
+                    with lock():  # trials whose worker stopped beating, on any host, and
+                        fail_stale(study, store, settings)
+                        # those whose worker died before claiming them
                         recover_interrupted(study, study._storage, store, settings, dead=False)
                 trial = ask_within_budget(study, settings, lock)
                 if trial is None:
@@ -211,22 +234,43 @@ class OptunaSweep:
                         time.sleep(min(beats, 5))
                         continue
                     break
-                # its place in the budget, for the "[k/N, eta ...]" of its line
-                place_next_trial(counted_trials(study), settings.n_trials, settings.n_jobs)
-                with heartbeat(study, trial.number):
-                    values = settings.space.sample(trial)
-                    # claimed once sampled: a claimed trial's parameters are all there to rerun
-                    trial.set_user_attr("worker", worker_identity())
-                    job_overrides = [
-                        *fixed,
-                        *overrides(values),
-                        f"optuna.study={settings.study_name}",
-                        f"optuna.uid={uid}",
-                        f"optuna.trial={trial.number}",
-                        f"optuna.storage={_quoted(mask_password(settings.storage))}",
-                    ]
-                    [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
-                status, error = tell(study, trial, ret, settings, store)
+                try:
+                    # its place in the budget, for the "[k/N, eta ...]" of its line
+                    place_next_trial(counted_trials(study), settings.n_trials, settings.n_jobs)
+                    with heartbeat(study, trial.number):
+                        values = settings.space.sample(trial)
+                        earlier = None if settings.allow_repeats else repeated(study, trial)
+                        if earlier is not None:
+                            give_back_repeat(study, trial, earlier)
+                            repeats += 1
+                            if repeats < REPEATS_IN_A_ROW:
+                                continue
+                            print(_nothing_new(settings, repeats))
+                            break
+                        repeats = 0
+                        # claimed once sampled: a claimed trial's parameters are all there to rerun
+                        trial.set_user_attr("worker", worker_identity())
+                        job_overrides = [
+                            *fixed,
+                            *overrides(values),
+                            f"optuna.study={settings.study_name}",
+                            f"optuna.uid={uid}",
+                            f"optuna.trial={trial.number}",
+                            f"optuna.storage={_quoted(mask_password(settings.storage))}",
+                        ]
+                        [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
+                    try:
+                        status, error = tell(study, trial, ret, settings, store)
+                    except OSError as e:
+                        if e.errno != errno.ENOSPC:
+                            raise
+                        reason = f"no space left on device writing {e.filename or store}"
+                        interrupt(study, trial, store, reason)
+                        return results, reason
+                except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (`_sigterm_raises`)
+                    _ignore_signals()
+                    interrupt(study, trial, store, f"interrupted by {_signal_name(e)}")
+                    raise
                 results.append(ret)
                 # in a row across every worker of the study, not only this one's trials
                 failures = failures_in_a_row(study) if status == TrialState.FAIL else 0
@@ -266,6 +310,38 @@ class OptunaSweep:
         return procs
 
 
+class Interrupted(KeyboardInterrupt):
+    """What SIGTERM raises in a worker, as SIGINT raises ``KeyboardInterrupt``: a trial stops
+    without a row either way (`sweep.trial.run_trial`), and the sweep fails it on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _ignore_signals() -> None:
+    # a second Ctrl-C, or the signal a helper gets from its terminal and from its parent both,
+    # must not cut short the failing of a trial
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _signal_name(e: KeyboardInterrupt) -> str:
+    return signal.Signals(getattr(e, "signum", signal.SIGINT)).name
+
+
 def study_settings(
     sweeper: DictConfig,
     arguments: Sequence[str],
@@ -299,7 +375,10 @@ def study_settings(
         else:
             fixed.append(o.input_line)
     space = SearchSpace.from_config(params)
-    return StudySettings.from_config(node, space), fixed
+    settings = StudySettings.from_config(node, space)
+    if trial_cfg is not None:
+        check_storage_folder(settings.storage, trial_cfg.store.path)
+    return settings, fixed
 
 
 def check_unchanged(study: optuna.Study, settings: StudySettings, fixed: Sequence[str]) -> None:
@@ -442,9 +521,21 @@ def _beat(study: optuna.Study, number: int) -> None:
         study._storage.record_heartbeat(_trial_id(study, number))
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Fail the study's trials whose heartbeat stopped (their worker died, on any host); the
-    storage's callback (`requeue_stale`) records why and queues their parameters again."""
+def fail_stale(study: optuna.Study, store: Path, settings: StudySettings) -> None:
+    """Finish the study's trials whose heartbeat stopped (their worker died, on any host): from
+    the row their job stored, when it reached ``store`` before the worker died (`finish_from_row`),
+    else failed, and the storage's callback (`requeue_stale`) records why and queues their
+    parameters again. Call it under the study's lock, as `recover_interrupted`: a trial is then
+    finished once, and never both told from its row and requeued."""
+    storage = study._storage
+    if not _heartbeat_interval(storage):
+        return
+    # Optuna's own pass fails every stale trial, and a failed trial can no longer be told
+    # complete: those whose row landed are finished first.
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        number = storage.get_trial_number_from_id(trial_id)
+        with suppress(optuna.exceptions.UpdateFinishedTrialError):
+            finish_from_row(study, number, store, settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
@@ -464,6 +555,39 @@ def requeue_stale(study: optuna.Study, trial, *, store: Path, settings: StudySet
     write_failed_row(store, study, trial, error)
     requeue(study, trial)
     log.warning("trial %d: %s", trial.number, error)
+
+
+def repeated(study: optuna.Study, trial: optuna.Trial) -> int | None:
+    """The number of a trial that ran, or runs, the parameters ``trial`` was just sampled with:
+    complete, pruned or claimed by a running worker. Failed trials may run their parameters
+    again (an interrupted trial's are queued again; a failure may not recur)."""
+    params = trial.params
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    for t in study.get_trials(deepcopy=False, states=states):
+        ran = t.state != TrialState.RUNNING or claimed(t)  # else still being sampled
+        if t.number != trial.number and ran and t.params == params:
+            return t.number
+    return None
+
+
+def _nothing_new(settings: StudySettings, repeats: int) -> str:
+    return (
+        f"study {settings.study_name}: the sampler proposed only parameter sets that trials ran "
+        f"already ({repeats} in a row); stopping before n_trials={settings.n_trials} "
+        "(hydra.sweeper.allow_repeats=true runs them again)"
+    )
+
+
+def give_back_repeat(study: optuna.Study, trial: optuna.Trial, earlier: int) -> None:
+    """Fail ``trial`` unrun, as a repeat of trial ``earlier``: it uses no budget and has no row
+    (`given_back`), and the sampler, which skips failed trials, draws again."""
+    trial.set_user_attr(REPEAT_OF, earlier)
+    trial.set_user_attr(
+        "error",
+        f"the parameters of trial {earlier} again: not run (hydra.sweeper.allow_repeats=true "
+        "runs them)",
+    )
+    study.tell(trial, state=TrialState.FAIL)
 
 
 def claimed(trial: FrozenTrial) -> bool:
@@ -507,6 +631,8 @@ def tell(
         try:
             row = ret.return_value
         except Exception as e:  # bad input only this combination has (an interval's value)
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise  # no row can be written: the sweep stops (`OptunaSweep._work`)
             error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             trial.set_user_attr("error", error)
             write_failed_row(store, study, trial, error)
@@ -524,6 +650,22 @@ def tell(
         error = "failed as stale while it ran (no heartbeat within the grace period)"
         log.warning("trial %d %s; its parameters were queued again", trial.number, error)
         return TrialState.FAIL, error
+
+
+def interrupt(study: optuna.Study, trial: optuna.Trial, store: Path, error: str) -> None:
+    """Fail ``trial``, which its worker stops running for a reason outside it (a full disk, a
+    signal), as interrupted: it uses no budget, its parameters are queued again for the next
+    run, and nothing is left RUNNING. Its failed row goes to the store if the store takes it."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    try:
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("error", error)
+        study.tell(trial, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # failed meanwhile as stale, and queued again
+    with suppress(OSError):  # the disk that is full
+        write_failed_row(store, study, frozen, error)
+    requeue(study, frozen)
 
 
 def write_failed_row(store: Path, study: optuna.Study, trial, error: str) -> None:
@@ -594,17 +736,11 @@ def recover_interrupted(
         else:
             continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-
-        def set_attr(key, value, trial_id=trial_id):
-            storage.set_trial_user_attr(trial_id, key, value)
-
-        row = read_row(store, row_id(None, study.study_name, t.number, study.user_attrs.get("uid")))
         try:
-            if row is not None:
-                tell_row(study, t.number, row, settings, set_attr)
+            if finish_from_row(study, t.number, store, settings):
                 continue
-            set_attr("interrupted", True)
-            set_attr("error", error)
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+            storage.set_trial_user_attr(trial_id, "error", error)
             study.tell(t.number, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # failed meanwhile as stale by another worker, which requeued it
@@ -614,9 +750,34 @@ def recover_interrupted(
     return requeued
 
 
+def finish_from_row(study: optuna.Study, number: int, store: Path, settings: StudySettings) -> bool:
+    """Tell trial ``number``, whose worker died after its job stored the row, from that row,
+    as `tell` would have: the row and its layers go to the trial too, so that
+    ``load_results(storage=, study=)`` has it. ``False`` (nothing told) when ``store`` has no
+    row for it; the caller fails and requeues it then.
+
+    Raises:
+        optuna.exceptions.UpdateFinishedTrialError: Another worker finished it meanwhile.
+    """
+    rid = row_id(None, study.study_name, number, study.user_attrs.get("uid"))
+    row = read_row(store, rid)
+    if row is None:
+        return False
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+
+    def set_attr(key: str, value: Any) -> None:
+        storage.set_trial_user_attr(trial_id, key, value)
+
+    set_attr("row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}]))
+    set_attr("layers", encode_rows(read_layers(store, rid)))
+    tell_row(study, number, row, settings, set_attr)
+    return True
+
+
 def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
     """The best trial (one objective) or the Pareto front, as a table with the store's columns."""
-    states = [t.state for t in study.get_trials(deepcopy=False) if not over_budget(t)]
+    states = [t.state for t in study.get_trials(deepcopy=False) if not given_back(t)]
     counts = ", ".join(
         f"{states.count(s)} {s.name.lower()}"
         for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
