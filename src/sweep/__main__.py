@@ -16,8 +16,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sweep._console import trial_count
-from sweep.cli import WORKER_ENV, check_overrides, fail, summary
-from sweep.errors import ConfigError
+from sweep._env import WORKER_ENV
+from sweep.cli import check_overrides, summary
+from sweep.errors import ConfigError, fail
 
 log = logging.getLogger("sweep")
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 from hydra import compose
@@ -14,14 +13,12 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, fail
 from sweep.store import check_writable
 
-__all__ = ["check_overrides", "fail", "summary"]
+__all__ = ["check_overrides", "summary"]
 
 CONFIG_MODULE = "sweep.conf"
-# Set for the local helper workers a sweep starts (hydra.sweeper.n_jobs): their number.
-WORKER_ENV = "SWEEP_WORKER"
 # Hydra's flags that print something instead of running a trial: checked by Hydra itself.
 _PRINTING = ("help", "hydra_help", "version", "cfg", "info", "shell_completion")
 _PRINTING += ("experimental_rerun",)
@@ -156,11 +153,6 @@ def _per_layer(row: Mapping[str, Any]) -> str:
         return ", scope.amounts " + ", ".join(f"{k}={v:.4g}" for k, v in amounts.items())
     low, high = min(amounts.values()), max(amounts.values())
     return f", {len(amounts)} scope.amounts from {low:.4g} to {high:.4g}"
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)
 
 
 def _parse_args(argv: Sequence[str]) -> Any:

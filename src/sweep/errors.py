@@ -7,6 +7,9 @@ before anything is written. `TrialFailed` ends a running trial: its row is writt
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the value and what is accepted."""
@@ -14,3 +17,9 @@ class ConfigError(ValueError):
 
 class TrialFailed(RuntimeError):
     """A trial that started but could not finish (for example a NaN loss)."""
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End a command with one line, ``error: <message>``, on stderr and exit status ``code``."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)

@@ -16,8 +16,7 @@ import argparse
 import warnings
 from collections.abc import Sequence
 
-from sweep.cli import fail
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, fail
 from sweep.hashing import mask_password
 
 

@@ -28,8 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from sweep import analysis
-from sweep.cli import fail
-from sweep.errors import ConfigError
+from sweep.errors import ConfigError, fail
 from sweep.store import load_layers, load_results
 
 PARETO = {"acc_finetuned": "max", "sparsity": "max"}

@@ -40,8 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep._console import show_progress
 from sweep.analysis import SENSITIVITY_TAG, check_tolerance, plot_sensitivity
-from sweep.cli import check_overrides, fail
-from sweep.errors import ConfigError
+from sweep.cli import check_overrides
+from sweep.errors import ConfigError, fail
 from sweep.store import load_layers, load_results
 
 __all__ = [

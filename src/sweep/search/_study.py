@@ -23,9 +23,6 @@ from sweep.search._space import SearchSpace
 from sweep.store import LABEL_COLUMNS, METRIC_COLUMNS
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2", "qmc")
-# How a sweep hands its storage URL to its jobs and local helper workers: the environment,
-# never a file or a command line (the URL may hold a password).
-STORAGE_ENV = "SWEEP_OPTUNA_STORAGE"
 # Optuna's gRPC storage proxy (Optuna >= 4.2), which has no URL form of its own
 GRPC = "grpc://"
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")

@@ -38,7 +38,6 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from sweep._console import place_next_trial, show_progress
-from sweep.cli import WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
 from sweep.search._launch import ComposingLauncher
@@ -49,6 +48,7 @@ from sweep.search._study import (
     REPEAT_OF,
     STALE_PREFIX,
     STORAGE_ENV,
+    WORKER_ENV,
     StudySettings,
     check_storage_folder,
     counted_trials,
@@ -115,7 +115,7 @@ class OptunaSweep:
         self.launcher = launcher
 
     def sweep(self, arguments: Sequence[str]) -> list[Any]:
-        from sweep.cli import fail
+        from sweep.errors import fail
 
         try:
             settings, fixed = self._settings(arguments)
