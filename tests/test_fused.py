@@ -389,3 +389,25 @@ def test_fuse_size(setting, device, free, expected):
     from sweep.fused import fuse_size
 
     assert fuse_size(setting, torch.device(device), 10**9, free_bytes=free) == expected
+
+
+def test_a_grid_multirun_fuses_its_jobs_in_groups_of_fuse(tmp_path):
+    """``-m amount=... fuse=2``: the first job of each group runs the next one with it; each
+    job keeps its line, its row and the key it has alone."""
+    from sweep import load_results
+    from sweep.trial import prepare
+    from tests.conftest import FAST, run_cli
+
+    amounts = ("0.2", "0.4", "0.6")
+    result = run_cli("-m", f"amount={','.join(amounts)}", "fuse=2", *FAST, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split("]")[0].split(",")[0] for line in lines] == ["[1/3", "[2/3", "[3/3"]
+    rows = load_results(tmp_path / "results").sort_values("amount")
+    assert rows["fused"].tolist() == [2, 2, 1]  # the last job has no partner left
+    assert rows["sparsity"].tolist() == pytest.approx([0.2, 0.4, 0.6], abs=1e-4)  # per tensor
+    keys = [
+        prepare(make_cfg(tmp_path / "results", f"amount={a}"), check_store=False).key
+        for a in amounts
+    ]
+    assert rows["trial_key"].tolist() == keys

@@ -25,7 +25,9 @@ log = logging.getLogger("sweep")
 
 @hydra.main(config_path="pkg://sweep.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> dict:
-    from sweep.trial import run_trial  # torch: imported once the command line is known good
+    # torch: imported once the command line is known good
+    from sweep.fused import fused_grid_row
+    from sweep.trial import run_trial
 
     log.info("overrides: %s", " ".join(HydraConfig.get().overrides.task) or "(none)")
     on_epoch = None
@@ -35,7 +37,7 @@ def _main(cfg: DictConfig) -> dict:
         on_epoch = reporter(cfg)
     started = time.perf_counter()
     try:
-        row = run_trial(cfg, on_epoch=on_epoch)
+        row = fused_grid_row(cfg) or run_trial(cfg, on_epoch=on_epoch)
     except ConfigError as e:
         if cfg.optuna.study is not None:
             raise  # the sweeper fails this trial with the reason and goes on

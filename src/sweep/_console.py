@@ -16,6 +16,7 @@ __all__ = [
     "PROGRESS",
     "GridCount",
     "LogOnly",
+    "grid_jobs",
     "place_next_trial",
     "show_progress",
     "trial_count",
@@ -98,7 +99,7 @@ class GridCount(Callback):
     multirun (Hydra's basic sweeper) as it will, for `trial_count`."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _SWEEP.update(durations=[], total=None, grid=False)
+        _SWEEP.update(durations=[], total=None, grid=False, jobs=None)
         if config.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
             return
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -113,7 +114,14 @@ class GridCount(Callback):
             batches = BasicSweeper.split_arguments(parsed, None)
         except HydraException:  # glob(): only the sweep's config loader lists a group's options
             return
-        _SWEEP["total"] = sum(len(batch) for batch in batches)
+        _SWEEP["jobs"] = [list(job) for batch in batches for job in batch]
+        _SWEEP["total"] = len(_SWEEP["jobs"])
+
+
+def grid_jobs() -> list[list[str]] | None:
+    """The overrides of every job of this process's grid multirun, by job number; ``None``
+    outside one (or where its values could not be listed)."""
+    return _SWEEP.get("jobs") if _SWEEP.get("grid") else None
 
 
 def _grid_place() -> tuple[int, int | None, int] | None:

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from sweep import trial
+from sweep._console import show_progress
 from sweep.data import Dataset
 from sweep.errors import TrialFailed
 from sweep.fused._engine import evaluate_fused, finetune_fused
@@ -143,7 +144,7 @@ def _finetune_together(live: Sequence[_Member]) -> bool:
             seed=first.seed,
             val_split=data.val,
             on_epoch=[m.on_epoch for m in live],
-            progress=first.progress,
+            progress=show_progress(first.progress),
         )
     # a member's own model changes when it stops or finishes: an error on the way (an operation
     # vmap cannot batch, the GPU's memory) leaves the others as they were pruned
