@@ -212,7 +212,7 @@ def test_channels_last_changes_the_layout_not_the_trial(tmp_path, overrides):
     (within an image: other kernels round otherwise)."""
     import torch
 
-    from sweep.trial import _on_device, prepare
+    from sweep.plan import _on_device, prepare
     from tests.conftest import make_cfg
 
     overrides = [*overrides, "dataset=synthetic", "dataset.in_channels=3", "dataset.noise=2.0"]

@@ -1,6 +1,6 @@
 """Build the dataset and the model a config names by ``_target_``, with one-line errors.
 
-Used by a trial (`sweep.trial.prepare`) and by `sweep.load_model`, which rebuilds a kept model
+Used by a trial (`sweep.plan.prepare`) and by `sweep.load_model`, which rebuilds a kept model
 from the config its row recorded.
 """
 

@@ -31,7 +31,7 @@ def check_overrides(argv: Sequence[str]) -> None:
     parser cannot read), finds the configs where Hydra will (``--config-dir``,
     ``--config-path``, ``--config-name``), composes the config (an unknown option or key, a
     value of the wrong type, a config file that is not YAML), then checks every value the trial
-    checks before it trains (`sweep.trial.prepare`: ranges, builders, amounts against the
+    checks before it trains (`sweep.plan.prepare`: ranges, builders, amounts against the
     model's tensors, a writable store). In a multirun, every value of every swept key is
     checked this way before the first job starts, and a sweep of no values is refused. Flags
     that make Hydra print instead of run (``--cfg``, ``--info``, ``--help``...) are left to it.
@@ -74,7 +74,7 @@ def check_overrides(argv: Sequence[str]) -> None:
         for value in values[1:]:
             variant = {**first, key: value}
             variants.append([*fixed, *(f"{k}={v}" for k, v in variant.items())])
-    from sweep.trial import prepare
+    from sweep.plan import prepare
 
     datasets: dict[str, Any] = {}  # variants of one grid mostly share their dataset
     stores: set[str] = set()

@@ -177,7 +177,7 @@ def run(cfg: DictConfig, amounts: Sequence[float] = AMOUNTS) -> pd.DataFrame:
 def layers_in_scope(cfg: DictConfig, amounts: Sequence[float] = AMOUNTS) -> dict[str, int]:
     """The layers a sensitivity analysis of ``cfg`` prunes, each with its prunable entries.
 
-    Builds the dataset and model (`sweep.trial.prepare`, on the CPU, nothing written) and plans
+    Builds the dataset and model (`sweep.plan.prepare`, on the CPU, nothing written) and plans
     every layer at every amount, so that a refusal comes before any trial runs.
 
     Args:
@@ -191,8 +191,8 @@ def layers_in_scope(cfg: DictConfig, amounts: Sequence[float] = AMOUNTS) -> dict
     Raises:
         ConfigError: Method ``none``, or a layer the method cannot prune at an amount.
     """
+    from sweep.plan import prepare
     from sweep.pruning import Scope, plan_pruning
-    from sweep.trial import prepare
 
     cfg = _base_config(cfg)
     plan = prepare(cfg, check_store=False)

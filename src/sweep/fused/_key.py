@@ -33,7 +33,7 @@ def fusion_key(cfg: DictConfig | Mapping[str, Any]) -> tuple[str | None, str | N
     training budget; they differ in masks, importance scores and learning rate only.
 
     Args:
-        cfg: A composed ``conf/config.yaml``, or its resolved form (`sweep.trial.Plan.resolved`,
+        cfg: A composed ``conf/config.yaml``, or its resolved form (`sweep.plan.Plan.resolved`,
             whose ``model`` also names a checkpoint by its content).
 
     Returns:

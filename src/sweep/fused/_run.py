@@ -24,6 +24,7 @@ from sweep.data import Dataset
 from sweep.errors import TrialFailed
 from sweep.fused._engine import evaluate_fused, finetune_fused
 from sweep.fused._key import fusion_key
+from sweep.plan import Plan, prepare
 from sweep.store import row_id, write_trial
 from sweep.training import EpochCallback
 
@@ -60,7 +61,7 @@ def run_fused(
     """
     callbacks = list(on_epoch) if on_epoch is not None else [None] * len(cfgs)
     datasets: dict[str, Dataset] = {}  # each dataset built once for all the groups
-    plans = [trial.prepare(cfg, datasets=datasets) for cfg in cfgs]  # all checked first
+    plans = [prepare(cfg, datasets=datasets) for cfg in cfgs]  # all checked first
     groups: dict[str, list[int]] = {}
     alone: list[int] = []
     for i, plan in enumerate(plans):
@@ -86,7 +87,7 @@ def run_fused(
 class _Member:
     """One trial of a group, from its plan to its row."""
 
-    def __init__(self, cfg: DictConfig, plan: trial.Plan, on_epoch: EpochCallback | None) -> None:
+    def __init__(self, cfg: DictConfig, plan: Plan, on_epoch: EpochCallback | None) -> None:
         self.cfg, self.plan, self.on_epoch = cfg, plan, on_epoch
         c = cfg.optuna
         self.rid = row_id(plan.key, c.study, c.trial, c.uid)

@@ -21,7 +21,7 @@ def reporter(cfg: DictConfig) -> EpochCallback | None:
     ``optuna.TrialPruned`` when the trial pruner says so. Multi-objective studies get no
     callback: Optuna does not prune them. Works in any process that reaches the storage.
     """
-    from sweep.trial import resolve_device, trial_key
+    from sweep.plan import resolve_device, trial_key
 
     # the row's optuna.storage is masked; the sweep that launched this job set the real URL
     storage = _storage(os.environ.get(STORAGE_ENV) or cfg.optuna.storage)

@@ -34,8 +34,8 @@ def layer_params(spec: Mapping[str, Any], trial_cfg: DictConfig) -> dict[str, di
         ConfigError: An unknown key, bounds outside [0, 1) or low > high, a sensitivity file
             that is missing, unreadable or names none of the layers.
     """
+    from sweep.plan import prepare
     from sweep.pruning import plan_pruning
-    from sweep.trial import prepare
 
     spec = dict(spec)
     unknown = sorted(set(spec) - _KEYS)

@@ -1,0 +1,323 @@
+"""What a trial is before it runs: `prepare` checks every input of a config and builds its
+dataset and model into a `Plan`; the trial's key (`trial_key`) and device (`resolve_device`).
+
+Also the datasets a multirun's jobs share (`_LAST_DATASET`, `_on_device`), and how a model
+config is read against our presets (`_model_spec`). `sweep.trial` runs the plan.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from sweep import config, weights
+from sweep._build import BUILD_FACTS, build_model, call_target
+from sweep.data import Dataset, DataSplit, Split
+from sweep.errors import ConfigError
+from sweep.hashing import NOT_IN_KEY, config_hash, key_view
+from sweep.pruning import (
+    PruningMethod,
+    Schedule,
+    Scope,
+    check_importance,
+    not_compactable,
+    plan_pruning,
+)
+from sweep.rewind import parse_rewind
+from sweep.store import check_writable
+from sweep.training import optimizer_class
+
+__all__ = ["Plan", "prepare", "resolve_device", "trial_key"]
+
+# The last dataset this process built in a multirun, by the hash of its config, and its copy
+# on the last device: the jobs of a sweep (run one after another in its worker's process) share
+# them. Datasets are never changed in place (splits are replaced, not written to). A single run
+# (the command line, a notebook) builds its dataset afresh: its files may have changed.
+_LAST_DATASET: dict[str, Dataset] = {}
+_ON_DEVICE: dict[str, tuple[Dataset, tuple[torch.device, bool], Dataset]] = {}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A trial whose every input has been checked; nothing is trained or written yet."""
+
+    device: torch.device
+    method: PruningMethod
+    scope: Scope
+    data: Dataset
+    model: nn.Module
+    resolved: dict[str, Any]
+    key: str
+    schedule: Schedule = field(default_factory=Schedule)
+    # the pretraining epoch to rewind to (0: init), None: no rewind
+    rewind_epoch: int | None = None
+    # the weights to rewind to, when the user gave them (rewind_weights)
+    rewind_state: dict[str, torch.Tensor] | None = None
+
+
+def prepare(
+    cfg: DictConfig, *, datasets: dict[str, Dataset] | None = None, check_store: bool = True
+) -> Plan:
+    """Check every input of the trial ``cfg`` and build what it needs, on the CPU.
+
+    The dataset and model are built (a bad ``_target_`` or argument fails here), the pruning is
+    planned against the model's tensors (amounts, ``dim``), and the store is checked writable
+    last, so that bad input creates nothing.
+
+    Args:
+        cfg: A composed ``conf/config.yaml``.
+        datasets: Datasets already built, by the hash of their config; filled as they are
+            built (checking many variants of one grid builds each dataset once).
+        check_store: Check that the store is writable (creating its folder); a caller that
+            checks several configs does it once all of them passed.
+
+    Raises:
+        ConfigError: One line naming the bad value and what is accepted.
+    """
+    _check_complete(cfg)
+    config.check_values(cfg)
+    device = resolve_device(str(cfg.device))
+    method = PruningMethod.from_config(cfg.method)
+    scope = Scope.from_config(cfg.scope)
+    schedule = Schedule.from_config(cfg.schedule)
+    schedule.check_method(method)
+    rewind_epoch = parse_rewind(cfg.rewind)
+    _check_protocol(cfg, method, schedule, rewind_epoch)
+    for stage in ("pretrain", "finetune"):
+        optimizer_class(cfg[stage].optimizer)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["model"] = _model_spec(cfg.model)
+    if method.cls is None:
+        resolved["amount"] = 0.0  # nothing is pruned, whatever was asked
+    if method.nm is not None:
+        n, m = method.nm
+        resolved["amount"] = n / m  # N:M prunes n of m, whatever was asked
+    checkpoint = resolved["model"].get("checkpoint")
+    if checkpoint:
+        state = weights.read_state(checkpoint)  # first: a missing file fails before any build
+        # the weights are the file's content, wherever it lies; no pretraining happens
+        resolved["model"]["checkpoint_sha256"] = weights.file_digest(checkpoint)
+        del resolved["pretrain"]
+    rewind_file = resolved.get("rewind_weights")
+    if rewind_file:
+        rewind_file_state = weights.read_state(rewind_file, "rewind_weights")
+        resolved["rewind_weights_sha256"] = weights.file_digest(rewind_file)
+    if datasets is None:
+        datasets = _LAST_DATASET if _in_multirun() else {}
+    data_key = config_hash(resolved["dataset"])
+    if data_key not in datasets:
+        if datasets is _LAST_DATASET:
+            datasets.clear()  # one dataset kept: a sweep's jobs mostly share theirs
+        datasets[data_key] = _build_dataset(cfg.dataset)
+    data = datasets[data_key]
+    if data.fingerprint is not None:
+        # what the files hold is part of the trial and of its baseline: a changed folder is a
+        # new baseline and a new row, never a stale one
+        resolved["dataset"]["fingerprint"] = data.fingerprint
+    key = trial_key(resolved, device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(resolved["model"], _facts(data))
+    rewind_state = None
+    if rewind_file:
+        dense = copy.deepcopy(model)
+        weights.fit(dense, rewind_file_state, rewind_file, "rewind_weights")
+        rewind_state = dense.state_dict()
+    if checkpoint:
+        weights.fit(model, state, checkpoint)
+    targets = plan_pruning(model, method, resolved["amount"], scope)  # before any training
+    check_importance(method, targets, model)
+    if check_store:
+        check_writable(cfg.store.path)
+    return Plan(
+        device, method, scope, data, model, resolved, key, schedule, rewind_epoch, rewind_state
+    )
+
+
+def trial_key(resolved: Mapping[str, Any], device: torch.device) -> str:
+    """Hash of the resolved config minus output settings, with the device type resolved.
+
+    Settings added after stores existed count only when set (`sweep.hashing.KEYED_UNLESS`), so
+    that existing trials keep their keys; loader settings never count (`HOW_NOT_WHAT`).
+    """
+    keyed = {k: v for k, v in resolved.items() if k not in NOT_IN_KEY and k != "device"}
+    if keyed.get("method", {}).get("importance", "magnitude") == "magnitude":
+        keyed.pop("importance", None)  # no calibration data is read
+    if keyed.get("rewind_weights_sha256"):
+        del keyed["rewind_weights"]  # the rewind weights by their content, as the checkpoint
+    keyed = key_view("", keyed)
+    keyed = {k: key_view(k, v) for k, v in keyed.items()}
+    keyed = {k: v for k, v in keyed.items() if v != {}}  # a group all at "as before" values
+    keyed["model"] = _weights_identity(keyed["model"])
+    return config_hash({**keyed, "device_type": device.type})
+
+
+def _weights_identity(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config as keys see it: a checkpoint by its content, not where the file lies."""
+    if spec.get("checkpoint_sha256"):
+        return {k: v for k, v in spec.items() if k != "checkpoint"}
+    return dict(spec)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda``/``cuda:N`` only when that GPU exists."""
+    accepted = "auto | cpu | cuda | cuda:N"
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device={device!r} is not a device; accepted: {accepted}") from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type != "cuda":
+        raise ConfigError(f"device={device!r} is not supported; accepted: {accepted}")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"device={device!r} but no CUDA GPU is available here; accepted: auto | cpu"
+        )
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device={device!r} but there are {torch.cuda.device_count()} GPUs; "
+            f"accepted: cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
+    return resolved
+
+
+def _check_complete(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        key = missing[0]
+        example = "my_module.Name" if key.endswith("_target_") else "/path/to/data"
+        raise ConfigError(f"{key} is required but not set; e.g. {key}={example}")
+
+
+def _check_protocol(
+    cfg: DictConfig, method: PruningMethod, schedule: Schedule, rewind_epoch: int | None
+) -> None:
+    """What the schedule, rewinding, compaction and the baseline's source allow together."""
+    compacting = cfg.compact and not_compactable(method) is None
+    if compacting and not schedule.one_shot:
+        raise ConfigError(
+            f"schedule={schedule.name} with compact=true: channels are removed once, after "
+            "one-shot pruning; accepted: schedule=one_shot, or compact=false"
+        )
+    if compacting and rewind_epoch is not None:
+        raise ConfigError(
+            f"rewind={cfg.rewind} with compact=true: the rewind weights have the dense model's "
+            "shapes; accepted: rewind=none, or compact=false"
+        )
+    if cfg.rewind_weights and rewind_epoch is None:
+        raise ConfigError(
+            f"rewind_weights={cfg.rewind_weights!r} is set but rewind=none; accepted: "
+            "rewind=init or rewind=epoch:K with rewind_weights, or rewind_weights=null"
+        )
+    if rewind_epoch is None or cfg.rewind_weights:
+        return
+    if cfg.model.get("checkpoint"):
+        raise ConfigError(
+            f"rewind={cfg.rewind} needs the weights from before training, and model.checkpoint "
+            "gives only the trained ones; accepted: rewind_weights=/path/to/those_weights.pt, "
+            "or rewind=none"
+        )
+    if rewind_epoch > cfg.pretrain.epochs:
+        raise ConfigError(
+            f"rewind={cfg.rewind} but pretraining has {cfg.pretrain.epochs} epochs; accepted: "
+            f"none | init | epoch:0 to epoch:{cfg.pretrain.epochs}"
+        )
+
+
+def _model_spec(node: DictConfig) -> dict[str, Any]:
+    """The resolved ``model`` node; a preset whose ``_target_`` the user replaced (``model.
+    _target_=my_models.Net`` on the default ``small_cnn``) drops the preset's own arguments
+    that were left as they were, and is named after the new target unless the user named it
+    (``model.name=mynet``)."""
+    spec = OmegaConf.to_container(node, resolve=True)
+    preset = _preset("model", str(spec.get("name")))
+    renamed = preset is None
+    if renamed:  # the user renamed it too: the preset is known by the keys it brought
+        preset = _preset_of(spec)
+    if preset is None or preset.get("_target_") == spec.get("_target_"):
+        return spec
+    kept = {k: v for k, v in spec.items() if k == "_target_" or k not in preset or preset[k] != v}
+    kept["name"] = spec["name"] if renamed else str(spec["_target_"]).rsplit(".", 1)[-1]
+    return kept
+
+
+def _preset(group: str, name: str) -> dict[str, Any] | None:
+    """The raw YAML of our config ``group/name``, or ``None`` when there is no such preset."""
+    from importlib.resources import files
+
+    file = files("sweep.conf") / group / f"{name}.yaml"
+    if not file.is_file():
+        return None
+    return OmegaConf.to_container(OmegaConf.create(file.read_text()), resolve=False)
+
+
+def _preset_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The model preset ``spec`` was composed from, once renamed: of the presets whose every
+    argument ``spec`` holds, the one with the most arguments, then the most left as they were.
+    Hydra's command line can only change or remove a preset's keys, so this is the preset."""
+    from importlib.resources import files
+
+    own = ("name", "_target_")
+    candidates = []
+    for file in (files("sweep.conf") / "model").iterdir():
+        if not file.name.endswith(".yaml"):
+            continue
+        preset = _preset("model", file.name.removesuffix(".yaml"))
+        args = [k for k in preset if k not in own]
+        if all(k in spec for k in args):
+            same = sum(spec[k] == preset[k] for k in args)
+            candidates.append((len(args), same, file.name, preset))
+    return max(candidates, key=lambda c: c[:3])[3] if candidates else None
+
+
+def _build_dataset(node: DictConfig) -> Dataset:
+    spec = OmegaConf.to_container(node, resolve=True)
+    return call_target(spec, "dataset", "a function or class returning a sweep.data.Dataset")
+
+
+def _facts(data: Dataset) -> dict[str, int]:
+    return {k: getattr(data, k) for k in BUILD_FACTS}
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _on_device(data: Dataset, device: torch.device, channels_last: bool = False) -> Dataset:
+    """``data.to(device)``, its in-memory images in channels_last (NHWC) memory when asked; in a
+    multirun, kept for the next trial of this process on the same data and device (a sweep's
+    jobs: the copy to the GPU is made once).
+
+    Only the inputs change layout: a convolution given NHWC inputs runs NHWC kernels and hands
+    NHWC on, while the weights stay as torch.nn.utils.prune needs them (its methods ``view``
+    them flat, which a channels_last weight refuses).
+    """
+    held = _ON_DEVICE.get("last")
+    if held is not None and held[0] is data and held[1] == (device, channels_last):
+        return held[2]
+    _ON_DEVICE.clear()  # nothing held past a single run (a notebook's GPU memory stays free)
+    moved = data.to(device)
+    if channels_last:
+        moved = replace(
+            moved, train=_nhwc(moved.train), val=_nhwc(moved.val), test=_nhwc(moved.test)
+        )
+    if _in_multirun():
+        _ON_DEVICE["last"] = (data, (device, channels_last), moved)
+    return moved
+
+
+def _nhwc(split: DataSplit) -> DataSplit:
+    if isinstance(split, Split) and split.x.dim() == 4:
+        return replace(split, x=split.x.contiguous(memory_format=torch.channels_last))
+    return split  # streamed batches keep the layout their loader gives
