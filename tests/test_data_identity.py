@@ -209,3 +209,19 @@ def test_a_corrupt_streamed_image_fails_the_trial_in_one_line_and_caches_no_base
     )
     # before: the baseline was cached, and every later run reused it
     assert list((tmp_path / "results" / "baselines").glob("*.pt")) == []
+
+
+def test_the_key_a_trial_announces_holds_its_data(cfg_factory, tmp_path):
+    """``run_trial(on_start=)`` (an Optuna job records it on its trial, for a row the job never
+    wrote) gets the key with the fingerprint in it, not the key of the raw config."""
+    from omegaconf import OmegaConf
+
+    from sweep.plan import resolve_device, trial_key
+
+    imgs = tmp_path / "imgs"
+    write_images(imgs, 6)
+    cfg = cfg_factory(*FOLDER, f"dataset.root={imgs}")
+    announced = []
+    row = run_trial(cfg, on_start=announced.append)
+    raw = trial_key(OmegaConf.to_container(cfg, resolve=True), resolve_device(cfg.device))
+    assert announced == [row["trial_key"]] and raw != row["trial_key"]

@@ -30,14 +30,14 @@ def _main(cfg: DictConfig) -> dict:
     from sweep.trial import run_trial
 
     log.info("overrides: %s", " ".join(HydraConfig.get().overrides.task) or "(none)")
-    on_epoch = None
+    on_epoch = on_start = None
     if cfg.optuna.study is not None:
-        from sweep.search import reporter
+        from sweep.search import record_key, reporter
 
-        on_epoch = reporter(cfg)
+        on_epoch, on_start = reporter(cfg), record_key(cfg)
     started = time.perf_counter()
     try:
-        row = fused_grid_row(cfg) or run_trial(cfg, on_epoch=on_epoch)
+        row = fused_grid_row(cfg) or run_trial(cfg, on_epoch=on_epoch, on_start=on_start)
     except ConfigError as e:
         if cfg.optuna.study is not None:
             raise  # the sweeper fails this trial with the reason and goes on

@@ -70,7 +70,11 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+def run_trial(
+    cfg: DictConfig,
+    on_epoch: EpochCallback | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run the trial described by ``cfg`` and write its row to the results store.
 
     Every input is checked before anything is trained or written (`prepare`): a bad value
@@ -83,6 +87,7 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
         cfg: A composed ``conf/config.yaml``.
         on_epoch: Receives (epoch, validation accuracy) after each finetuning epoch; it may
             raise ``optuna.TrialPruned`` to stop the trial.
+        on_start: Receives the trial key once every input is checked, before anything runs.
 
     Returns:
         The row as written: metric columns plus the flattened config.
@@ -100,6 +105,8 @@ def run_trial(cfg: DictConfig, on_epoch: EpochCallback | None = None) -> dict[st
     started_at = dt.datetime.now(dt.timezone.utc)
     start = time.perf_counter()
     plan = prepare(cfg)
+    if on_start is not None:
+        on_start(plan.key)
     rid = row_id(plan.key, cfg.optuna.study, cfg.optuna.trial, cfg.optuna.uid)
     done = _completed(cfg, plan, rid)
     if done is not None:

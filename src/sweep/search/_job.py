@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -16,21 +17,12 @@ from sweep.training import EpochCallback
 def reporter(cfg: DictConfig) -> EpochCallback | None:
     """The job's side of an Optuna trial, rebuilt from the storage by study name and number.
 
-    Records the trial key on the trial, and returns a callback that reports each epoch's
-    validation accuracy (its error, 1 - accuracy, when the study minimises) and raises
-    ``optuna.TrialPruned`` when the trial pruner says so. Multi-objective studies get no
-    callback: Optuna does not prune them. Works in any process that reaches the storage.
+    Returns a callback that reports each epoch's validation accuracy (its error, 1 - accuracy,
+    when the study minimises) and raises ``optuna.TrialPruned`` when the trial pruner says so.
+    Multi-objective studies get no callback: Optuna does not prune them. Works in any process
+    that reaches the storage.
     """
-    from sweep.plan import resolve_device, trial_key
-
-    # the row's optuna.storage is masked; the sweep that launched this job set the real URL
-    storage = _storage(os.environ.get(STORAGE_ENV) or cfg.optuna.storage)
-    study_id = storage.get_study_id_from_name(cfg.optuna.study)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    storage.set_trial_user_attr(
-        trial_id, "trial_key", trial_key(resolved, resolve_device(cfg.device))
-    )
+    storage, study_id, trial_id = _trial(cfg)
     directions = storage.get_study_directions(study_id)
     if len(directions) > 1:
         return None
@@ -48,6 +40,26 @@ def reporter(cfg: DictConfig) -> EpochCallback | None:
             )
 
     return on_epoch
+
+
+def record_key(cfg: DictConfig) -> Callable[[str], None]:
+    """A callback that records the trial key on the job's Optuna trial: `run_trial` calls it
+    once the key is known (the data's fingerprint and the checkpoint's digest in it), so that
+    a trial whose job dies still names its key (`failed_row`)."""
+    storage, _, trial_id = _trial(cfg)
+    return lambda key: storage.set_trial_user_attr(trial_id, "trial_key", key)
+
+
+def _trial(cfg: DictConfig) -> tuple[Any, int, int]:
+    """The job's storage (the sweep set the real URL in the environment: the config's is
+    masked), its study's id and its trial's id."""
+    storage = _storage(os.environ.get(STORAGE_ENV) or cfg.optuna.storage)
+    study_id = storage.get_study_id_from_name(cfg.optuna.study)
+    return (
+        storage,
+        study_id,
+        storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial),
+    )
 
 
 @functools.lru_cache(maxsize=8)
