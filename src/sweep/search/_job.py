@@ -8,7 +8,8 @@ import optuna
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from sweep.search._study import STORAGE_ENV, make_pruner, open_storage
+from sweep._env import STORAGE_ENV
+from sweep.search._study import make_pruner, open_storage
 from sweep.training import EpochCallback
 
 

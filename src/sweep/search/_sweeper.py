@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from sweep._console import place_next_trial, show_progress
+from sweep._env import STORAGE_ENV, WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, mask_password
 from sweep.search._launch import ComposingLauncher
@@ -47,8 +48,6 @@ from sweep.search._space import SearchSpace, overrides
 from sweep.search._study import (
     REPEAT_OF,
     STALE_PREFIX,
-    STORAGE_ENV,
-    WORKER_ENV,
     StudySettings,
     check_storage_folder,
     counted_trials,
