@@ -241,12 +241,12 @@ def _recovery_settings(space):
 def _recover_unclaimed(study, storage, store, settings, monkeypatch) -> None:
     import datetime as dt
 
-    from sweep.search import _sweeper
+    from sweep.search import _recovery
 
-    assert _sweeper.recover_interrupted(study, storage, store, settings) == 0  # may be starting
-    monkeypatch.setattr(_sweeper, "UNCLAIMED_AFTER", dt.timedelta(0))
-    assert _sweeper.recover_interrupted(study, storage, store, settings) == 1
-    assert _sweeper.recover_interrupted(study, storage, store, settings) == 0  # once only
+    assert _recovery.recover_interrupted(study, storage, store, settings) == 0  # may be starting
+    monkeypatch.setattr(_recovery, "UNCLAIMED_AFTER", dt.timedelta(0))
+    assert _recovery.recover_interrupted(study, storage, store, settings) == 1
+    assert _recovery.recover_interrupted(study, storage, store, settings) == 0  # once only
 
 
 def test_a_trial_its_worker_never_claimed_is_recovered_and_sampled_anew(tmp_path, monkeypatch):
@@ -305,7 +305,7 @@ def test_a_grid_point_whose_worker_died_while_sampling_it_runs_again(tmp_path, m
 def test_a_claimed_trial_whose_worker_died_runs_its_parameters_again(tmp_path):
     from optuna.trial import TrialState
 
-    from sweep.search import _sweeper
+    from sweep.search import _recovery
 
     storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
     study = optuna.create_study(storage=storage, study_name="s")
@@ -313,7 +313,7 @@ def test_a_claimed_trial_whose_worker_died_runs_its_parameters_again(tmp_path):
     trial = study.ask()
     space.sample(trial)
     trial.set_user_attr("worker", {"host": "elsewhere", "pid": 1, "start": 0.0})
-    _sweeper.requeue(study, study.trials[0])
+    _recovery.requeue(study, study.trials[0])
     [running, retry] = study.trials
     assert running.state == TrialState.RUNNING and retry.state == TrialState.WAITING
     assert retry.system_attrs["fixed_params"] == running.params
@@ -363,7 +363,7 @@ def test_a_trial_whose_worker_died_after_its_row_landed_keeps_its_row_in_the_stu
     from optuna.trial import TrialState
 
     from sweep import load_layers, load_results
-    from sweep.search import _sweeper
+    from sweep.search import _recovery
 
     url = f"sqlite:///{tmp_path}/optuna.db"
     storage = open_storage(url)
@@ -374,7 +374,7 @@ def test_a_trial_whose_worker_died_after_its_row_landed_keeps_its_row_in_the_stu
     _stored_trial(study, store, 0, 0.75)
     _stored_trial(study, store, 1, 0.5)
 
-    assert _sweeper.recover_interrupted(study, storage, store, settings) == 0  # none requeued
+    assert _recovery.recover_interrupted(study, storage, store, settings) == 0  # none requeued
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert [t.values for t in study.trials] == [[0.75], [0.5]]
     rows = load_results(storage=url, study="s")
@@ -392,12 +392,12 @@ def test_a_stale_trial_whose_row_landed_is_finished_from_it_not_run_again(tmp_pa
     from optuna.trial import TrialState
 
     from sweep import load_results
-    from sweep.search import _sweeper
+    from sweep.search import _recovery
 
     url = f"sqlite:///{tmp_path}/optuna.db"
     store = tmp_path / "results"
     settings = _recovery_settings(SearchSpace.from_config({"amount": {"low": 0.1, "high": 0.9}}))
-    on_stale = partial(_sweeper.requeue_stale, store=store, settings=settings)
+    on_stale = partial(_recovery.requeue_stale, store=store, settings=settings)
     storage = open_storage(url, heartbeat_interval=1, grace_period=2, on_stale=on_stale)
     study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
     study.set_user_attr("uid", "u1")
@@ -409,7 +409,7 @@ def test_a_stale_trial_whose_row_landed_is_finished_from_it_not_run_again(tmp_pa
     storage.record_heartbeat(trial._trial_id)
     time.sleep(3.5)  # past the grace period
 
-    _sweeper.fail_stale(study, store, settings)
+    _recovery.fail_stale(study, store, settings)
     [told, failed, retry] = study.trials
     assert (told.state, told.values) == (TrialState.COMPLETE, [0.75])
     assert failed.state == TrialState.FAIL

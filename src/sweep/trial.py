@@ -155,7 +155,7 @@ def _or_failed(plan: Plan, row: dict[str, Any], step: Callable[[], _T]) -> _T | 
     # BaseException: a user's method calling sys.exit must cost one row, not the whole sweep
     except BaseException as e:
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            raise  # no row can be written either: a sweep stops (`sweep.search._sweeper.tell`)
+            raise  # no row can be written either: a sweep stops (`sweep.search._tell.tell`)
         if isinstance(e, TrialFailed):
             reason = str(e)
         else:

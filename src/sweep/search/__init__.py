@@ -5,9 +5,10 @@ The Hydra sweeper plugin (``hydra/sweeper=optuna``, selected by ``search=<name>`
 """
 
 from sweep.search._job import record_key, reporter
+from sweep.search._settings import study_settings
 from sweep.search._space import Param, SearchSpace
 from sweep.search._study import OBJECTIVES, PRUNERS, SAMPLERS, StudySettings, open_storage
-from sweep.search._sweeper import OptunaSweep, study_settings
+from sweep.search._sweeper import OptunaSweep
 
 __all__ = [
     "OBJECTIVES",

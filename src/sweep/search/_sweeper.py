@@ -5,22 +5,24 @@ machines) share one study through its storage; each asks for trials while the st
 (``n_trials`` counted trials) lasts. Asking is serialised by the study's lock, which lives in
 the storage (`study_lock`), or checked by ticket where no lock passes (the gRPC proxy,
 `keep_ticket`), so the budget is never overshot.
+
+Around it: the sweep's settings come from `sweep.search._settings`; a trial is told its outcome
+by `sweep.search._tell`, and told exactly once whatever dies by `sweep.search._recovery`
+(heartbeats, stale and interrupted trials, requeues, repeats); what the sweep prints at its end
+is `sweep.search._summary`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import errno
 import hashlib
 import json
-import logging
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 import warnings
@@ -31,32 +33,36 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from sweep._console import place_next_trial, show_progress
 from sweep._env import STORAGE_ENV, WORKER_ENV
 from sweep.errors import ConfigError
-from sweep.hashing import NOT_IN_KEY, mask_password
+from sweep.hashing import mask_password
 from sweep.search._launch import ComposingLauncher
-from sweep.search._layerwise import AMOUNTS, amounts_text, layer_params
-from sweep.search._rows import failed_row, study_rows
-from sweep.search._space import SearchSpace, overrides
+from sweep.search._recovery import (
+    fail_stale,
+    first_heartbeat,
+    give_back_repeat,
+    heartbeat,
+    heartbeat_interval,
+    interrupt,
+    recover_interrupted,
+    repeated,
+    requeue_stale,
+)
+from sweep.search._settings import check_unchanged, study_settings
+from sweep.search._space import overrides
 from sweep.search._study import (
-    REPEAT_OF,
-    STALE_PREFIX,
     StudySettings,
-    check_storage_folder,
     counted_trials,
     counts,
     create_study,
-    given_back,
     gpu_for_worker,
     has_lock,
-    is_dead,
     keep_ticket,
     make_sampler,
     open_storage,
@@ -65,27 +71,12 @@ from sweep.search._study import (
     visible_gpus,
     worker_identity,
 )
-from sweep.store import (
-    DEFAULT_PATH,
-    clean,
-    encode_rows,
-    load_results,
-    read_layers,
-    read_row,
-    results_frame,
-    row_id,
-    rows_table,
-    write_trial,
-)
+from sweep.search._summary import summary
+from sweep.search._tell import FINISHED, failures_in_a_row, tell
+from sweep.store import clean
 
-log = logging.getLogger(__name__)
-
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # A study attribute per worker that ever started on it (`register_worker`)
 WORKER_PREFIX = "worker-"
-# A running trial whose worker never claimed it (it died between ask and the end of sampling)
-# is given up after this long; asking and sampling take well under a second.
-UNCLAIMED_AFTER = dt.timedelta(minutes=2)
 # Parameter sets in a row the sampler may propose that trials ran already (`repeated`) before
 # the worker takes the search space for exhausted and stops asking
 REPEATS_IN_A_ROW = 20
@@ -218,7 +209,7 @@ class OptunaSweep:
             while True:
                 if progress:  # counting the study's trials is a storage round trip
                     bar.update(_finished(study) - bar.n)
-                beats = _heartbeat_interval(study._storage)
+                beats = heartbeat_interval(study._storage)
                 if beats:
                     with lock():  # trials whose worker stopped beating, on any host, and
                         fail_stale(study, store, settings)
@@ -341,91 +332,6 @@ def _signal_name(e: KeyboardInterrupt) -> str:
     return signal.Signals(getattr(e, "signum", signal.SIGINT)).name
 
 
-def study_settings(
-    sweeper: DictConfig,
-    arguments: Sequence[str],
-    config_loader: Any = None,
-    trial_cfg: DictConfig | None = None,
-) -> tuple[StudySettings, list[str]]:
-    """The study's settings from ``hydra.sweeper`` and the command line's sweeps, checked.
-
-    Sweeps on the command line (``finetune.lr=choice(0.001,0.01)``) join the search space;
-    the other overrides are returned as the fixed part of every job. ``hydra.sweeper.
-    layerwise`` adds one amount per layer that ``trial_cfg`` (the composed config) prunes.
-
-    Raises:
-        ConfigError: A setting or search dimension that cannot work.
-    """
-    node = OmegaConf.to_container(sweeper, resolve=True)
-    reuse = node.get("reuse_composition", True)
-    if not isinstance(reuse, bool):
-        raise ConfigError(f"hydra.sweeper.reuse_composition={reuse!r}; accepted: true | false")
-    params = dict(node.get("params") or {})
-    if node.get("layerwise"):
-        if trial_cfg is None:
-            raise ConfigError("hydra.sweeper.layerwise needs the composed config to list layers")
-        for name, spec in layer_params(node["layerwise"], trial_cfg).items():
-            params.setdefault(name, spec)
-    fixed = []
-    parser = OverridesParser.create(config_loader=config_loader)  # it expands glob(...) sweeps
-    for o in parser.parse_overrides(list(arguments)):
-        if o.is_sweep_override():
-            params[o.get_key_element()] = _param_from_sweep(o)
-        else:
-            fixed.append(o.input_line)
-    space = SearchSpace.from_config(params)
-    settings = StudySettings.from_config(node, space)
-    if trial_cfg is not None:
-        check_storage_folder(settings.storage, trial_cfg.store.path)
-    return settings, fixed
-
-
-def check_unchanged(study: optuna.Study, settings: StudySettings, fixed: Sequence[str]) -> None:
-    """Refuse to resume a study with other objectives, directions or fixed overrides.
-
-    Its trials would not be comparable (the study would judge new rows by other measures, or
-    mix finetuning budgets); the first worker records what the study runs with.
-
-    Raises:
-        ConfigError: Naming the first difference, and how to start a new study instead.
-    """
-    name = settings.study_name
-    new_study = "or another hydra.sweeper.study_name for a new study"
-    directions = [d.name.lower() for d in study.directions]
-    if directions != list(settings.directions):
-        raise ConfigError(
-            f"study {name!r} has directions {directions}; this run asks "
-            f"{list(settings.directions)}; accepted: the study's directions, {new_study}"
-        )
-    wanted = {"objectives": list(settings.objectives), "fixed": _computing(fixed)}
-    recorded = study.user_attrs.get("settings")
-    if recorded is None:
-        study.set_user_attr("settings", wanted)
-        return
-    if recorded["objectives"] != wanted["objectives"]:
-        raise ConfigError(
-            f"study {name!r} has objectives {recorded['objectives']}; this run asks "
-            f"{wanted['objectives']}; accepted: the study's objectives, {new_study}"
-        )
-    old, new = recorded["fixed"], wanted["fixed"]
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            before = f"{key}={old[key]}" if key in old else f"no {key} override"
-            now = f"{key}={new[key]}" if key in new else f"no {key} override"
-            raise ConfigError(
-                f"study {name!r} was run with {before}; this run has {now}; "
-                f"accepted: the study's overrides, {new_study}"
-            )
-
-
-def _computing(fixed: Sequence[str]) -> dict[str, str]:
-    # the overrides that change what a trial computes (not where it writes or how it looks)
-    pairs = (o.lstrip("+~").partition("=") for o in fixed)
-    return {
-        key: value for key, _, value in pairs if key.split(".")[0] not in (*NOT_IN_KEY, "hydra")
-    }
-
-
 def register_worker(study: optuna.Study, lock: Callable[[], AbstractContextManager]) -> int:
     """Make sure the study has a uid, and return what this worker adds to the sampler's seed.
 
@@ -472,101 +378,8 @@ def ask_within_budget(
                 study, trial.number, settings.n_trials
             ):
                 continue  # given back unrun; the budget may yet have room (a failed ticket)
-            _beat(study, trial.number)  # from now on the trial can go stale
+            first_heartbeat(study, trial.number)  # from now on the trial can go stale
             return trial
-
-
-@contextmanager
-def heartbeat(study: optuna.Study, number: int) -> Iterator[None]:
-    """Record the trial's heartbeat every ``heartbeat_interval`` seconds while the block runs
-    (storages with a heartbeat only), as ``Study.optimize`` does for its own trials; the first
-    was recorded when the trial was asked (`ask_within_budget`)."""
-    storage = study._storage
-    interval = _heartbeat_interval(storage)
-    if not interval:
-        yield
-        return
-    trial_id = _trial_id(study, number)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(interval):
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception:  # a database hiccup; the next beat may get through
-                log.warning("heartbeat of trial %d failed", number, exc_info=True)
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{number}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _heartbeat_interval(storage) -> int | None:
-    return getattr(storage, "get_heartbeat_interval", lambda: None)()
-
-
-def _trial_id(study: optuna.Study, number: int) -> int:
-    storage = study._storage
-    study_id = storage.get_study_id_from_name(study.study_name)
-    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
-
-
-def _beat(study: optuna.Study, number: int) -> None:
-    if _heartbeat_interval(study._storage):
-        study._storage.record_heartbeat(_trial_id(study, number))
-
-
-def fail_stale(study: optuna.Study, store: Path, settings: StudySettings) -> None:
-    """Finish the study's trials whose heartbeat stopped (their worker died, on any host): from
-    the row their job stored, when it reached ``store`` before the worker died (`finish_from_row`),
-    else failed, and the storage's callback (`requeue_stale`) records why and queues their
-    parameters again. Call it under the study's lock, as `recover_interrupted`: a trial is then
-    finished once, and never both told from its row and requeued."""
-    storage = study._storage
-    if not _heartbeat_interval(storage):
-        return
-    # Optuna's own pass fails every stale trial, and a failed trial can no longer be told
-    # complete: those whose row landed are finished first.
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
-        number = storage.get_trial_number_from_id(trial_id)
-        with suppress(optuna.exceptions.UpdateFinishedTrialError):
-            finish_from_row(study, number, store, settings)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def requeue_stale(study: optuna.Study, trial, *, store: Path, settings: StudySettings) -> None:
-    """Called by `fail_stale` for each trial it failed: say why, write its failed row, and
-    queue its parameters again (another worker, or this one, runs them)."""
-    worker = trial.user_attrs.get("worker") or {}
-    grace = settings.grace_period or 2 * (settings.heartbeat_interval or 0)  # Optuna's default
-    error = (
-        f"interrupted: worker {worker.get('host', '?')}:{worker.get('pid', '?')} sent no "
-        f"heartbeat for {grace} s; {_rerun(trial)}"
-    )
-    # the trial is finished already, and Optuna keeps a finished trial's attributes as they are
-    study.set_user_attr(f"{STALE_PREFIX}{trial.number}", error)
-    write_failed_row(store, study, trial, error)
-    requeue(study, trial)
-    log.warning("trial %d: %s", trial.number, error)
-
-
-def repeated(study: optuna.Study, trial: optuna.Trial) -> int | None:
-    """The number of a trial that ran, or runs, the parameters ``trial`` was just sampled with:
-    complete, pruned or claimed by a running worker. Failed trials may run their parameters
-    again (an interrupted trial's are queued again; a failure may not recur)."""
-    params = trial.params
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    for t in study.get_trials(deepcopy=False, states=states):
-        ran = t.state != TrialState.RUNNING or claimed(t)  # else still being sampled
-        if t.number != trial.number and ran and t.params == params:
-            return t.number
-    return None
 
 
 def _nothing_new(settings: StudySettings, repeats: int) -> str:
@@ -575,262 +388,6 @@ def _nothing_new(settings: StudySettings, repeats: int) -> str:
         f"already ({repeats} in a row); stopping before n_trials={settings.n_trials} "
         "(hydra.sweeper.allow_repeats=true runs them again)"
     )
-
-
-def give_back_repeat(study: optuna.Study, trial: optuna.Trial, earlier: int) -> None:
-    """Fail ``trial`` unrun, as a repeat of trial ``earlier``: it uses no budget and has no row
-    (`given_back`), and the sampler, which skips failed trials, draws again."""
-    trial.set_user_attr(REPEAT_OF, earlier)
-    trial.set_user_attr(
-        "error",
-        f"the parameters of trial {earlier} again: not run (hydra.sweeper.allow_repeats=true "
-        "runs them)",
-    )
-    study.tell(trial, state=TrialState.FAIL)
-
-
-def claimed(trial: FrozenTrial) -> bool:
-    """Whether a worker claimed ``trial``: it does so once the parameters are all sampled."""
-    return "worker" in trial.user_attrs
-
-
-def _rerun(trial: FrozenTrial) -> str:
-    # what `requeue` runs again, for the reason an interrupted trial gives
-    return "its parameters run again" if claimed(trial) else "it is asked again"
-
-
-def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Queue an interrupted trial again, as Optuna's ``RetryFailedTrialCallback`` does: a waiting
-    trial with its system attributes (a grid point stays that point, an enqueued trial keeps its
-    fixed parameters) and, if its worker had claimed it, all its parameters fixed. A trial that
-    died while it was being sampled has only some; those not fixed in advance are sampled anew."""
-    system_attrs = dict(trial.system_attrs)
-    if claimed(trial):
-        system_attrs["fixed_params"] = trial.params
-    study.add_trial(
-        optuna.trial.create_trial(
-            state=TrialState.WAITING,
-            system_attrs=system_attrs,
-            user_attrs={"retry_of": trial.number},
-        )
-    )
-
-
-def tell(
-    study: optuna.Study, trial, ret, settings: StudySettings, store: Path
-) -> tuple[TrialState, str]:
-    """Tell the study what the job stored, or why it raised (then the store gets a row too).
-
-    The row and its layers also go to the study, as the trial's user attribute ``row``
-    (`sweep.load_results(storage=..., study=...)`), so that workers on machines with separate
-    disks lose nothing. A trial failed meanwhile as stale (its heartbeat missed the grace
-    period) stays failed: its parameters were queued again.
-    """
-    try:
-        try:
-            row = ret.return_value
-        except Exception as e:  # bad input only this combination has (an interval's value)
-            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-                raise  # no row can be written: the sweep stops (`OptunaSweep._work`)
-            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            trial.set_user_attr("error", error)
-            write_failed_row(store, study, trial, error)
-            trial.set_user_attr("row", encode_rows([failed_row(study, trial, error)]))
-            study.tell(trial, state=TrialState.FAIL)
-            return TrialState.FAIL, error
-        rid = row_id(None, study.study_name, trial.number, study.user_attrs.get("uid"))
-        layers = read_layers(store, rid)
-        trial.set_user_attr(
-            "row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}])
-        )
-        trial.set_user_attr("layers", encode_rows(layers))
-        return tell_row(study, trial.number, row, settings, trial.set_user_attr)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        error = "failed as stale while it ran (no heartbeat within the grace period)"
-        log.warning("trial %d %s; its parameters were queued again", trial.number, error)
-        return TrialState.FAIL, error
-
-
-def interrupt(study: optuna.Study, trial: optuna.Trial, store: Path, error: str) -> None:
-    """Fail ``trial``, which its worker stops running for a reason outside it (a full disk, a
-    signal), as interrupted: it uses no budget, its parameters are queued again for the next
-    run, and nothing is left RUNNING. Its failed row goes to the store if the store takes it."""
-    frozen = study._storage.get_trial(trial._trial_id)
-    try:
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("error", error)
-        study.tell(trial, state=TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return  # failed meanwhile as stale, and queued again
-    with suppress(OSError):  # the disk that is full
-        write_failed_row(store, study, frozen, error)
-    requeue(study, frozen)
-
-
-def write_failed_row(store: Path, study: optuna.Study, trial, error: str) -> None:
-    """A failed row for a trial whose job wrote none; ``trial`` is live or frozen."""
-    uid = study.user_attrs.get("uid")
-    rid = row_id(None, study.study_name, trial.number, uid)
-    if read_row(store, rid) is not None:
-        return
-    write_trial(store, failed_row(study, trial, error), row_id=rid)
-
-
-def failures_in_a_row(study: optuna.Study) -> int:
-    """How many of the study's last finished trials failed, by the time they finished."""
-    stale = stale_trials(study)
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False, states=_FINISHED)
-        if t.datetime_complete is not None and counts(t, stale)
-    ]
-    done.sort(key=lambda t: t.datetime_complete)
-    count = 0
-    for t in reversed(done):
-        if t.state != TrialState.FAIL:
-            break
-        count += 1
-    return count
-
-
-def tell_row(
-    study, number: int, row: dict, settings: StudySettings, set_attr
-) -> tuple[TrialState, str]:
-    if row["status"] == "complete":
-        values = [row.get(o) for o in settings.objectives]
-        if all(isinstance(v, int | float) and v == v for v in values):
-            study.tell(number, values)
-            return TrialState.COMPLETE, ""
-        error = f"objective(s) {list(settings.objectives)} missing from the row"
-    elif row["status"] == "pruned":
-        study.tell(number, state=TrialState.PRUNED)
-        return TrialState.PRUNED, ""
-    else:
-        error = row.get("error") or "failed"
-    set_attr("error", error)
-    study.tell(number, state=TrialState.FAIL)
-    return TrialState.FAIL, error
-
-
-def recover_interrupted(
-    study: optuna.Study, storage, store: Path, settings: StudySettings, *, dead: bool = True
-) -> int:
-    """Fail (in study and store) and requeue trials whose worker on this host has died
-    (``dead``), and trials no worker claimed within `UNCLAIMED_AFTER` (any host).
-
-    A trial whose row reached the store before the worker died is told from that row instead.
-    """
-    study_id = storage.get_study_id_from_name(study.study_name)
-    requeued = 0
-    now = dt.datetime.now()  # Optuna's trial times are naive local times
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker")
-        if worker is None:
-            # asked, but its worker died before it could say who it was
-            if not (t.datetime_start and now - t.datetime_start > UNCLAIMED_AFTER):
-                continue
-            error = f"interrupted: its worker died before it started the trial; {_rerun(t)}"
-        elif dead and is_dead(worker):
-            error = f"interrupted: worker {worker['host']}:{worker['pid']} died while the trial ran"
-        else:
-            continue
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
-        try:
-            if finish_from_row(study, t.number, store, settings):
-                continue
-            storage.set_trial_user_attr(trial_id, "interrupted", True)
-            storage.set_trial_user_attr(trial_id, "error", error)
-            study.tell(t.number, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # failed meanwhile as stale by another worker, which requeued it
-        write_failed_row(store, study, t, error)
-        requeue(study, t)
-        requeued += 1
-    return requeued
-
-
-def finish_from_row(study: optuna.Study, number: int, store: Path, settings: StudySettings) -> bool:
-    """Tell trial ``number``, whose worker died after its job stored the row, from that row,
-    as `tell` would have: the row and its layers go to the trial too, so that
-    ``load_results(storage=, study=)`` has it. ``False`` (nothing told) when ``store`` has no
-    row for it; the caller fails and requeues it then.
-
-    Raises:
-        optuna.exceptions.UpdateFinishedTrialError: Another worker finished it meanwhile.
-    """
-    rid = row_id(None, study.study_name, number, study.user_attrs.get("uid"))
-    row = read_row(store, rid)
-    if row is None:
-        return False
-    storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-
-    def set_attr(key: str, value: Any) -> None:
-        storage.set_trial_user_attr(trial_id, key, value)
-
-    set_attr("row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}]))
-    set_attr("layers", encode_rows(read_layers(store, rid)))
-    tell_row(study, number, row, settings, set_attr)
-    return True
-
-
-def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
-    """The best trial (one objective) or the Pareto front, as a table with the store's columns."""
-    states = [t.state for t in study.get_trials(deepcopy=False) if not given_back(t)]
-    counts = ", ".join(
-        f"{states.count(s)} {s.name.lower()}"
-        for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        if states.count(s)
-    )
-    head = (
-        f"study {settings.study_name}: {len(states)} trials ({counts or 'none finished'}) "
-        f"in {mask_password(settings.storage)}"
-    )
-    if TrialState.COMPLETE not in states:
-        return head
-    best = study.best_trials if settings.multi_objective else [study.best_trial]
-    title = "Pareto front" if settings.multi_objective else "best trial"
-    pairs = list(zip(settings.objectives, settings.directions, strict=True))
-    goals = ", ".join(f"{d} {o}" for o, d in pairs)
-    df = _study_rows(study, store)
-    df = df.drop_duplicates("optuna.trial", keep="last").set_index("optuna.trial")
-    df = df.reindex([t.number for t in best])
-    df, amounts = _searched_amounts(df)
-    columns = ["trial_key", "method", *amounts, "sparsity", "acc_finetuned", *settings.objectives]
-    first, direction = pairs[0]
-    table = df[list(dict.fromkeys(columns))].sort_values(first, ascending=direction == "minimize")
-    table.index.name = "trial"
-    text = f"{head}\n{title} ({goals}):\n{table.to_string(float_format=lambda v: f'{v:.4f}')}"
-    kept = df.loc[table.index, "model_file"].notna() if "model_file" in df else None
-    if kept is not None and kept.any():
-        key = table["trial_key"][kept].iloc[0]
-        path = "" if str(store) == DEFAULT_PATH else f", path={str(store)!r}"
-        text += f"\nload a trial's pruned model: sweep.load_model({key!r}{path})"
-    return text
-
-
-def _searched_amounts(df):
-    """The summary's amount column(s): ``amount``, and beside it the per-layer amounts
-    (``scope.amounts``, as `amounts_text` writes them) of rows that have them, in its place
-    when ``amount`` is 0 in every row (``search=layerwise``: it applies to no layer)."""
-    per_layer = [c for c in df.columns if c.startswith(AMOUNTS)]
-    if not per_layer:
-        return df, ["amount"]
-    text = [amounts_text(r) for r in df[per_layer].to_dict("records")]
-    df = df.assign(**{"scope.amounts": text})
-    return df, ["scope.amounts"] if (df["amount"] == 0).all() else ["amount", "scope.amounts"]
-
-
-def _study_rows(study: optuna.Study, store: Path):
-    """The study's rows: from the study itself (every worker's, whatever disk it wrote to),
-    or from the local store for a study whose trials hold none (written before they did)."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if any("row" in t.user_attrs for t in done):
-        rows = study_rows(study._storage, study.study_name, "row")
-        return results_frame(rows_table(rows, "row"))
-    df = load_results(store)
-    uid = study.user_attrs.get("uid")
-    return df[(df["optuna.study"] == study.study_name) & (df.get("optuna.uid") == uid)]
 
 
 def _scrub_storage(config: DictConfig, url: str) -> None:
@@ -860,17 +417,6 @@ def _quoted(value: str) -> str:
     return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + "'"
 
 
-def _param_from_sweep(o) -> dict[str, Any]:
-    if o.is_choice_sweep() or o.is_range_sweep():
-        return {"choices": list(o.sweep_iterator())}
-    if o.is_interval_sweep():
-        interval = o.value()
-        return {"low": interval.start, "high": interval.end}
-    raise ConfigError(
-        f"{o.input_line}: accepted sweeps are a,b,c | choice(...) | range(...) | interval(a,b)"
-    )
-
-
 def _unfinished(study: optuna.Study) -> bool:
     """Whether any trial of the study is RUNNING or WAITING (queued again)."""
     states = (TrialState.RUNNING, TrialState.WAITING)
@@ -879,7 +425,7 @@ def _unfinished(study: optuna.Study) -> bool:
 
 def _finished(study: optuna.Study) -> int:
     stale = stale_trials(study)
-    trials = study.get_trials(deepcopy=False, states=_FINISHED)
+    trials = study.get_trials(deepcopy=False, states=FINISHED)
     return sum(1 for t in trials if counts(t, stale))
 
 

@@ -1,0 +1,103 @@
+"""Telling a trial its outcome: from what its job returned, or from the row it stored.
+
+Every outcome lands twice, in the study (its state, and the row as a user attribute) and in
+the store (a failed row where the job wrote none), so that either one alone can be read back.
+`failures_in_a_row` counts the study's last failures, for ``hydra.sweeper.max_failures``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.search._rows import failed_row
+from sweep.search._study import StudySettings, counts, stale_trials
+from sweep.store import encode_rows, read_layers, read_row, row_id, write_trial
+
+log = logging.getLogger(__name__)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def tell(
+    study: optuna.Study, trial, ret, settings: StudySettings, store: Path
+) -> tuple[TrialState, str]:
+    """Tell the study what the job stored, or why it raised (then the store gets a row too).
+
+    The row and its layers also go to the study, as the trial's user attribute ``row``
+    (`sweep.load_results(storage=..., study=...)`), so that workers on machines with separate
+    disks lose nothing. A trial failed meanwhile as stale (its heartbeat missed the grace
+    period) stays failed: its parameters were queued again.
+    """
+    try:
+        try:
+            row = ret.return_value
+        except Exception as e:  # bad input only this combination has (an interval's value)
+            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                raise  # no row can be written: the sweep stops (`OptunaSweep._work`)
+            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            trial.set_user_attr("error", error)
+            write_failed_row(store, study, trial, error)
+            trial.set_user_attr("row", encode_rows([failed_row(study, trial, error)]))
+            study.tell(trial, state=TrialState.FAIL)
+            return TrialState.FAIL, error
+        rid = row_id(None, study.study_name, trial.number, study.user_attrs.get("uid"))
+        layers = read_layers(store, rid)
+        trial.set_user_attr(
+            "row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}])
+        )
+        trial.set_user_attr("layers", encode_rows(layers))
+        return tell_row(study, trial.number, row, settings, trial.set_user_attr)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        error = "failed as stale while it ran (no heartbeat within the grace period)"
+        log.warning("trial %d %s; its parameters were queued again", trial.number, error)
+        return TrialState.FAIL, error
+
+
+def tell_row(
+    study, number: int, row: dict, settings: StudySettings, set_attr
+) -> tuple[TrialState, str]:
+    if row["status"] == "complete":
+        values = [row.get(o) for o in settings.objectives]
+        if all(isinstance(v, int | float) and v == v for v in values):
+            study.tell(number, values)
+            return TrialState.COMPLETE, ""
+        error = f"objective(s) {list(settings.objectives)} missing from the row"
+    elif row["status"] == "pruned":
+        study.tell(number, state=TrialState.PRUNED)
+        return TrialState.PRUNED, ""
+    else:
+        error = row.get("error") or "failed"
+    set_attr("error", error)
+    study.tell(number, state=TrialState.FAIL)
+    return TrialState.FAIL, error
+
+
+def write_failed_row(store: Path, study: optuna.Study, trial, error: str) -> None:
+    """A failed row for a trial whose job wrote none; ``trial`` is live or frozen."""
+    uid = study.user_attrs.get("uid")
+    rid = row_id(None, study.study_name, trial.number, uid)
+    if read_row(store, rid) is not None:
+        return
+    write_trial(store, failed_row(study, trial, error), row_id=rid)
+
+
+def failures_in_a_row(study: optuna.Study) -> int:
+    """How many of the study's last finished trials failed, by the time they finished."""
+    stale = stale_trials(study)
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=FINISHED)
+        if t.datetime_complete is not None and counts(t, stale)
+    ]
+    done.sort(key=lambda t: t.datetime_complete)
+    count = 0
+    for t in reversed(done):
+        if t.state != TrialState.FAIL:
+            break
+        count += 1
+    return count
