@@ -449,3 +449,43 @@ def test_storage_passwords_are_masked_in_every_form_sqlalchemy_accepts(url, mask
     from sweep.hashing import mask_password
 
     assert mask_password(url) == masked
+
+
+def test_a_row_with_noisy_latency_is_told_and_flagged(caplog):
+    from optuna.trial import TrialState
+
+    from sweep.search._tell import tell_row
+
+    spec = settings(objectives=["acc_finetuned", "latency_ms"], directions=["maximize", "minimize"])
+    study_settings = StudySettings.from_config(spec, SearchSpace.from_config(SPACE))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    row = {
+        "status": "complete",
+        "acc_finetuned": 0.9,
+        "latency_ms": 2.0,
+        "speedup": 1.1,
+        "speedup_low": 0.6,
+        "speedup_high": 1.9,
+        "latency_noisy": True,
+    }
+    for noisy in (True, False):
+        trial = study.ask()
+        caplog.clear()
+        state, _ = tell_row(
+            study,
+            trial.number,
+            {**row, "latency_noisy": noisy},
+            study_settings,
+            trial.set_user_attr,
+        )
+        assert state == TrialState.COMPLETE
+        warned = [m for m in caplog.messages if "latency is noisy" in m]
+        assert warned == (
+            [
+                f"trial {trial.number}: its latency is noisy (speedup 1.1, between 0.6 and 1.9): the "
+                "sampler learns from it all the same; the row says latency_noisy"
+            ]
+            if noisy
+            else []
+        )
+    assert [t.values for t in study.trials] == [[0.9, 2.0], [0.9, 2.0]]

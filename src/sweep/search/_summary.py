@@ -12,6 +12,7 @@ from sweep.hashing import mask_password
 from sweep.search._layerwise import AMOUNTS, amounts_text
 from sweep.search._rows import study_rows
 from sweep.search._study import StudySettings, given_back
+from sweep.search._tell import reads_latency
 from sweep.store import DEFAULT_PATH, load_results, results_frame, rows_table
 
 
@@ -42,6 +43,12 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
     table = df[list(dict.fromkeys(columns))].sort_values(first, ascending=direction == "minimize")
     table.index.name = "trial"
     text = f"{head}\n{title} ({goals}):\n{table.to_string(float_format=lambda v: f'{v:.4f}')}"
+    noisy = int(df["latency_noisy"].fillna(False).sum()) if "latency_noisy" in df else 0
+    if noisy and any(map(reads_latency, settings.objectives)):
+        text += (
+            f"\n{noisy} of these trials have noisy latency (latency_noisy): their interval "
+            "stayed wider than latency.width; see README, Latency you can trust"
+        )
     kept = df.loc[table.index, "model_file"].notna() if "model_file" in df else None
     if kept is not None and kept.any():
         key = table["trial_key"][kept].iloc[0]

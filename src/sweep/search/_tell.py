@@ -64,6 +64,15 @@ def tell_row(
     if row["status"] == "complete":
         values = [row.get(o) for o in settings.objectives]
         if all(isinstance(v, int | float) and v == v for v in values):
+            if row.get("latency_noisy") and any(map(reads_latency, settings.objectives)):
+                log.warning(
+                    "trial %d: its latency is noisy (speedup %.3g, between %.3g and %.3g): the "
+                    "sampler learns from it all the same; the row says latency_noisy",
+                    number,
+                    row["speedup"],
+                    row["speedup_low"],
+                    row["speedup_high"],
+                )
             study.tell(number, values)
             return TrialState.COMPLETE, ""
         error = f"objective(s) {list(settings.objectives)} missing from the row"
@@ -75,6 +84,11 @@ def tell_row(
     set_attr("error", error)
     study.tell(number, state=TrialState.FAIL)
     return TrialState.FAIL, error
+
+
+def reads_latency(objective: str) -> bool:
+    """Whether ``objective`` is a latency figure (``latency_ms``, ``speedup_low``...)."""
+    return objective.startswith(("latency_ms", "speedup"))
 
 
 def write_failed_row(store: Path, study: optuna.Study, trial, error: str) -> None:
