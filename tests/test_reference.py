@@ -19,7 +19,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from sweep import load_results
-from sweep.hashing import KEYED_UNLESS
+from sweep.hashing import HOW_NOT_WHAT, KEYED_UNLESS
 
 ROOT = Path(__file__).parents[1]
 REFERENCE = ROOT / "experiments" / "digits_tradeoff"
@@ -95,13 +95,15 @@ def test_reference_trial_reproduces(committed, tmp_path, capsys):
     assert got.baseline_key == expected.baseline_key  # settings added since leave keys alone
     config = [c for c in got.index if "." in c and not c.startswith(NOT_CONFIG)]
     # settings added since the reference ran hold the values that behave as before, the ones
-    # left out of keys (sweep.hashing.KEYED_UNLESS)
-    added = [c for c in config if c not in expected.index]
+    # left out of keys (sweep.hashing.KEYED_UNLESS); those never in a key (HOW_NOT_WHAT) may
+    # hold any value
+    free = {f"{group}.{key}" for group, key in HOW_NOT_WHAT}
+    added = [c for c in config if c not in expected.index and c not in free]
     before = {f"{group}.{key}": value for (group, key), value in KEYED_UNLESS.items()}
     assert {c: _value(got[c]) for c in added} == {
         c: before.get(c, "not 'as before'") for c in added
     }
-    config = [c for c in config if c not in added]
+    config = [c for c in config if c not in added and c in expected.index]
     assert got[config].to_dict() == expected[config].to_dict()
     others = expected.index.difference(config)
     assert not [
