@@ -159,3 +159,9 @@ def test_a_value_that_cannot_take_its_type_names_its_file_from_the_index(tmp_pat
     else:
         assert load_results(tmp_path).seed.fillna(-1).tolist() == [1, -1]
         assert caplog.messages == [f"{message}; read as missing"]
+
+
+def test_the_readers_own_columns_never_reach_the_frame(tmp_path):
+    write_trial(tmp_path, {"trial_key": "a"}, [{"layer": "fc"}])
+    for frame in (load_results(tmp_path), load_layers(tmp_path)):
+        assert not [c for c in frame.columns if c.startswith("__")]

@@ -335,7 +335,7 @@ def results_frame(table: pa.Table | None) -> pd.DataFrame:
     # stable, missing times last: rows that started together keep their files' order
     by = [("started_at", "ascending")] * ("started_at" in table.column_names)
     table = table.take(pc.sort_indices(table, [*by, (_FILE, "ascending")]))
-    table = table.drop_columns([_FILE])
+    table = table.drop_columns([_FILE, _ROW])
     lead = [c for c in METRIC_COLUMNS if c in table.column_names]
     df = _to_pandas(table.select(lead + sorted(set(table.column_names) - set(lead))))
     if "schedule" in df.columns:  # rows from before schedules existed were pruned at once

@@ -215,16 +215,20 @@ class OptunaSweep:
                         fail_stale(study, store, settings)
                         # those whose worker died before claiming them
                         recover_interrupted(study, study._storage, store, settings, dead=False)
-                trial = ask_within_budget(study, settings, lock)
-                if trial is None:
-                    if beats and _unfinished(study):
-                        # the budget is spent, but another worker's trial may yet die: wait, so
-                        # that the last worker standing leaves nothing RUNNING (a storage with
-                        # no heartbeat could never tell a dead worker's trial: none waits)
-                        time.sleep(min(beats, 5))
-                        continue
-                    break
+                trial = None
                 try:
+                    # a signal during the ask waits until the trial is known, then lands here,
+                    # where it fails it (else a trial made but not yet returned stays RUNNING)
+                    with _signals_deferred():
+                        trial = ask_within_budget(study, settings, lock)
+                    if trial is None:
+                        if beats and _unfinished(study):
+                            # the budget is spent, but another worker's trial may yet die: wait,
+                            # so that the last worker standing leaves nothing RUNNING (a storage
+                            # with no heartbeat could never tell a dead worker's trial)
+                            time.sleep(min(beats, 5))
+                            continue
+                        break
                     # its place in the budget, for the "[k/N, eta ...]" of its line
                     place_next_trial(counted_trials(study), settings.n_trials, settings.n_jobs)
                     with heartbeat(study, trial.number):
@@ -259,7 +263,8 @@ class OptunaSweep:
                         return results, reason
                 except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (`_sigterm_raises`)
                     _ignore_signals()
-                    interrupt(study, trial, store, f"interrupted by {_signal_name(e)}")
+                    if trial is not None:
+                        interrupt(study, trial, store, f"interrupted by {_signal_name(e)}")
                     raise
                 results.append(ret)
                 # in a row across every worker of the study, not only this one's trials
@@ -319,6 +324,29 @@ def _sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back for the block, and raise the first that came (as
+    `Interrupted`) once it ends, so that what the block assigned is known to the handler.
+
+    Python-level handlers, not a signal mask: a signal the kernel gives another thread (torch's)
+    would still run its Python handler in this one at once.
+    """
+    caught: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: caught.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(signum) is not signal.SIG_IGN  # an ignored one stays ignored
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if caught:
+        raise Interrupted(caught[0])
 
 
 def _ignore_signals() -> None:
