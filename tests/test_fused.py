@@ -411,3 +411,46 @@ def test_a_grid_multirun_fuses_its_jobs_in_groups_of_fuse(tmp_path):
         for a in amounts
     ]
     assert rows["trial_key"].tolist() == keys
+
+
+@pytest.mark.slow  # two searches of four trials (about 50 s)
+def test_an_optuna_search_asks_fuse_trials_runs_them_fused_and_tells_each(tmp_path):
+    """``fuse=3`` in a search: trials are asked three at a time and run fused; each is told
+    its own row, and the rows are those of the same search run one trial at a time."""
+    import optuna
+
+    from sweep import load_results
+    from tests.conftest import FAST, run_cli
+
+    def search(name: str, fuse: int):
+        result = run_cli(
+            "-m",
+            "search=tradeoff",
+            "hydra/sweeper/sampler=random",
+            "hydra.sweeper.n_trials=4",
+            f"hydra.sweeper.study_name={name}",
+            f"hydra.sweeper.storage=sqlite:///{tmp_path}/{name}.db",
+            f"store.path={tmp_path / name}",
+            f"fuse={fuse}",
+            *FAST,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/{name}.db")
+        return result, study, load_results(tmp_path / name).sort_values("optuna.trial")
+
+    result, study, fused = search("fused", 3)
+    _, _, alone = search("alone", 1)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    # trials 0-2 fused (their methods and amounts differ: masks only), then the one the
+    # budget has left, alone
+    assert fused["fused"].tolist() == [3, 3, 3, 1]
+    assert alone["fused"].tolist() == [1] * 4
+    assert fused["trial_key"].tolist() == alone["trial_key"].tolist()
+    assert fused["sparsity"].tolist() == alone["sparsity"].tolist()
+    assert [t.user_attrs["trial_key"] for t in study.trials] == fused["trial_key"].tolist()
+    # a prediction may flip on a test image whose top two logits tie to rounding
+    diff = fused["acc_finetuned"].to_numpy() - alone["acc_finetuned"].to_numpy()
+    assert abs(diff).max() <= 1 / round(0.2 * 1797)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert [line.split(",")[0] for line in lines] == ["[1/4", "[2/4", "[3/4", "[4/4"]

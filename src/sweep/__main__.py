@@ -26,18 +26,21 @@ log = logging.getLogger("sweep")
 @hydra.main(config_path="pkg://sweep.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> dict:
     # torch: imported once the command line is known good
-    from sweep.fused import fused_grid_row
+    from sweep.fused import fused_row
     from sweep.trial import run_trial
 
     log.info("overrides: %s", " ".join(HydraConfig.get().overrides.task) or "(none)")
-    on_epoch = on_start = None
+    on_epoch = on_start = callbacks = None
     if cfg.optuna.study is not None:
         from sweep.search import record_key, reporter
 
-        on_epoch, on_start = reporter(cfg), record_key(cfg)
+        def callbacks(trial_cfg: DictConfig) -> tuple:
+            return reporter(trial_cfg), record_key(trial_cfg)
+
+        on_epoch, on_start = callbacks(cfg)
     started = time.perf_counter()
     try:
-        row = fused_grid_row(cfg) or run_trial(cfg, on_epoch=on_epoch, on_start=on_start)
+        row = fused_row(cfg, callbacks) or run_trial(cfg, on_epoch=on_epoch, on_start=on_start)
     except ConfigError as e:
         if cfg.optuna.study is not None:
             raise  # the sweeper fails this trial with the reason and goes on

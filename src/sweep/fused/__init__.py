@@ -7,7 +7,7 @@ group's members as `sweep.training.train` and `evaluate` run each alone.
 """
 
 from sweep.fused._engine import evaluate_fused, finetune_fused
-from sweep.fused._grid import fused_grid_row
+from sweep.fused._jobs import fused_row, group_size, hand_over
 from sweep.fused._key import PER_MEMBER_FINETUNE, fusion_key
 from sweep.fused._run import run_fused
 from sweep.fused._size import AUTO_LIMIT, fuse_size
@@ -18,7 +18,9 @@ __all__ = [
     "evaluate_fused",
     "finetune_fused",
     "fuse_size",
-    "fused_grid_row",
+    "fused_row",
     "fusion_key",
+    "group_size",
+    "hand_over",
     "run_fused",
 ]

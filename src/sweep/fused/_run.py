@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def run_fused(
-    cfgs: Sequence[DictConfig], on_epoch: Sequence[EpochCallback | None] | None = None
+    cfgs: Sequence[DictConfig],
+    on_epoch: Sequence[EpochCallback | None] | None = None,
+    on_start: Sequence[Callable[[str], None] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the trials ``cfgs``, those with one `fusion_key` finetuned and evaluated together.
 
@@ -48,6 +50,8 @@ def run_fused(
         cfgs: Composed ``conf/config.yaml`` configs.
         on_epoch: One callback per trial (or ``None``), as for `run_trial`; raising
             ``optuna.TrialPruned`` stops that trial only.
+        on_start: One callback per trial (or ``None``), as for `run_trial`: each receives its
+            trial's key once every config is checked.
 
     Returns:
         The rows as written, in the order of ``cfgs``.
@@ -62,6 +66,9 @@ def run_fused(
     callbacks = list(on_epoch) if on_epoch is not None else [None] * len(cfgs)
     datasets: dict[str, Dataset] = {}  # each dataset built once for all the groups
     plans = [prepare(cfg, datasets=datasets) for cfg in cfgs]  # all checked first
+    for plan, started in zip(plans, on_start or [None] * len(cfgs), strict=True):
+        if started is not None:
+            started(plan.key)
     groups: dict[str, list[int]] = {}
     alone: list[int] = []
     for i, plan in enumerate(plans):
@@ -80,7 +87,7 @@ def run_fused(
         for i, row in zip(members, done, strict=True):
             rows[i] = row
     for i in sorted(alone):
-        rows[i] = trial.run_trial(cfgs[i], callbacks[i])
+        rows[i] = trial.run_trial(cfgs[i], callbacks[i])  # its key was recorded above
     return rows
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -27,7 +28,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ from sweep.search._study import (
 from sweep.search._summary import summary
 from sweep.search._tell import FINISHED, failures_in_a_row, tell
 from sweep.store import clean
+
+log = logging.getLogger(__name__)
 
 # A study attribute per worker that ever started on it (`register_worker`)
 WORKER_PREFIX = "worker-"
@@ -196,6 +199,8 @@ class OptunaSweep:
         return [] if gpu is None else [f"device=cuda:{gpu}"]
 
     def _work(self, study, settings: StudySettings, fixed, store: Path, lock, progress: bool):
+        """Ask, run and tell trials while the budget lasts: one at a time, or ``fuse`` at a
+        time (ask K, tell K), which the first job of the group runs fused (`sweep.fused`)."""
         uid = study.user_attrs["uid"]
         results = []
         bar = tqdm(
@@ -205,6 +210,7 @@ class OptunaSweep:
             disable=not progress,
         )
         repeats = 0
+        size = None  # the trials a group holds, known from the first trial's job config
         with bar:
             while True:
                 if progress:  # counting the study's trials is a storage round trip
@@ -215,31 +221,31 @@ class OptunaSweep:
                         fail_stale(study, store, settings)
                         # those whose worker died before claiming them
                         recover_interrupted(study, study._storage, store, settings, dead=False)
-                trial = None
+                # asked and not told yet, each with its heartbeat: a signal fails them all
+                running: dict[int, tuple[Any, ExitStack]] = {}
+                group: list[tuple[Any, list[str]]] = []  # the trials to run, with their jobs
+                nothing_new = None
                 try:
-                    # a signal during the ask waits until the trial is known, then lands here,
-                    # where it fails it (else a trial made but not yet returned stays RUNNING)
-                    with _signals_deferred():
-                        trial = ask_within_budget(study, settings, lock)
-                    if trial is None:
-                        if beats and _unfinished(study):
-                            # the budget is spent, but another worker's trial may yet die: wait,
-                            # so that the last worker standing leaves nothing RUNNING (a storage
-                            # with no heartbeat could never tell a dead worker's trial)
-                            time.sleep(min(beats, 5))
-                            continue
-                        break
-                    # its place in the budget, for the "[k/N, eta ...]" of its line
-                    place_next_trial(counted_trials(study), settings.n_trials, settings.n_jobs)
-                    with heartbeat(study, trial.number):
+                    while len(group) < (size or 1):
+                        # a signal during the ask waits until the trial is known, then lands
+                        # below, where it fails it (else a trial made but not yet returned
+                        # stays RUNNING)
+                        with _signals_deferred():
+                            trial = ask_within_budget(study, settings, lock)
+                            if trial is not None:
+                                running[trial.number] = (trial, ExitStack())
+                        if trial is None:
+                            break
+                        running[trial.number][1].enter_context(heartbeat(study, trial.number))
                         values = settings.space.sample(trial)
                         earlier = None if settings.allow_repeats else repeated(study, trial)
                         if earlier is not None:
                             give_back_repeat(study, trial, earlier)
+                            running.pop(trial.number)[1].close()
                             repeats += 1
                             if repeats < REPEATS_IN_A_ROW:
                                 continue
-                            print(_nothing_new(settings, repeats))
+                            nothing_new = _nothing_new(settings, repeats)
                             break
                         repeats = 0
                         # claimed once sampled: a claimed trial's parameters are all there to rerun
@@ -252,32 +258,87 @@ class OptunaSweep:
                             f"optuna.trial={trial.number}",
                             f"optuna.storage={_quoted(mask_password(settings.storage))}",
                         ]
-                        [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
-                    try:
-                        status, error = tell(study, trial, ret, settings, store)
-                    except OSError as e:
-                        if e.errno != errno.ENOSPC:
-                            raise
-                        reason = f"no space left on device writing {e.filename or store}"
-                        interrupt(study, trial, store, reason)
-                        return results, reason
+                        group.append((trial, job_overrides))
+                        if size is None:
+                            size = self._group_size(job_overrides)
+                    if not group:
+                        if nothing_new is None and beats and _unfinished(study):
+                            # the budget is spent, but another worker's trial may yet die: wait,
+                            # so that the last worker standing leaves nothing RUNNING (a storage
+                            # with no heartbeat could never tell a dead worker's trial)
+                            time.sleep(min(beats, 5))
+                            continue
+                        if nothing_new is not None:
+                            print(nothing_new)
+                        break
+                    rets = self._launch(group, study, settings)
+                    for _, beating in running.values():
+                        beating.close()
+                    states = []
+                    for (trial, _), ret in zip(group, rets, strict=True):
+                        try:
+                            status, error = tell(study, trial, ret, settings, store)
+                        except OSError as e:
+                            if e.errno != errno.ENOSPC:
+                                raise
+                            reason = f"no space left on device writing {e.filename or store}"
+                            for other, _ in running.values():
+                                interrupt(study, other, store, reason)
+                            return results, reason
+                        running.pop(trial.number)
+                        results.append(ret)
+                        states.append((status, error))
                 except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (`_sigterm_raises`)
                     _ignore_signals()
-                    if trial is not None:
+                    for trial, beating in running.values():
+                        beating.close()
                         interrupt(study, trial, store, f"interrupted by {_signal_name(e)}")
                     raise
-                results.append(ret)
                 # in a row across every worker of the study, not only this one's trials
-                failures = failures_in_a_row(study) if status == TrialState.FAIL else 0
+                failures = failures_in_a_row(study) if states[-1][0] == TrialState.FAIL else 0
                 if failures >= settings.max_failures:
                     bar.update(_finished(study) - bar.n)
                     return results, (
                         f"stopped after {failures} failed trials in a row "
-                        f"(hydra.sweeper.max_failures={settings.max_failures}); last: {error}"
+                        f"(hydra.sweeper.max_failures={settings.max_failures}); "
+                        f"last: {states[-1][1]}"
                     )
+                if nothing_new is not None:
+                    print(nothing_new)
+                    break
             if progress:
                 bar.update(_finished(study) - bar.n)
         return results, None
+
+    def _group_size(self, job_overrides: list[str]) -> int:
+        """How many trials to ask and run together (the ``fuse`` key, `sweep.fused.group_size`):
+        1 unless the jobs run in this process, where the first of a group can run the rest."""
+        if self.config.fuse == 1:
+            return 1
+        if getattr(self.launcher, "_repo", None) is None:  # not `ComposingLauncher`'s own jobs
+            log.info("fuse=%s: each trial runs alone under this launcher", self.config.fuse)
+            return 1
+        from sweep.fused import group_size
+
+        return group_size(self.launcher.job_config(job_overrides))
+
+    def _launch(self, group: list[tuple[Any, list[str]]], study, settings: StudySettings) -> list:
+        """Launch each trial's job in turn; the first of a group of several runs them all fused
+        (`sweep.fused.hand_over`), each later job returns its row."""
+        handed = nullcontext()
+        if len(group) > 1:
+            from sweep.fused import hand_over
+
+            handed = hand_over([self.launcher.job_config(ov) for _, ov in group])
+        rets = []
+        with handed:
+            counted = counted_trials(study)
+            for i, (trial, job_overrides) in enumerate(group):
+                # its place in the budget, for the "[k/N, eta ...]" of its line
+                place_next_trial(counted - len(group) + 1 + i, settings.n_trials, settings.n_jobs)
+                [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
+                rets.append(ret)
+        return rets
 
     def _spawn_workers(self, count: int, sweep_dir: Path) -> list[subprocess.Popen]:
         if count <= 0:
