@@ -656,3 +656,39 @@ def test_a_signal_fails_the_running_trials_and_stops_every_worker(tmp_path, sign
     assert all(t.user_attrs["interrupted"] for t in failed)
     df = load_results(tmp_path / "results")
     assert sorted(df.error[df.status == "failed"]) == [f"interrupted by {name}"] * 2
+
+
+@pytest.mark.slow
+def test_a_signal_fails_every_trial_of_a_fused_group(tmp_path):
+    """``fuse=2`` in a search: the two trials asked together run in the first one's job; a
+    SIGTERM there fails both as interrupted and queues both again, none is left RUNNING."""
+    sweeps = ["-m", "search=tradeoff", "hydra.sweeper.n_trials=4", "fuse=2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", *sweeps, *FAST, "finetune.epochs=200"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        try:
+            trials = study(tmp_path).get_trials(deepcopy=False)
+        except Exception:  # the database or the study is not there yet
+            continue
+        if [t.state.name for t in trials if "worker" in t.user_attrs] == ["RUNNING"] * 2:
+            break
+    else:
+        proc.kill()
+        raise AssertionError("the group of two never ran")
+    time.sleep(3)  # into the group's finetuning
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    s = study(tmp_path)
+    assert states(s) == ["FAIL", "FAIL", "WAITING", "WAITING"]
+    assert [t.user_attrs["error"] for t in s.trials[:2]] == ["interrupted by SIGTERM"] * 2
+    assert [t.user_attrs["retry_of"] for t in s.trials[2:]] == [0, 1]
