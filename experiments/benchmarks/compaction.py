@@ -3,8 +3,10 @@
 resnet18 and vgg11 (CIFAR-sized 32x32 inputs, 10 classes) pruned by ln_structured along output
 channels at several amounts. For each: the masked model as torch.nn.utils.prune leaves it
 (pruning hooks active), the same with masks folded into the weights (zeros, same shapes), and
-the compacted model (channels removed by Torch-Pruning). All timed side by side in one run,
-median of repeats after warm-up; ratios are against the dense model measured in the same run.
+the compacted model (channels removed by Torch-Pruning). Each is timed against the dense model
+in alternating rounds (`sweep.metrics.paired_latency`): a ratio is the median of the rounds'
+ratios, with its 95% interval. The models are built and pruned on the CPU and timed as copies
+on the device, so that the next amount prunes the dense model where its example input is.
 
     python experiments/benchmarks/compaction.py [--device cpu|cuda] [--amounts 0.25 0.5 0.75]
     python experiments/benchmarks/compaction.py --archs resnet50 --image-size 224 --amounts 0.5 \
@@ -19,7 +21,7 @@ import copy
 import torch
 from torch.nn.utils import prune
 
-from sweep.metrics import count_flops, count_params, latency_ms
+from sweep.metrics import count_flops, count_params, paired_latency
 from sweep.models import torchvision
 from sweep.pruning import (
     PruningMethod,
@@ -65,24 +67,42 @@ def main() -> None:
             folded = make_permanent(copy.deepcopy(_detached(masked))).eval()
             params = count_params(small) / count_params(dense)
             flops = count_flops(small, example) / count_flops(dense, example)
-            models = {"dense": dense, "masked": masked.eval(), "folded": folded, "compact": small}
+            models = {"masked": masked.eval(), "folded": folded, "compact": small}
             for batch in args.batches:
                 x = torch.randn(batch, 3, size, size, device=device)
                 repeats = 30 if batch == 1 else 8
-                times = {
-                    name: latency_ms(m.to(device), x, warmup=3, repeats=repeats)
-                    for name, m in models.items()
-                }
-                ratio = {k: v / times["dense"] for k, v in times.items()}
+                on_device = copy.deepcopy(dense).to(device)
+                ratio, spread = {}, {}
+                for kind, model in models.items():
+                    timed = paired_latency(
+                        on_device,
+                        _copy(model).to(device),
+                        x,
+                        warmup=3,
+                        repeats=repeats,
+                        max_repeats=5 * repeats,
+                        width=0.1,
+                    )
+                    low, mid, high = timed.speedup
+                    ratio[kind], spread[kind] = 1 / mid, (1 / low - 1 / high) / 2
+                    dense_ms = timed.dense_ms[1]
+                noisy = max(spread.values()) > 0.05
                 print(
-                    f"{name:9} {amount:6.2f} {batch:5d} {times['dense']:9.2f} "
+                    f"{name:9} {amount:6.2f} {batch:5d} {dense_ms:9.2f} "
                     f"{ratio['masked']:7.2f} {ratio['folded']:7.2f} {ratio['compact']:7.2f} "
                     f"{params:7.2f} {flops:7.2f}"
+                    + (f"  (noisy: +-{max(spread.values()):.2f})" if noisy else "")
                 )
     print(
         "masked/folded/compact: latency relative to dense; params, flops: compacted / dense. "
         "Targets at 0.5 on CPU: compact <= 0.40, params <= 0.30."
     )
+
+
+def _copy(model):
+    """A copy to time on the device: the model itself stays on the CPU, where the next amount
+    prunes it (a masked model's hooks come along)."""
+    return copy.deepcopy(_detached(model))
 
 
 def _detached(model):
