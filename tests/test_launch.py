@@ -165,3 +165,57 @@ def test_a_sweep_builds_its_dataset_once_and_a_single_run_every_time(tmp_path):
         result = run_cli(*FAST, "finetune.epochs=0", *dataset, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
     assert builds.read_text().count("built") == 4  # check and trial, each run
+
+
+@pytest.mark.parametrize("job", JOBS, ids=lambda j: " ".join(j[len(FIXED) :]))
+def test_a_job_runs_as_hydras_run_job_runs_it(job, tmp_path, monkeypatch):
+    """Same folder, same .hydra files byte for byte, same config for the task, same Hydra
+    config seen from inside it, same return, with fewer copies (issue 24)."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import run_job, setup_globals
+    from omegaconf import open_dict
+
+    from sweep.search._launch import _run_job
+
+    monkeypatch.chdir(tmp_path)
+    setup_globals()
+    loader, master = _master("hydra.sweep.dir=multirun/${hydra.job.name}")
+    context = HydraContext(config_loader=loader, callbacks=Callbacks(master))
+    launcher = ComposingLauncher(BasicLauncher(), context, None, master)
+    seen = []
+
+    def task(cfg):
+        hydra = HydraConfig.get()
+        seen.append((OmegaConf.to_yaml(cfg), OmegaConf.get_type(cfg), OmegaConf.is_struct(cfg)))
+        seen.append((hydra.runtime.output_dir, list(hydra.overrides.task), hydra.job.num))
+        return {"amount": cfg.amount}
+
+    returns = []
+    for n, run in enumerate((run_job, _run_job)):
+        cfg = launcher.job_config(list(job))
+        with open_dict(cfg):
+            cfg.hydra.job.id = cfg.hydra.job.num = n
+            cfg.hydra.sweep.subdir = "job"
+            cfg.hydra.sweep.dir = f"multirun/{n}"
+        if run is run_job:
+            returns.append(run(task, cfg, "hydra.sweep.dir", "hydra.sweep.subdir", context))
+        else:
+            returns.append(run(context, task, cfg))
+    ours, hydras = returns[1], returns[0]
+    folders = [tmp_path / f"multirun/{n}/job/.hydra" for n in (0, 1)]
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        expected = (folders[0] / name).read_text().replace("multirun/0", "multirun/1")
+        expected = expected.replace("num: 0", "num: 1").replace("id: '0'", "id: '1'")
+        assert (folders[1] / name).read_text() == expected, name
+    assert seen[2][0] == seen[0][0] and seen[2][1:] == seen[0][1:]
+    assert seen[3] == (str(folders[1].parent), seen[1][1], 1)
+    assert (ours.status, ours.return_value, ours.task_name) == (
+        hydras.status,
+        hydras.return_value,
+        hydras.task_name,
+    )
+    assert ours.overrides == hydras.overrides
+    assert ours.working_dir == hydras.working_dir.replace("multirun/0", "multirun/1")
+    assert OmegaConf.to_yaml(ours.cfg) == OmegaConf.to_yaml(hydras.cfg)
+    assert HydraConfig.instance().cfg is None or HydraConfig.get().job.num != 1

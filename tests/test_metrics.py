@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn.utils import prune
 from torch.utils.flop_counter import FlopCounterMode
 
+from sweep import metrics
 from sweep.metrics import (
     count_flops,
     count_nonzero,
@@ -16,7 +19,7 @@ from sweep.metrics import (
     removed_fraction,
     weight_numels,
 )
-from sweep.pruning import PruningMethod, Scope, prune_model
+from sweep.pruning import PruningMethod, Scope, make_permanent, prune_model
 
 
 class SelfAttention(nn.Module):
@@ -41,6 +44,38 @@ def test_flops_skip_zeros():
     prune.l1_unstructured(layer, "weight", 0.3)
     assert count_flops(model, torch.zeros(1, 10)) == dense - 2 * 30
     assert count_flops(model, torch.zeros(1, 10), zero_aware=False) == dense
+
+
+def _conv_net(stride: int) -> nn.Module:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, stride=stride)
+    return nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+
+def _masked(dense: nn.Module, amount: float) -> nn.Module:
+    model = copy.deepcopy(dense)
+    prune_model(model, PruningMethod("l1", prune.L1Unstructured), amount, Scope(("Conv2d",)))
+    make_permanent(model)
+    return model
+
+
+def test_flops_of_an_architecture_counted_before_equal_a_fresh_count():
+    x = torch.zeros(1, 3, 9, 9)
+    dense = _conv_net(1)
+    conv_flops = 2 * 27 * 8 * 49
+    fresh = {}
+    for amount in (0.25, 0.5, 0.75):
+        metrics._PROFILES.clear()
+        fresh[amount] = count_flops(_masked(dense, amount), x)
+    assert count_flops(dense, x) == conv_flops + 2 * 8 * 4
+    for amount, flops in fresh.items():
+        model = _masked(dense, amount)
+        passes = []
+        model.register_forward_hook(lambda *_, seen=passes: seen.append(1))
+        assert count_flops(model, x) == flops == conv_flops + 64 - round(conv_flops * amount)
+        assert passes == []  # the dense model's counted pass served: only zeros were counted
+    # the same tensor shapes with another stride are another architecture
+    assert count_flops(_conv_net(2), x) == 2 * 27 * 8 * 16 + 64
 
 
 def test_params_and_nonzero_follow_masks():

@@ -106,6 +106,41 @@ def test_acc_pruned_is_measured_before_finetuning(cfg_factory):
     assert finetuned["acc_finetuned"] > finetuned["acc_pruned"] + 0.2
 
 
+def test_rows_do_not_depend_on_what_the_process_measured_before(cfg_factory, tmp_path):
+    """The dense columns and FLOP counts a process keeps (issue 24) give the rows a fresh
+    process gives, and a trial with no finetuning reports its final model's own test pass."""
+    from sweep import load_model, metrics, trial
+    from sweep.plan import prepare
+    from sweep.training import evaluate
+
+    trials = [("method=ln_structured", "amount=0.5", "finetune.epochs=0"), ("amount=0.3",)]
+    run_trial(cfg_factory("amount=0.7"))  # the baseline, its columns and its FLOPs measured
+    warm = [run_trial(cfg_factory(*t)) for t in trials]
+    cold = []
+    for t in trials:
+        trial._DENSE.clear(), metrics._PROFILES.clear()
+        cold.append(run_trial(cfg_factory(*t)))
+    for w, c in zip(warm, cold, strict=True):
+        same = {k for k in w if not k.startswith(("time_", "started_at", "store_file"))}
+        assert {k: w[k] for k in same} == {k: c[k] for k in same}
+    model = load_model(warm[0]["trial_key"], tmp_path / "results")
+    test = prepare(cfg_factory(*trials[0])).data.test
+    assert evaluate(model, test) == (warm[0]["acc_finetuned"], warm[0]["loss_finetuned"])
+
+
+def test_a_rewritten_baseline_file_is_measured_again(cfg_factory, tmp_path):
+    import torch
+
+    first = run_trial(cfg_factory("finetune.epochs=0"))
+    [weights] = (tmp_path / "results" / "baselines").glob("*.pt")
+    state = torch.load(weights, weights_only=True)
+    torch.save({k: v * 0 if k.endswith("weight") else v for k, v in state.items()}, weights)
+    again = run_trial(cfg_factory("finetune.epochs=0"))
+    assert again["baseline_key"] == first["baseline_key"]
+    assert (first["acc_dense"] > 0.9, again["acc_dense"] < 0.2) == (True, True)
+    assert again["flops_dense"] < first["flops_dense"]  # zero weights: nothing multiplied
+
+
 def test_baseline_is_trained_once(cfg_factory, tmp_path):
     first = run_trial(cfg_factory("method=l1_unstructured", "amount=0.5"))
     second = run_trial(cfg_factory("method=ln_structured", "amount=0.25"))

@@ -26,7 +26,7 @@ from sweep.data import Dataset
 from sweep.hashing import config_hash
 from sweep.training import evaluate, train
 
-__all__ = ["baseline_key", "load_or_train"]
+__all__ = ["baseline_key", "load_or_train", "weights_file"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def load_or_train(
     key = baseline_key(settings)
     folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    weights, facts = folder / f"{key}.pt", folder / f"{key}.json"
+    weights, facts = weights_file(folder, key), folder / f"{key}.json"
     snapshot = None if rewind_epoch is None else folder / f"{key}.epoch{rewind_epoch}.pt"
     with locked(folder / f"{key}.lock"):
         if weights.exists() and facts.exists():
@@ -117,6 +117,11 @@ def load_or_train(
         log.info("dense baseline %s trained in %.1f s, saved to %s", key, info["time_s"], weights)
         rewind = {} if snapshot is None else {"rewind_state": _load(snapshot, model)}
         return {**info, "trained": True, **rewind}
+
+
+def weights_file(cache_dir: str | os.PathLike, key: str) -> Path:
+    """Where `load_or_train` keeps the weights of the baseline ``key``."""
+    return Path(cache_dir) / f"{key}.pt"
 
 
 def _snapshot(

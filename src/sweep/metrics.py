@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,15 +52,63 @@ def count_flops(model: nn.Module, example: torch.Tensor, *, zero_aware: bool = T
     that is non-zero, and so are those of ``nn.MultiheadAttention``'s projections: the work that
     remains when multiplications by zero are skipped.
 
+    The counted pass is kept per architecture (the model's modules, their settings and tensor
+    shapes) and input shape: a later model of the same architecture, such as every masked trial
+    of one baseline, only has its zeros counted. FLOPs follow from shapes, not values, so
+    the figure is the one a fresh count gives.
+
     Example:
         >>> count_flops(nn.Linear(4, 3, bias=False), torch.zeros(1, 4))
         24
     """
     model.eval()
-    inputs: dict[nn.Module, tuple[tuple, dict]] = {}
+    key = _architecture(model, example, zero_aware)
+    profile = _PROFILES.pop(key, None) or _count_pass(model, example, zero_aware)
+    _PROFILES[key] = profile  # most recently used last
+    while len(_PROFILES) > _KEPT_PROFILES:
+        del _PROFILES[next(iter(_PROFILES))]
+    modules = dict(model.named_modules())
+    skipped = sum(profile.skipped(name, modules[name]) for name in profile.inputs)
+    return int(profile.total - skipped)
+
+
+@dataclass
+class _FlopProfile:
+    """One counted forward pass: its total, and the inputs each watched layer first saw (by
+    name), from which a layer's own FLOPs are counted once, when it first has zeros."""
+
+    total: int
+    inputs: dict[str, tuple[tuple, dict]]
+    layer_flops: dict[str, int] = field(default_factory=dict)
+
+    def skipped(self, name: str, module: nn.Module) -> float:
+        """FLOPs ``module`` would not spend on the zeros of its weights."""
+        args, kwargs = self.inputs[name]
+        if isinstance(module, nn.MultiheadAttention):
+            return _skipped_attention_flops(module, args, kwargs)
+        density = float(torch.count_nonzero(module.weight)) / module.weight.numel()
+        if density == 1.0:
+            return 0
+        if name not in self.layer_flops:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                module(*args, **kwargs)
+            self.layer_flops[name] = counter.get_total_flops()
+        return round(self.layer_flops[name] * (1.0 - density))
+
+
+# Counted passes by architecture: a sweep's trials share a few (the dense model, its masked
+# trials, compacted ones of one shape); each holds a single example's activations.
+_PROFILES: dict[tuple, _FlopProfile] = {}
+_KEPT_PROFILES = 8
+
+
+def _count_pass(model: nn.Module, example: torch.Tensor, zero_aware: bool) -> _FlopProfile:
+    names = {m: name for name, m in model.named_modules()}
+    inputs: dict[str, tuple[tuple, dict]] = {}
 
     def keep_inputs(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        inputs.setdefault(module, (args, kwargs))
+        inputs.setdefault(names[module], (args, kwargs))
 
     watched = [m for m in model.modules() if isinstance(m, _WEIGHTED)] if zero_aware else []
     hooks = [m.register_forward_pre_hook(keep_inputs, with_kwargs=True) for m in watched]
@@ -75,8 +124,20 @@ def count_flops(model: nn.Module, example: torch.Tensor, *, zero_aware: bool = T
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in hooks:
             h.remove()
-    skipped = sum(_skipped_flops(m, *given) for m, given in inputs.items())
-    return int(counter.get_total_flops() - skipped)
+    return _FlopProfile(counter.get_total_flops(), inputs)
+
+
+def _architecture(model: nn.Module, example: torch.Tensor, zero_aware: bool) -> tuple:
+    """What the counted pass depends on: module classes and settings (their ``repr``), tensor
+    names and shapes (a masked layer's ``weight_orig`` too), the input's shape."""
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    return (
+        repr(model),
+        tuple(type(m) for m in model.modules()),
+        tuple((name, tuple(t.shape), t.dtype, t.device) for name, t in tensors),
+        (tuple(example.shape), example.dtype, example.device),
+        zero_aware,
+    )
 
 
 @torch.no_grad()
@@ -278,19 +339,6 @@ def layer_table(
         for (layer, param), t in _weights(model)
         if layer in amounts or isinstance(modules[layer], _WEIGHTED)
     ]
-
-
-def _skipped_flops(module: nn.Module, args: tuple, kwargs: dict) -> float:
-    """FLOPs ``module`` would not spend on the zeros of its weights, for the given inputs."""
-    if isinstance(module, nn.MultiheadAttention):
-        return _skipped_attention_flops(module, args, kwargs)
-    density = float(torch.count_nonzero(module.weight)) / module.weight.numel()
-    if density == 1.0:
-        return 0
-    counter = FlopCounterMode(display=False)
-    with counter:
-        module(*args, **kwargs)
-    return round(counter.get_total_flops() * (1.0 - density))
 
 
 def _skipped_attention_flops(attention: nn.MultiheadAttention, args: tuple, kwargs: dict) -> int:

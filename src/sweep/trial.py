@@ -33,7 +33,7 @@ from sweep._version import __version__
 from sweep.data import Dataset
 from sweep.errors import ConfigError, TrialFailed
 from sweep.export import save_model
-from sweep.hashing import key_view, mask_password
+from sweep.hashing import config_hash, key_view, mask_password
 from sweep.latency import _latency, _measures_latency, _semi_structured_plan
 from sweep.plan import (
     Plan,
@@ -201,7 +201,9 @@ def _from_pruned(
     except optuna.TrialPruned as e:
         return _stopped(row, pruned, e)
     row["time_finetune_s"] = time.perf_counter() - t
-    return _after_finetune(cfg, plan, row, pruned, rid)
+    # no epoch, no schedule, no rewinding: the model is the one measured before finetuning
+    unchanged = cfg.finetune.epochs == 0 and pruned.rewind_state is None
+    return _after_finetune(cfg, plan, row, pruned, rid, pruned.untrained if unchanged else None)
 
 
 @dataclass
@@ -217,6 +219,9 @@ class _Pruned:
     reference: nn.Module | None  # the dense model, timed against the result (`_latency`)
     semi: bool
     rewind_state: dict[str, torch.Tensor] | None
+    # the test (accuracy, loss) of `model` as it enters finetuning; None when the columns
+    # before finetuning were measured on a copy (a schedule prunes during finetuning)
+    untrained: tuple[float, float] | None = None
 
 
 def _until_finetune(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> _Pruned:
@@ -226,14 +231,11 @@ def _until_finetune(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> _Pruned
     dense = _load_baseline(cfg, plan, model, data)
     row["baseline_key"], row["baseline_trained"] = dense["key"], dense["trained"]
     example = data.test.inputs(1)
-    # accuracy first: it fails on NaN outputs, which FLOPs and latency would measure happily
-    row["acc_dense"], _ = evaluate(model, data.test, desc="dense model")
-    row["flops_dense"] = metrics.count_flops(model, example)
+    row.update(_dense_columns(cfg, plan, model, data, example, dense["key"]))
     # the dense model, timed against the pruned one at the end, in the same moments
     reference = copy.deepcopy(model) if _measures_latency(cfg) else None
 
     dense_numel = metrics.weight_numels(model)
-    row["size_bytes_dense"] = sparse.dense_size(model.state_dict())
     row["compacted"], row["compact_error"] = False, None
     semi = _semi_structured_plan(cfg, plan, row)
     if row["skipped_layers"]:
@@ -259,15 +261,15 @@ def _until_finetune(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> _Pruned
         targets = plan_pruning(model, plan.method, amount, plan.scope)
     amounts = {t.name: t.amount for t in targets}  # the layers in scope, each with its amount
     row["time_prune_s"] = time.perf_counter() - t
-    row["acc_pruned"], _ = evaluate(probe, data.test, desc="pruned model")
+    measured = evaluate(probe, data.test, desc="pruned model")
+    row["acc_pruned"] = measured[0]
     row["recalibrated"] = recalibrate_batchnorm(
         probe, data.train, cfg.recalibrate.batches, cfg.finetune.batch_size, seed=cfg.seed
     )
-    row["acc_recalibrated"] = (
-        evaluate(probe, data.test, desc="recalibrated model")[0]
-        if row["recalibrated"]
-        else row["acc_pruned"]  # no BatchNorm, or recalibrate.batches=0: nothing was done
-    )
+    if row["recalibrated"]:  # else no BatchNorm, or recalibrate.batches=0: nothing was done
+        measured = evaluate(probe, data.test, desc="recalibrated model")
+    row["acc_recalibrated"] = measured[0]
+    untrained = measured if probe is model else None
     del probe
     return _Pruned(
         model,
@@ -279,7 +281,54 @@ def _until_finetune(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> _Pruned
         reference,
         semi,
         dense.get("rewind_state"),
+        untrained,
     )
+
+
+# The dense model's columns, by what decides them: the baseline's weights (their file as it is
+# now), the data, the device and layout. A sweep's trials share them; one entry is kept, as for
+# the datasets (`sweep.plan`).
+_DENSE: dict[tuple, dict[str, Any]] = {}
+
+
+def _dense_columns(
+    cfg: DictConfig,
+    plan: Plan,
+    model: nn.Module,
+    data: Dataset,
+    example: torch.Tensor,
+    baseline_key: str,
+) -> dict[str, Any]:
+    """``acc_dense``, ``flops_dense`` and ``size_bytes_dense`` of the baseline in ``model``,
+    measured once per baseline, data and device in this process."""
+    key = (
+        _weights_stamp(cfg, plan, baseline_key),
+        config_hash(plan.resolved["dataset"]),  # the content's fingerprint included
+        str(plan.device),
+        bool(cfg.get("channels_last")),
+    )
+    if key not in _DENSE:
+        # accuracy first: it fails on NaN outputs, which FLOPs would count happily
+        acc, _ = evaluate(model, data.test, desc="dense model")
+        columns = {
+            "acc_dense": acc,
+            "flops_dense": metrics.count_flops(model, example),
+            "size_bytes_dense": sparse.dense_size(model.state_dict()),
+        }
+        _DENSE.clear()
+        _DENSE[key] = columns
+    model.eval()  # as measuring leaves it: what follows (importance scores) runs in eval mode
+    return dict(_DENSE[key])
+
+
+def _weights_stamp(cfg: DictConfig, plan: Plan, baseline_key: str) -> tuple:
+    """The dense weights' identity: a checkpoint's key is its content's; a cached baseline
+    is also its file as it is now, so that a file rewritten in place is measured again."""
+    if plan.resolved["model"].get("checkpoint"):
+        return (baseline_key,)
+    file = baseline.weights_file(cfg.store.baselines, baseline_key)
+    stat = file.stat()
+    return (baseline_key, str(file.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def _stopped(row: dict[str, Any], pruned: _Pruned, e: optuna.TrialPruned) -> list[dict[str, Any]]:

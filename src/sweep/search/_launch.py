@@ -1,26 +1,41 @@
-"""Launching a sweep's jobs without composing every job's config from the files again.
+"""Launching a sweep's jobs without composing every job's config from the files again, nor
+copying and writing it more often than the job needs.
 
 Hydra's basic launcher recomposes each job's whole config: it reads the config files, builds
 the defaults list, merges every group and applies the job's overrides, which costs more
 than asking and telling the study together. A sweep's jobs differ only in their sampled
 values and, sometimes, in a group choice (``method=ln_structured``). `ComposingLauncher`
 composes the config once per distinct set of group choices and applies each job's other
-overrides to a copy, as Hydra itself applies them after composing; the job is then run by
-Hydra's own ``run_job``, so its folder, its ``.hydra/`` files and its logging are Hydra's.
+overrides to a copy, as Hydra itself applies them after composing. The job then runs as
+Hydra's own ``run_job`` runs it (`_run_job`): the same folder, the same ``.hydra/`` files and
+the same logging.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+from hydra import version
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobRuntime,
+    JobStatus,
+    _flush_loggers,
+    configure_log,
+    env_override,
+    setup_globals,
+)
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf._utils import get_omega_conf_dumper
 from omegaconf.errors import OmegaConfBaseException
 
 log = logging.getLogger(__name__)
@@ -45,6 +60,7 @@ class ComposingLauncher:
         self.config = config
         self._parser = OverridesParser.create()
         self._composed: dict[tuple[str, ...], DictConfig] = {}
+        self._pickled: dict[tuple[str, ...], bytes] = {}
         self._repo = self._group_repository() if _is_basic(fallback) else None
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
@@ -60,15 +76,7 @@ class ComposingLauncher:
             with open_dict(job_cfg):
                 job_cfg.hydra.job.id = idx
                 job_cfg.hydra.job.num = idx
-            runs.append(
-                run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=self.task_function,
-                    config=job_cfg,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
-            )
+            runs.append(_run_job(self.hydra_context, self.task_function, job_cfg))
             configure_log(hydra_cfg.hydra_logging, hydra_cfg.verbose)
         return runs
 
@@ -82,7 +90,10 @@ class ComposingLauncher:
         if base is None:
             base = loader.load_sweep_config(self.config, list(composing))
             self._composed[composing] = base
-        cfg = copy.deepcopy(base)
+            # unpickling a copy takes a third of deepcopy's time (OmegaConf pickles types,
+            # flags and parents)
+            self._pickled[composing] = pickle.dumps(base)
+        cfg = pickle.loads(self._pickled[composing])
         values = [o for o, c in zip(parsed, composes, strict=True) if not c]
         try:
             type(loader)._apply_overrides_to_config(values, cfg)
@@ -116,6 +127,119 @@ class ComposingLauncher:
             log.debug("composing every job with Hydra's launcher", exc_info=True)
             return None
         return repo
+
+
+def _run_job(hydra_context: Any, task_function: Any, config: DictConfig) -> JobReturn:
+    """Hydra's ``run_job(..., "hydra.sweep.dir", "hydra.sweep.subdir")`` for a config of its own
+    (`ComposingLauncher.job_config`), with what a small trial would wait on left out: Hydra
+    copies the Hydra node three times and the whole config once, and writes each ``.hydra``
+    file from scratch; here the node is copied once, the task's config is copied without it,
+    and the YAML of the parts the jobs share is kept (`_yaml`). The same folder, the same files
+    byte for byte, the same logging, callbacks and return value.
+    """
+    callbacks = hydra_context.callbacks
+    old_cwd = os.getcwd()
+    orig_hydra_cfg = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)  # the sweep dir may read ${hydra:...}
+    output_dir = str(OmegaConf.select(config, "hydra.sweep.dir"))
+    output_dir = os.path.join(output_dir, str(OmegaConf.select(config, "hydra.sweep.subdir")))
+    hydra_cfg = HydraConfig.instance().cfg
+    for node in (config.hydra.runtime, hydra_cfg.hydra.runtime):  # Hydra: set, then copy again
+        with read_write(node), open_dict(node):
+            node.output_dir = os.path.abspath(output_dir)
+    chdir = False
+    try:
+        ret = JobReturn()
+        task_cfg = _without_hydra(config)
+        ret.cfg, ret.hydra_cfg = task_cfg, hydra_cfg
+        ret.overrides = OmegaConf.to_container(config.hydra.overrides.task)
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        chdir = hydra_cfg.hydra.job.chdir
+        if chdir is None:
+            chdir = not version.base_at_least("1.2")  # Hydra warns about the older default
+        if chdir:
+            os.chdir(output_dir)
+            ret.working_dir = output_dir
+        else:
+            ret.working_dir = os.getcwd()
+        configure_log(config.hydra.job_logging, config.hydra.verbose)
+        if config.hydra.output_subdir is not None:
+            files = Path(config.hydra.runtime.output_dir) / Path(config.hydra.output_subdir)
+            files.mkdir(parents=True, exist_ok=True)
+            for name, node in (
+                ("config.yaml", task_cfg),
+                ("hydra.yaml", hydra_cfg),
+                ("overrides.yaml", config.hydra.overrides.task),
+            ):
+                (files / name).write_text(_yaml(node), encoding="utf-8")
+        with env_override(hydra_cfg.hydra.job.env_set):
+            callbacks.on_job_start(config=config, task_function=task_function)
+            try:
+                ret.return_value = task_function(task_cfg)
+                ret.status = JobStatus.COMPLETED
+            except Exception as e:
+                ret.return_value = e
+                ret.status = JobStatus.FAILED
+        ret.task_name = JobRuntime.instance().get("name")
+        _flush_loggers()
+        callbacks.on_job_end(config=config, job_return=ret)
+        return ret
+    finally:
+        HydraConfig.instance().cfg = orig_hydra_cfg
+        if chdir:
+            os.chdir(old_cwd)
+
+
+def _without_hydra(config: DictConfig) -> DictConfig:
+    """What Hydra gives the task, a copy of ``config`` less its ``hydra`` node, copied without
+    copying that node first (the largest part of it)."""
+    content = config.__dict__["_content"]
+    config.__dict__["_content"] = {k: v for k, v in content.items() if k != "hydra"}
+    try:
+        return pickle.loads(pickle.dumps(config))  # a deep copy, faster than deepcopy
+    finally:
+        config.__dict__["_content"] = content
+
+
+# YAML of a config's top-level entries (and of the Hydra node's), by their content: a sweep's
+# jobs differ in a few of them. Bounded: the entries that change do so every job.
+_YAML_PARTS: dict[tuple[str, str], str] = {}
+_KEPT_PARTS = 256
+
+
+def _yaml(node: Any) -> str:
+    """``OmegaConf.to_yaml(node)``, byte for byte, from the YAML of each top-level entry (each
+    child of ``hydra`` for the Hydra node): in block style, an entry's lines do not depend on
+    its siblings; each is dumped below its own parents, so it wraps at the same column."""
+    container = OmegaConf.to_container(node, resolve=False, enum_to_str=True)
+    if not isinstance(container, dict) or not container:
+        return _dump(container)
+    if list(container) == ["hydra"] and isinstance(container["hydra"], dict) and container["hydra"]:
+        parts = [_part({"hydra": {k: v}}, "hydra:\n") for k, v in container["hydra"].items()]
+        return "hydra:\n" + "".join(parts)
+    return "".join(_part({k: v}, "") for k, v in container.items())
+
+
+def _part(entry: dict, head: str) -> str:
+    key = (head, repr(entry))
+    text = _YAML_PARTS.get(key)
+    if text is None:
+        text = _dump(entry).removeprefix(head)
+        if len(_YAML_PARTS) >= _KEPT_PARTS:
+            _YAML_PARTS.clear()
+        _YAML_PARTS[key] = text
+    return text
+
+
+def _dump(container: Any) -> str:
+    # as OmegaConf.to_yaml dumps
+    return yaml.dump(
+        container,
+        default_flow_style=False,
+        allow_unicode=True,
+        sort_keys=False,
+        Dumper=get_omega_conf_dumper(),
+    )
 
 
 def _is_basic(launcher: Any) -> bool:
