@@ -72,7 +72,7 @@ from sweep.search._study import (
 )
 from sweep.search._summary import summary
 from sweep.search._tell import FINISHED, failures_in_a_row, tell
-from sweep.search._workers import Workers, check_storage, start_workers
+from sweep.search._workers import Workers, start_workers
 from sweep.search._workers import threads as _threads
 from sweep.store import clean
 
@@ -110,7 +110,6 @@ class OptunaSweep:
 
         try:
             settings, fixed = self._settings(arguments)
-            check_storage(self.launcher, settings)
             if os.environ.get(WORKER_ENV, "0") != "0":
                 # a local helper: the real storage URL comes from its parent, never from argv
                 settings = dataclasses.replace(settings, storage=os.environ[STORAGE_ENV])

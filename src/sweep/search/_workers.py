@@ -22,16 +22,26 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweep._env import STORAGE_ENV, WORKER_ENV
 from sweep.errors import ConfigError
 from sweep.search._study import GRPC, StudySettings
 
-__all__ = ["LocalWorkers", "SubmititWorker", "SubmititWorkers", "check_storage", "start_workers"]
+__all__ = [
+    "LocalWorkers",
+    "SubmititWorker",
+    "SubmititWorkers",
+    "check_storage",
+    "start_workers",
+    "submitit_executor",
+]
 
-# by name: Hydra's plugin scan may import its plugin modules a second time
-SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.BaseSubmititLauncher"
+# hydra/launcher=submitit_slurm and submitit_local, by the launchers they name
+_SUBMITIT_TARGETS = {
+    f"hydra_plugins.hydra_submitit_launcher.submitit_launcher.{name}Launcher": name.lower()
+    for name in ("Slurm", "Local")
+}
 # What a worker started by the sweep leaves out of the command's Hydra overrides: each worker
 # is one (n_jobs), a multirun (mode), and writes where the command writes (sweep.dir).
 _NOT_FOR_WORKERS = ("hydra.sweeper.n_jobs=", "hydra.mode=", "hydra.sweep.dir=")
@@ -62,14 +72,16 @@ def start_workers(
         settings: The study's settings; the real storage URL is in ``STORAGE_ENV`` already.
         sweep_dir: ``hydra.sweep.dir``; the workers write their folders and logs under it.
     """
-    launcher = getattr(launcher, "fallback", launcher)
-    if is_submitit(launcher):
+    if submitit_executor(config) is not None:
+        launcher = getattr(launcher, "fallback", launcher)
         return SubmititWorkers.start(launcher, config, settings.n_jobs, sweep_dir)
     return LocalWorkers.start(config, settings.n_jobs - 1, sweep_dir)
 
 
-def check_storage(launcher: Any, settings: StudySettings) -> None:
-    """Refuse a storage that workers started as submitit jobs cannot share or recover on.
+def check_storage(config: DictConfig, settings: StudySettings) -> None:
+    """Refuse a storage that the workers ``config``'s launcher starts as submitit jobs cannot
+    share or recover on; called with the study's settings (`study_settings`), before anything
+    is written.
 
     Raises:
         ConfigError: Under a submitit launcher: an in-memory SQLite database (each job would
@@ -77,21 +89,24 @@ def check_storage(launcher: Any, settings: StudySettings) -> None:
             file, the gRPC proxy, or ``heartbeat_interval=null``), on which the trial of a
             worker SLURM kills on another node would stay RUNNING.
     """
-    launcher = getattr(launcher, "fallback", launcher)
-    if not is_submitit(launcher):
+    executor = submitit_executor(config)
+    if executor is None:
         return
-    url, kind = settings.storage, f"hydra/launcher=submitit_{launcher._EXECUTOR}"
+    url, kind = settings.storage, f"hydra/launcher=submitit_{executor}"
     if url.partition("?")[0] in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url:
         raise ConfigError(
             f"hydra.sweeper.storage={url!r} is in memory, which the workers that {kind} starts "
             "cannot share; accepted: a database URL (postgresql://, mysql://) or a sqlite:/// "
             "file on a file system every job sees"
         )
-    if launcher._EXECUTOR != "slurm":
+    if executor != "slurm":
         return  # one machine: a dead worker is told by its pid (`recover_interrupted`)
     if "://" not in url or url.startswith(GRPC) or settings.heartbeat_interval is None:
-        what = "a journal file" if "://" not in url else url.partition("://")[0] + "://"
-        if settings.heartbeat_interval is None and "://" in url and not url.startswith(GRPC):
+        if "://" not in url:
+            what = "a journal file"
+        elif url.startswith(GRPC):
+            what = "the gRPC storage proxy"
+        else:
             what = "hydra.sweeper.heartbeat_interval=null"
         raise ConfigError(
             f"{kind} with {what}: a worker SLURM stops on another node would leave its trial "
@@ -101,9 +116,11 @@ def check_storage(launcher: Any, settings: StudySettings) -> None:
         )
 
 
-def is_submitit(launcher: Any) -> bool:
-    """Whether ``launcher`` is one of hydra-submitit-launcher's (``submitit_slurm``/``_local``)."""
-    return any(f"{k.__module__}.{k.__qualname__}" == SUBMITIT for k in type(launcher).__mro__)
+def submitit_executor(config: DictConfig) -> str | None:
+    """``slurm`` or ``local`` when ``config``'s Hydra launcher is hydra-submitit-launcher's
+    (``hydra/launcher=submitit_slurm`` or ``submitit_local``); ``None`` for any other."""
+    target = OmegaConf.select(config, "hydra.launcher._target_", default=None)
+    return _SUBMITIT_TARGETS.get(target)
 
 
 def worker_arguments(config: DictConfig, sweep_dir: Path) -> list[str]:
@@ -194,6 +211,12 @@ class SubmititWorkers(Workers):
     def wait(self) -> list[str]:
         lines = []
         for job in self.jobs:
+            job.wait()
+            state = job.state.split()[0]  # sacct's, such as "CANCELLED by 1000"
+            if self.executor == "slurm" and state != "COMPLETED":
+                # TIMEOUT, CANCELLED, NODE_FAIL...: SLURM ended it, and it left no result
+                lines.append(f"worker job {job.job_id} ended {state}; " + _log(job))
+                continue
             try:
                 code = job.result()
             except Exception as e:  # submitit's: no result (killed), or the job's traceback
@@ -266,7 +289,6 @@ def make_executor(launcher: Any) -> Any:
     ``hydra.launcher.*`` settings as the jobs' resources, as the launcher passes them."""
     import submitit
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-    from omegaconf import OmegaConf
 
     kind, params = launcher._EXECUTOR, dict(launcher.params)
     init = {"folder": params.pop("submitit_folder")}
