@@ -93,7 +93,9 @@ def test_submitit_slurm_settings_reach_the_sbatch_script(tmp_path):
     assert not any(
         a.startswith(("hydra.launcher.", "hydra/launcher=submitit")) for a in worker.arguments
     )
-    assert [d.args for d in submitted] == [(1,), (9,), (17,)]  # 8 workers (tasks) per job
+    # 8 workers (tasks) per job, task K pinned to GPU K: worker numbers 8-15, 16-23, 24-31
+    assert [d.args for d in submitted] == [(8,), (16,), (24,)]
+    assert "#SBATCH --signal=USR2@120" in script  # the worker's notice of its time limit
     # the stand-in sacct says every job failed: the command says so, and nothing is left running
     assert result.returncode == 1
     assert result.stderr.count("worker job 4242_") == 3

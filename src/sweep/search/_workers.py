@@ -190,7 +190,9 @@ class SubmititWorkers(Workers):
             # workers that share one machine share its cores (all of them, on one's own)
             sharing=n_jobs * tasks if launcher._EXECUTOR == "local" else 0,
         )
-        jobs = executor.map_array(worker, [i * tasks + 1 for i in range(n_jobs)])
+        # worker numbers from `tasks` on (0 is the command): task K of a job is worker K mod
+        # `tasks`, which pins it to GPU K when a node has as many GPUs as tasks
+        jobs = executor.map_array(worker, [(i + 1) * tasks for i in range(n_jobs)])
         kind = "SLURM" if launcher._EXECUTOR == "slurm" else "submitit local"
         print(
             f"started {n_jobs} worker(s) as {kind} job(s) {', '.join(j.job_id for j in jobs)}; "
@@ -270,12 +272,6 @@ class SubmititWorker:
         except SystemExit as e:
             return e.code if isinstance(e.code, int) else 1
         return 0
-
-    def checkpoint(self, first: int) -> Any:
-        """Submitit's requeue (``hydra.launcher.max_num_timeout``) starts the worker again."""
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self, first)
 
     def _threads(self, tasks: int) -> int:
         cores = len(os.sched_getaffinity(0))
