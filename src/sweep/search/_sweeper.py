@@ -22,13 +22,12 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -74,6 +73,8 @@ from sweep.search._study import (
 )
 from sweep.search._summary import summary
 from sweep.search._tell import FINISHED, failures_in_a_row, tell
+from sweep.search._workers import Workers, start_workers
+from sweep.search._workers import threads as _threads
 from sweep.store import clean
 
 log = logging.getLogger(__name__)
@@ -151,30 +152,31 @@ class OptunaSweep:
                     f"study {settings.study_name}: failed and requeued {recovered} trial(s) "
                     "left running by a worker that died"
                 )
-            helpers = self._spawn_workers(settings.n_jobs - 1, sweep_dir)
+            workers = start_workers(self.launcher, self.config, settings, sweep_dir)
         else:
-            helpers = []
-        signum = None
+            workers = Workers()
+        signum, ended_badly = None, None
+        results, stop = [], None
         try:
             progress = worker == 0 and show_progress(self.config.progress)
             pin = self._gpu(worker)
             with _sigterm_raises():
-                results, stop = self._work(study, settings, [*fixed, *pin], store, lock, progress)
+                if workers.here:  # else the workers are all jobs, and this waits for them
+                    results, stop = self._work(
+                        study, settings, [*fixed, *pin], store, lock, progress
+                    )
+                ended_badly = workers.wait()
         except KeyboardInterrupt as e:
             _ignore_signals()  # the trial is failed already; the rest must not be cut short
             signum = getattr(e, "signum", signal.SIGINT)
-            for proc in helpers:  # helpers started by a terminal got a Ctrl-C themselves
-                with suppress(ProcessLookupError):
-                    proc.send_signal(signum)
+            workers.signal(signum)
         finally:
-            for i, proc in enumerate(helpers, start=1):
-                if proc.wait() != 0 and signum is None:
-                    print(
-                        f"worker {i} exited with code {proc.returncode}; its output is in "
-                        f"{sweep_dir / f'worker-{i}.log'}",
-                        file=sys.stderr,
-                    )
-        if signum is not None:
+            if ended_badly is None:  # stopped before it waited for them
+                ended_badly = workers.wait()
+        if signum is None:
+            for line in ended_badly:
+                print(line, file=sys.stderr)
+        else:
             fail(
                 f"interrupted by {signal.Signals(signum).name}; its running trials are failed and "
                 "queued again: rerun the command to go on",
@@ -184,6 +186,8 @@ class OptunaSweep:
             print(summary(study, settings, store))
         if stop:
             fail(stop, code=1)
+        if not workers.here and ended_badly:
+            fail(f"{len(ended_badly)} worker job(s) did not end well (above)", code=1)
         return results
 
     def _settings(self, arguments: Sequence[str]) -> tuple[StudySettings, list[str]]:
@@ -340,31 +344,6 @@ class OptunaSweep:
                 rets.append(ret)
         return rets
 
-    def _spawn_workers(self, count: int, sweep_dir: Path) -> list[subprocess.Popen]:
-        if count <= 0:
-            return []
-        task = list(self.config.hydra.overrides.task)
-        hydra_args = [
-            o
-            for o in self.config.hydra.overrides.hydra
-            if not o.startswith(("hydra.sweeper.n_jobs=", "hydra.mode=", "hydra.sweep.dir="))
-        ]
-        cmd = [
-            sys.executable,
-            "-m",
-            "sweep",
-            "--multirun",
-            *task,
-            *hydra_args,
-            f"hydra.sweep.dir='{sweep_dir}'",
-        ]
-        procs = []
-        for i in range(1, count + 1):
-            env = {**os.environ, WORKER_ENV: str(i), "SWEEP_THREADS": str(_threads(count + 1))}
-            out = open(sweep_dir / f"worker-{i}.log", "w")  # noqa: SIM115 - closed with the process
-            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
-        return procs
-
 
 class Interrupted(KeyboardInterrupt):
     """What SIGTERM raises in a worker, as SIGINT raises ``KeyboardInterrupt``: a trial stops
@@ -516,10 +495,6 @@ def _finished(study: optuna.Study) -> int:
     stale = stale_trials(study)
     trials = study.get_trials(deepcopy=False, states=FINISHED)
     return sum(1 for t in trials if counts(t, stale))
-
-
-def _threads(n_jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // n_jobs)
 
 
 def _limit_threads(n_jobs: int) -> None:
