@@ -14,7 +14,7 @@ from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY
 from sweep.search._layerwise import layer_params
 from sweep.search._space import SearchSpace
-from sweep.search._study import StudySettings, check_storage_folder
+from sweep.search._study import StudySettings, check_gpu_count, check_storage_folder
 
 
 def study_settings(
@@ -53,6 +53,7 @@ def study_settings(
     settings = StudySettings.from_config(node, space)
     if trial_cfg is not None:
         check_storage_folder(settings.storage, trial_cfg.store.path)
+        check_gpu_count(settings.n_jobs, trial_cfg)
     return settings, fixed
 
 

@@ -172,6 +172,27 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def check_gpu_count(n_jobs: int, trial_cfg: Any) -> None:
+    """Refuse ``n_jobs`` workers of ``distributed.nproc`` GPUs each when they need more GPUs
+    than are visible (a trial on CUDA only; each local worker takes its own block of GPUs).
+
+    Raises:
+        ConfigError: One line with the counts and what is accepted.
+    """
+    from sweep.plan import resolve_device
+
+    nproc = (trial_cfg.get("distributed") or {}).get("nproc", 1)
+    if nproc == 1 or resolve_device(str(trial_cfg.device)).type != "cuda":
+        return
+    visible = visible_gpus()
+    if n_jobs * nproc > visible:
+        raise ConfigError(
+            f"hydra.sweeper.n_jobs={n_jobs} workers x distributed.nproc={nproc} need "
+            f"{n_jobs * nproc} GPUs and {visible} are visible; accepted: n_jobs x nproc <= "
+            f"{visible}"
+        )
+
+
 def gpu_for_worker(worker: int, gpus: int) -> int | None:
     """The GPU local worker ``worker`` (0 for the first) runs on: spread round-robin over the
     ``gpus`` visible ones, so that every GPU gets a worker before any gets two.
