@@ -183,6 +183,10 @@ def test_local_workers_spread_over_the_visible_gpus():
 
     assert [gpu_for_worker(i, 4) for i in range(6)] == [0, 1, 2, 3, 0, 1]
     assert gpu_for_worker(3, 0) is None  # no GPU: the trial's own device
+    # trials of nproc ranks: worker K takes block K of nproc GPUs (device=cuda:K)
+    assert [gpu_for_worker(i, 8, nproc=4) for i in range(4)] == [0, 1, 0, 1]
+    assert [gpu_for_worker(i, 8, nproc=8) for i in (1, 2, 9)] == [0, 0, 0]  # submitit's numbers
+    assert gpu_for_worker(0, 2, nproc=4) is None
 
 
 def test_n_jobs_auto_is_workers_per_gpu_times_the_gpus():

@@ -45,7 +45,8 @@ def _main(cfg: DictConfig) -> dict:
         if cfg.optuna.study is not None:
             raise  # the sweeper fails this trial with the reason and goes on
         fail(str(e))
-    print(trial_count(time.perf_counter() - started) + summary(row))
+    if "store_file" in row:  # not a DDP trial's rank other than 0: rank 0 prints its line
+        print(trial_count(time.perf_counter() - started) + summary(row))
     if row["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # in a sweep the row says it; the other trials go on
     return row

@@ -74,6 +74,7 @@ def check_overrides(argv: Sequence[str]) -> None:
         for value in values[1:]:
             variant = {**first, key: value}
             variants.append([*fixed, *(f"{k}={v}" for k, v in variant.items())])
+    from sweep import distributed
     from sweep.plan import prepare
 
     datasets: dict[str, Any] = {}  # variants of one grid mostly share their dataset
@@ -89,6 +90,7 @@ def check_overrides(argv: Sequence[str]) -> None:
                     study_settings(cfg.hydra.sweeper, list(args.overrides), trial_cfg=cfg)
                 with open_dict(cfg):
                     del cfg["hydra"]
+                distributed.check(cfg)
                 prepare(cfg, datasets=datasets, check_store=False)
                 stores.add(cfg.store.path)
             except MissingConfigException as e:

@@ -103,6 +103,14 @@ class ImportanceSettings:
 
 
 @dataclass
+class DistributedSettings:
+    """``distributed``: the processes a trial runs on (`sweep.distributed`)."""
+
+    nproc: int = _field("an int >= 1 (1: one process)", lambda v: v >= 1)
+    timeout_s: int = _field("an int >= 1", lambda v: v >= 1)
+
+
+@dataclass
 class OptunaJob:
     """Set by the Optuna sweeper for each of its jobs; null otherwise."""
 
@@ -130,6 +138,7 @@ class Config:
     channels_last: bool = MISSING
     # Any: an int or the word auto (OmegaConf 2.3 types no union of int and str)
     fuse: Any = _field("1 (off) | an int K >= 2 | auto", _fuse_setting)  # noqa: RUF009
+    distributed: DistributedSettings = MISSING
     scope: ScopeSettings = MISSING
     compact: bool = MISSING
     recalibrate: RecalibrateSettings = MISSING

@@ -19,7 +19,15 @@ __all__ = [
 
 # Top-level config keys that say where results go or how a run looks, not what it computes:
 # left out of a trial's key, and free to change when a study is resumed.
-NOT_IN_KEY = ("store", "progress", "skip_completed", "optuna", "channels_last", "fuse")
+NOT_IN_KEY = (
+    "store",
+    "progress",
+    "skip_completed",
+    "optuna",
+    "channels_last",
+    "fuse",
+    "distributed",
+)
 # (group, key) -> value: settings added after stores existed, left out of keys while they hold
 # the value that behaves as before, so that existing trials and baselines keep their keys.
 KEYED_UNLESS = {

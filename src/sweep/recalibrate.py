@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sweep import distributed
 from sweep.data import DataSplit
 
 __all__ = ["recalibrate_batchnorm"]
@@ -43,7 +44,10 @@ def recalibrate_batchnorm(
         for i, (x, _) in enumerate(split.batches(batch_size, shuffle=True, generator=generator)):
             if i == batches:
                 break
-            model(x)
+            if len(x):  # a DDP rank's part of a last batch may be empty
+                model(x)
+        if getattr(split, "part", None) is not None:
+            distributed.average_batchnorm(model)  # each rank saw its parts of the batches
     finally:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum

@@ -1,5 +1,10 @@
 """Training and evaluation loops: one device, batches from any `DataSplit` (in memory or
-streamed), optional bf16 autocast on CUDA."""
+streamed), optional bf16 autocast on CUDA.
+
+A split sharded over the ranks of a DDP trial (`sweep.data.shard`) makes them distributed: the
+gradients of each step, the BatchNorm statistics of each epoch and the evaluation counts are
+combined over the ranks (`sweep.distributed`), so that a step is the one of the global batch.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sweep import distributed
 from sweep._imports import locate
 from sweep.data import DataSplit, batches
 from sweep.errors import ConfigError, TrialFailed
@@ -65,8 +71,15 @@ def train(
     epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
     optimizer = make_optimizer(model, settings)
     generator = torch.Generator().manual_seed(seed)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(settings.get("label_smoothing", 0.0)))
-    steps = math.ceil(len(train_split) / batch_size)
+    part = getattr(train_split, "part", None)  # (rank, world size) of a DDP trial
+    loss_fn = nn.CrossEntropyLoss(
+        label_smoothing=float(settings.get("label_smoothing", 0.0)),
+        # summed over this rank's part and divided by the global batch: the ranks' gradients
+        # add up to the gradient of the global batch's mean loss
+        reduction="mean" if part is None else "sum",
+    )
+    n = len(train_split)
+    steps = math.ceil(n / batch_size)
     schedule = make_scheduler(optimizer, settings, steps)
     device = train_split.device
     autocast = _autocast(device, settings.get("amp", False))
@@ -86,20 +99,28 @@ def train(
                     break
                 if on_step is not None:
                     on_step(step)
-                with autocast:
-                    loss = loss_fn(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if part is None:
+                    with autocast:
+                        loss = loss_fn(model(x), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    total += loss.detach() * len(y)
+                    seen += len(y)
+                else:
+                    size = min(batch_size, n - seen)  # the global batch's
+                    total += _sharded_backward(model, optimizer, loss_fn, x, y, size, autocast)
+                    seen += size
                 optimizer.step()
                 schedule.step()
-                total += loss.detach() * len(y)
-                seen += len(y)
                 step += 1
                 bar.update()
+            if part is not None:
+                total = distributed.all_sum(total)
+                distributed.average_batchnorm(model)  # each rank's saw its parts only
             mean_loss = total.item() / max(1, seen)
             if not math.isfinite(mean_loss):
                 raise TrialFailed(f"{desc}: loss became {mean_loss} in epoch {epoch}")
-            if seen < len(train_split):
+            if seen < n:
                 break  # stopped mid-epoch (stop_at_step): not an epoch to report
             postfix = {"epoch": epoch, "loss": f"{mean_loss:.4f}"}
             if val_split is not None:
@@ -139,12 +160,17 @@ def evaluate(
     nan = torch.zeros((), dtype=torch.bool, device=device)
     inf = torch.zeros((), dtype=torch.bool, device=device)
     for x, y in batches(split, batch_size):
+        if not len(y):
+            continue  # a rank's empty part of the last batch (DDP)
         logits = model(x).float()
         # flags stay on the device: one synchronisation at the end, not one per batch
         nan |= logits.isnan().any()
         inf |= logits.isinf().any()
         correct += (logits.argmax(1) == y).sum()
         loss += nn.functional.cross_entropy(logits, y, reduction="sum")
+    if getattr(split, "part", None) is not None:  # each rank counted its parts: add them up
+        totals = distributed.all_sum(torch.stack([correct, loss, nan, inf]).double())
+        correct, loss, nan, inf = totals[0].long(), totals[1], totals[2] > 0, totals[3] > 0
     if nan.item() or inf.item():
         raise TrialFailed(f"{desc}: outputs are not finite ({'nan' if nan.item() else 'inf'})")
     n = len(split)
@@ -152,6 +178,28 @@ def evaluate(
     if not math.isfinite(mean_loss):
         raise TrialFailed(f"{desc}: loss is not finite ({mean_loss})")
     return correct.item() / n, mean_loss
+
+
+def _sharded_backward(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    size: int,
+    autocast: Any,
+) -> torch.Tensor:
+    """Gradients of this rank's part of a global batch of ``size`` examples, summed over the
+    ranks; return the part's summed loss."""
+    optimizer.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=y.device)
+    if len(y):  # a rank's part of the last batch may be empty; it still adds its nothing
+        with autocast:
+            loss = loss_fn(model(x), y)
+        (loss / size).backward()
+        total = loss.detach().float()
+    distributed.sum_gradients([p for p in model.parameters() if p.requires_grad])
+    return total
 
 
 def make_optimizer(

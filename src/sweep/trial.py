@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from sweep import baseline, metrics, sparse
+from sweep import baseline, distributed, metrics, sparse
 from sweep._console import IN_LOG_ONLY, show_progress
 from sweep._version import __version__
 from sweep.data import Dataset
@@ -104,17 +104,21 @@ def run_trial(
         )
     started_at = dt.datetime.now(dt.timezone.utc)
     start = time.perf_counter()
-    plan = prepare(cfg)
+    distributed.check(cfg)
+    follower = distributed.is_follower()  # a rank other than 0 of a DDP trial writes nothing
+    plan = prepare(cfg, check_store=not follower)
     if on_start is not None:
         on_start(plan.key)
     rid = row_id(plan.key, cfg.optuna.study, cfg.optuna.trial, cfg.optuna.uid)
-    done = _completed(cfg, plan, rid)
+    done = None if follower else _completed(cfg, plan, rid)
     if done is not None:
         return done
 
     row = _new_row(cfg, plan, started_at)
     layers = _run_or_fail(cfg, plan, row, on_epoch, rid)
     row["time_total_s"] = time.perf_counter() - start
+    if follower:
+        return row
     row["store_file"] = str(write_trial(cfg.store.path, row, layers, row_id=rid))
     return row
 
@@ -161,7 +165,8 @@ def _or_failed(plan: Plan, row: dict[str, Any], step: Callable[[], _T]) -> _T | 
         else:
             # the traceback goes to sweep.log; the console's summary line says FAILED and why
             log.exception("trial %s failed", plan.key, extra=IN_LOG_ONLY)
-            reason = f"{type(e).__name__}: {e}"
+            # a DDP trial whose other rank died: that rank's error, not the broken collective
+            reason = distributed.rank_failure() or f"{type(e).__name__}: {e}"
         row.update(status="failed", error=reason)
         return None
 
@@ -182,7 +187,9 @@ def _run(
     Raises:
         TrialFailed: A NaN or infinite loss or output, naming the stage.
     """
-    return _from_pruned(cfg, plan, row, _until_finetune(cfg, plan, row), on_epoch, rid)
+    with distributed.ranks(cfg, plan) as plan:  # one rank: as without it
+        row["device"] = str(plan.device)
+        return _from_pruned(cfg, plan, row, _until_finetune(cfg, plan, row), on_epoch, rid)
 
 
 def _from_pruned(
@@ -228,12 +235,18 @@ def _until_finetune(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> _Pruned
     """Load or train the baseline, measure it, prune, recalibrate a probe; fill ``row``."""
     data = _on_device(plan.data, plan.device, bool(cfg.get("channels_last")))
     model = plan.model.to(plan.device)
-    dense = _load_baseline(cfg, plan, model, data)
+    if distributed.is_follower():
+        dense = {"key": None, "trained": False, "rewind_state": None}
+    else:  # rank 0 alone trains or loads the baseline, and the others get it from rank 0
+        dense = _load_baseline(cfg, plan, model, data)
+    dense["rewind_state"] = distributed.share_baseline(model, dense.get("rewind_state"))
     row["baseline_key"], row["baseline_trained"] = dense["key"], dense["trained"]
+    data = distributed.shard(data)  # from here on, each rank reads its part of every batch
     example = data.test.inputs(1)
     row.update(_dense_columns(cfg, plan, model, data, example, dense["key"]))
     # the dense model, timed against the pruned one at the end, in the same moments
-    reference = copy.deepcopy(model) if _measures_latency(cfg) else None
+    timed = _measures_latency(cfg) and not distributed.is_follower()
+    reference = copy.deepcopy(model) if timed else None
 
     dense_numel = metrics.weight_numels(model)
     row["compacted"], row["compact_error"] = False, None
@@ -252,12 +265,14 @@ def _until_finetune(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> _Pruned
     if plan.schedule.one_shot:
         scores = _importance(cfg, plan, model, data)
         model, targets = _prune(model, plan.method, plan.scope, cfg, example, row, scores)
+        distributed.sync(model)  # rank 0's masks on every rank
         probe = model
     else:
         # the schedule prunes during finetuning; the columns before it describe the baseline
         # pruned to `amount` at once, as for one-shot (the same number for every schedule)
         probe = copy.deepcopy(model)
         prune_model(probe, plan.method, amount, plan.scope, _importance(cfg, plan, probe, data))
+        distributed.sync(probe)
         targets = plan_pruning(model, plan.method, amount, plan.scope)
     amounts = {t.name: t.amount for t in targets}  # the layers in scope, each with its amount
     row["time_prune_s"] = time.perf_counter() - t
@@ -357,6 +372,8 @@ def _after_finetune(
     if measured is None:  # a fused group measures its members in one pass (sweep.fused)
         measured = evaluate(model, data.test, desc="finetuned model")
     row["acc_finetuned"], row["loss_finetuned"] = measured
+    if distributed.is_follower():
+        return []  # rank 0 measures the rest, and keeps the model
     row["params"] = metrics.count_params(model)
     row["params_nonzero"] = metrics.count_nonzero(model)
     row["flops"] = metrics.count_flops(model, example)
@@ -395,6 +412,7 @@ def _finetune(
             sparsity = None if event.final else event.sparsity
             scores = _importance(cfg, plan, model, data)  # of the weights as they are now
             prune_toward(model, plan.method, plan.resolved["amount"], plan.scope, sparsity, scores)
+            distributed.sync(model)
 
     epochs_seen = 0
 
@@ -467,6 +485,7 @@ def _new_row(cfg: DictConfig, plan: Plan, started_at: dt.datetime) -> dict[str, 
         "trial_key": plan.key,
         "status": "running",
         "fused": 1,  # the size of the group it finetuned in (sweep.fused sets it)
+        "world_size": distributed.world_size(cfg),  # the ranks it ran on (DDP)
         "error": None,
         "model": resolved["model"]["name"],
         "dataset": cfg.dataset.name,
@@ -524,8 +543,12 @@ def _importance(cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset) ->
     criterion = plan.method.importance
     if criterion == "magnitude" or plan.method.cls is None:
         return None
+    if distributed.is_follower():
+        return None  # rank 0 scores, on the whole batches; its masks are broadcast (`sync`)
     generator = torch.Generator().manual_seed(cfg.seed)
-    batches = data.train.batches(cfg.finetune.batch_size, shuffle=True, generator=generator)
+    batches = data.train.shard(0, 1).batches(
+        cfg.finetune.batch_size, shuffle=True, generator=generator
+    )
     calibration = itertools.islice(batches, cfg.importance.batches)
     targets = plan_pruning(model, plan.method, plan.resolved["amount"], plan.scope)
     return importance_scores(model, targets, criterion, calibration)

@@ -11,7 +11,7 @@ nothing is downloaded.
 
 from sweep.data._augment import RandomCropFlip
 from sweep.data._datasets import cifar10, digits, fashion_mnist, mnist, synthetic
-from sweep.data._split import Augment, Dataset, DataSplit, Split, batches
+from sweep.data._split import Augment, Dataset, DataSplit, Split, batches, shard
 from sweep.data._streamed import Streamed
 from sweep.data._user import from_torch, image_folder
 
@@ -29,5 +29,6 @@ __all__ = [
     "from_torch",
     "image_folder",
     "mnist",
+    "shard",
     "synthetic",
 ]

@@ -35,6 +35,11 @@ class DataSplit(Protocol):
         """``(x, y)`` mini-batches on its device; see `batches`."""
         ...
 
+    def shard(self, rank: int, world_size: int) -> DataSplit:
+        """The same split, each batch cut to rank ``rank``'s part of ``world_size`` (`shard`);
+        ``world_size=1``: the whole batches again."""
+        ...
+
 
 @dataclass(frozen=True)
 class Split:
@@ -47,6 +52,8 @@ class Split:
     x: torch.Tensor
     y: torch.Tensor
     augment: Augment | None = None
+    # (rank, world size): each batch is this rank's part of the batch of the whole split
+    part: tuple[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -61,21 +68,30 @@ class Split:
     def inputs(self, n: int) -> torch.Tensor:
         return self.x[:n]
 
+    def shard(self, rank: int, world_size: int) -> Split:
+        """This split as rank ``rank`` of ``world_size`` reads it (see `shard`)."""
+        return replace(self, part=None if world_size == 1 else (rank, world_size))
+
     def batches(
         self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self)
         if not shuffle:
             for start in range(0, n, batch_size):
-                yield self.x[start : start + batch_size], self.y[start : start + batch_size]
+                lo, hi = part_bounds(min(batch_size, n - start), self.part)
+                yield self.x[start + lo : start + hi], self.y[start + lo : start + hi]
             return
         order = torch.randperm(n, generator=generator).to(self.y.device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            x = self.x[idx]
-            if self.augment is not None:
-                x = self.augment(x, generator)
-            yield x, self.y[idx]
+            lo, hi = part_bounds(len(idx), self.part)
+            if self.augment is None:
+                yield self.x[idx[lo:hi]], self.y[idx[lo:hi]]
+                continue
+            # the whole batch: its augmentation draws what one process would draw, and the
+            # generator stays in step on every rank
+            x = self.augment(self.x[idx], generator)
+            yield x[lo:hi], self.y[idx[lo:hi]]
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,41 @@ class Dataset:
             val=self.val.to(device),
             test=self.test.to(device),
         )
+
+
+def shard(data: Dataset, rank: int, world_size: int) -> Dataset:
+    """``data`` as rank ``rank`` of ``world_size`` processes reads it (a DDP trial).
+
+    Every rank walks the same order of the whole split (the same generator state gives the same
+    permutation everywhere) and gets its contiguous part of each batch; a batch size is the
+    global one and ``len`` the whole split's. The ranks' parts of a batch are together the
+    batch one process would get, its augmentation included: training over N ranks sees the
+    examples one process sees, step by step (`DistributedSampler`'s idea, with the parts taken
+    per batch rather than per pass so that the global batches are those of one process).
+    In-memory tensors stay whole on each rank (they fit in memory, and the parts index them);
+    a streamed split reads its part's items only.
+
+    Example:
+        >>> split = Split(torch.zeros(5, 1, 2, 2), torch.arange(5))
+        >>> data = Dataset(split, split, split, 2, 1, 2)
+        >>> [y.tolist() for _, y in shard(data, 1, 2).test.batches(4)]
+        [[2, 3], [4]]
+    """
+    return replace(
+        data,
+        train=data.train.shard(rank, world_size),
+        val=data.val.shard(rank, world_size),
+        test=data.test.shard(rank, world_size),
+    )
+
+
+def part_bounds(n: int, part: tuple[int, int] | None) -> tuple[int, int]:
+    """The slice ``[lo, hi)`` of a batch of ``n`` that rank ``part[0]`` of ``part[1]`` reads:
+    contiguous parts whose sizes differ by at most one (empty when ``n`` < ranks)."""
+    if part is None:
+        return 0, n
+    rank, world = part
+    return n * rank // world, n * (rank + 1) // world
 
 
 def batches(

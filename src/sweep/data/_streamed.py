@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
+from sweep.data._split import part_bounds
 from sweep.errors import ConfigError
 
 # Item seeds are drawn below 2**62: any such value seeds torch's generator.
@@ -57,6 +58,7 @@ class Streamed:
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self._device = torch.device(device)
+        self.part: tuple[int, int] | None = None  # (rank, world size), see `shard`
         # idle loaders by pinning, shared with copies: persistent workers outlive a pass
         self._idle: dict[bool, DataLoader] = {}
 
@@ -90,6 +92,13 @@ class Streamed:
         moved._device = torch.device(device)
         return moved
 
+    def shard(self, rank: int, world_size: int) -> Streamed:
+        """This split as rank ``rank`` of ``world_size`` reads it: the items of its part of
+        each batch only (`sweep.data.shard`)."""
+        sharded = copy.copy(self)  # the idle loaders are shared: each pass sets its part
+        sharded.part = None if world_size == 1 else (rank, world_size)
+        return sharded
+
     def inputs(self, n: int) -> torch.Tensor:
         # the first inputs of a pass in order: the same every time, the caller's RNG left alone
         items = _Seeded(self.dataset)
@@ -105,15 +114,22 @@ class Streamed:
         loader = self._idle.pop(pinned, None)
         if loader is None:
             loader = self._loader(pinned)
-        loader.batch_sampler.start(batch_size, seed)
+        loader.batch_sampler.start(batch_size, seed, self.part)
         try:
+            count = 0
             for x, y in loader:
+                count += 1
                 yield (
                     x.to(self._device, non_blocking=pinned),
                     y.to(self._device, non_blocking=pinned).long(),
                 )
         finally:
             self._idle[pinned] = loader
+        if count < math.ceil(len(self) / batch_size):
+            # this rank's part of the last batch is empty (fewer items than ranks); the loader
+            # cannot collate nothing, and every rank must see the same number of batches
+            x = self.inputs(1)
+            yield x[:0], torch.zeros(0, dtype=torch.long, device=self._device)
 
     def _loader(self, pinned: bool) -> DataLoader:
         return DataLoader(
@@ -152,10 +168,10 @@ class _Passes(Sampler[list[tuple[int, int]]]):
     seeded by its index, or in an order and with item seeds drawn from the pass's seed."""
 
     def __init__(self, n: int) -> None:
-        self.n, self.batch_size, self.seed = n, 1, None
+        self.n, self.batch_size, self.seed, self.part = n, 1, None, None
 
-    def start(self, batch_size: int, seed: int | None) -> None:
-        self.batch_size, self.seed = batch_size, seed
+    def start(self, batch_size: int, seed: int | None, part: tuple[int, int] | None) -> None:
+        self.batch_size, self.seed, self.part = batch_size, seed, part
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
@@ -169,7 +185,10 @@ class _Passes(Sampler[list[tuple[int, int]]]):
             seeds = torch.randint(_SEEDS, (self.n,), generator=g).tolist()
             keys = list(zip(order, seeds, strict=True))
         for start in range(0, self.n, self.batch_size):
-            yield keys[start : start + self.batch_size]
+            batch = keys[start : start + self.batch_size]
+            lo, hi = part_bounds(len(batch), self.part)
+            if hi > lo:  # an empty part is made up by `Streamed.batches`
+                yield batch[lo:hi]
 
 
 class _Seeded(torch.utils.data.Dataset):

@@ -67,6 +67,9 @@ def fusion_key(cfg: DictConfig | Mapping[str, Any]) -> tuple[str | None, str | N
 
 def _why_alone(resolved: Mapping[str, Any]) -> str | None:
     """One line saying why the trial cannot share a batched model, or ``None``."""
+    nproc = (resolved.get("distributed") or {}).get("nproc", 1)
+    if nproc != 1:
+        return f"distributed.nproc={nproc}: the trial runs over its own ranks"
     if resolved.get("compact"):
         return "compact=true: compacted members have shapes of their own"
     schedule = resolved.get("schedule", {}).get("name", "one_shot")

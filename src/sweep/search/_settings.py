@@ -14,8 +14,8 @@ from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY
 from sweep.search._layerwise import layer_params
 from sweep.search._space import SearchSpace
-from sweep.search._study import StudySettings, check_storage_folder
-from sweep.search._workers import check_storage
+from sweep.search._study import StudySettings, check_gpu_count, check_storage_folder
+from sweep.search._workers import check_storage, submitit_executor
 
 
 def study_settings(
@@ -55,6 +55,8 @@ def study_settings(
     if trial_cfg is not None:
         check_storage_folder(settings.storage, trial_cfg.store.path)
         check_storage(trial_cfg, settings)
+        if submitit_executor(trial_cfg) is None:  # submitit's jobs count their own node's
+            check_gpu_count(settings.n_jobs, trial_cfg)
     return settings, fixed
 
 

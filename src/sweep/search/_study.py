@@ -172,15 +172,41 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def gpu_for_worker(worker: int, gpus: int) -> int | None:
+def check_gpu_count(n_jobs: int, trial_cfg: Any) -> None:
+    """Refuse ``n_jobs`` workers of ``distributed.nproc`` GPUs each when they need more GPUs
+    than are visible (a trial on CUDA only; each local worker takes its own block of GPUs).
+
+    Raises:
+        ConfigError: One line with the counts and what is accepted.
+    """
+    from sweep.plan import resolve_device
+
+    nproc = (trial_cfg.get("distributed") or {}).get("nproc", 1)
+    if nproc == 1 or resolve_device(str(trial_cfg.device)).type != "cuda":
+        return
+    visible = visible_gpus()
+    if n_jobs * nproc > visible:
+        raise ConfigError(
+            f"hydra.sweeper.n_jobs={n_jobs} workers x distributed.nproc={nproc} need "
+            f"{n_jobs * nproc} GPUs and {visible} are visible; accepted: n_jobs x nproc <= "
+            f"{visible}"
+        )
+
+
+def gpu_for_worker(worker: int, gpus: int, nproc: int = 1) -> int | None:
     """The GPU local worker ``worker`` (0 for the first) runs on: spread round-robin over the
-    ``gpus`` visible ones, so that every GPU gets a worker before any gets two.
+    ``gpus`` visible ones, so that every GPU gets a worker before any gets two. With trials of
+    ``nproc`` ranks, it is the index of a block of ``nproc`` GPUs (``device=cuda:K`` is block K,
+    `sweep.distributed`); ``None`` when there is no GPU, or fewer than ``nproc``.
 
     Example:
         >>> [gpu_for_worker(i, 2) for i in range(5)], gpu_for_worker(0, 0)
         ([0, 1, 0, 1, 0], None)
+        >>> [gpu_for_worker(i, 8, nproc=4) for i in range(3)], gpu_for_worker(9, 8, nproc=8)
+        ([0, 1, 0], 0)
     """
-    return worker % gpus if gpus else None
+    blocks = gpus // nproc
+    return worker % blocks if blocks else None
 
 
 def _n_jobs(value: Any, workers_per_gpu: Any) -> Any:

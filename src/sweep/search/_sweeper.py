@@ -196,10 +196,12 @@ class OptunaSweep:
 
     def _gpu(self, worker: int) -> list[str]:
         """``device=cuda:K`` for this worker's jobs: local workers spread over the visible GPUs
-        (`gpu_for_worker`), when the trial's device is ``auto`` or ``cuda``."""
+        (`gpu_for_worker`), when the trial's device is ``auto`` or ``cuda``; with
+        ``distributed.nproc`` N, the worker's block of N GPUs."""
         if str(self.config.device) not in ("auto", "cuda"):
             return []
-        gpu = gpu_for_worker(worker, visible_gpus())
+        nproc = OmegaConf.select(self.config, "distributed.nproc", default=1) or 1
+        gpu = gpu_for_worker(worker, visible_gpus(), nproc)
         return [] if gpu is None else [f"device=cuda:{gpu}"]
 
     def _work(self, study, settings: StudySettings, fixed, store: Path, lock, progress: bool):
