@@ -169,7 +169,7 @@ BAD_INPUT = [
     ),
     (
         ["amout=0.5"],
-        "amout is not a key in the config; accepted: amount, channels_last, compact, dataset, device, finetune, fuse, importance, latency, method, model, optuna, pretrain, progress, recalibrate, rewind, rewind_weights, schedule, scope, seed, skip_completed, store, tag",
+        "amout is not a key in the config; accepted: amount, channels_last, compact, dataset, device, distributed, finetune, fuse, importance, latency, method, model, optuna, pretrain, progress, recalibrate, rewind, rewind_weights, schedule, scope, seed, skip_completed, store, tag",
     ),
     (
         ["finetune.epoch=1"],

@@ -454,3 +454,30 @@ def test_an_optuna_search_asks_fuse_trials_runs_them_fused_and_tells_each(tmp_pa
     assert abs(diff).max() <= 1 / round(0.2 * 1797)
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert [line.split(",")[0] for line in lines] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_runs_every_row_small_on_any_machine(tmp_path):
+    """experiments/benchmarks/gpu_sweep.py, the one GPU command, keeps working where no GPU is:
+    its --smoke run prints a row for each way of running trials."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "experiments" / "benchmarks" / "gpu_sweep.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split()[0:2] for line in done.stdout.splitlines()[3:]]
+    assert [" ".join(r) for r in rows] == [
+        "hand 2",
+        "alone 2",
+        "workers 1",
+        "fused 2",
+        "sweep fuse=2",
+    ]

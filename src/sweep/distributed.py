@@ -28,9 +28,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -38,11 +38,11 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from sweep.devices import resolve_device
 from sweep.errors import ConfigError, TrialFailed
 
 if TYPE_CHECKING:
     from sweep.data import Dataset
-    from sweep.plan import Plan
 
 __all__ = [
     "Ranks",
@@ -119,8 +119,6 @@ def check(cfg: DictConfig) -> None:
             f"finetune.batch_size={batch} is not divisible by the {world} ranks (the global "
             f"batch is split evenly); accepted: a multiple of {world}"
         )
-    from sweep.plan import resolve_device
-
     device = resolve_device(str(cfg.device))
     if device.type == "cuda":
         visible = torch.cuda.device_count()
@@ -161,9 +159,12 @@ def is_follower() -> bool:
 
 
 @contextmanager
-def ranks(cfg: DictConfig, plan: Plan) -> Iterator[Plan]:
-    """Join the trial's process group for the duration of the block; ``plan`` on this rank's
-    device. One rank: the block runs as without it.
+def ranks(
+    cfg: DictConfig, device: torch.device, trial: Callable[[DictConfig], dict]
+) -> Iterator[torch.device]:
+    """Join the trial's process group for the duration of the block; the trial's ``device`` as
+    this rank's. One rank: the block runs as without it. ``trial`` is what a spawned rank runs
+    (`sweep.trial.run_trial`, passed in: this module sits below the trial).
 
     Rank 0 started by ``python -m sweep`` spawns the other ranks first and ends them after the
     block (they write nothing, and a rank still waiting in a collective once rank 0 is done,
@@ -177,7 +178,7 @@ def ranks(cfg: DictConfig, plan: Plan) -> Iterator[Plan]:
     _failure = None
     world = world_size(cfg)
     if world == 1:
-        yield plan
+        yield device
         return
     env = launched()
     timeout = int(cfg.distributed.timeout_s)
@@ -189,7 +190,7 @@ def ranks(cfg: DictConfig, plan: Plan) -> Iterator[Plan]:
         if env is None:
             me = Ranks(0, world, 0)
             port = _free_port()
-            spawned = _Spawned(cfg, world, port, threads)
+            spawned = _Spawned(cfg, world, port, threads, trial)
             spawned.wait_ready(timeout)
             init = f"tcp://127.0.0.1:{port}"
         else:
@@ -199,7 +200,7 @@ def ranks(cfg: DictConfig, plan: Plan) -> Iterator[Plan]:
                 sweep_log.setLevel(logging.ERROR)  # a follower's log holds its own errors only
             if _to_lead is not None:
                 _to_lead.put(("ready", me.rank, None))
-        device = _device(plan.device, me, world)
+        device = _device(device, me, world)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         else:  # the CPU's cores are shared by the ranks
@@ -212,7 +213,7 @@ def ranks(cfg: DictConfig, plan: Plan) -> Iterator[Plan]:
             timeout=dt.timedelta(seconds=timeout),
         )
         _current = me
-        yield replace(plan, device=device)
+        yield device
     except Exception as e:
         if spawned is not None and not isinstance(e, TrialFailed):
             _failure = spawned.failure()  # rank 0 lost a collective: say which rank broke it
@@ -354,7 +355,14 @@ def _free_port() -> int:
 class _Spawned:
     """The ranks 1..N-1 rank 0 starts for a trial: processes running `_helper`."""
 
-    def __init__(self, cfg: DictConfig, world: int, port: int, threads: int) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        world: int,
+        port: int,
+        threads: int,
+        trial: Callable[[DictConfig], dict],
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         container = OmegaConf.to_container(cfg, resolve=True)
         container["progress"] = False  # rank 0's bars say it all
@@ -362,7 +370,7 @@ class _Spawned:
         self.procs = [
             context.Process(
                 target=_helper,
-                args=(rank, world, port, container, max(1, threads // world), self.queue),
+                args=(trial, rank, world, port, container, max(1, threads // world), self.queue),
             )
             for rank in range(1, world)
         ]
@@ -441,7 +449,15 @@ def _exit_reason(code: int) -> str:
     return f"exit code {code}"
 
 
-def _helper(rank: int, world: int, port: int, container: dict, threads: int, to_lead: Any) -> None:
+def _helper(
+    trial: Callable[[DictConfig], dict],
+    rank: int,
+    world: int,
+    port: int,
+    container: dict,
+    threads: int,
+    to_lead: Any,
+) -> None:
     """Rank ``rank`` of a trial spawned by its rank 0: the same trial, writing nothing; its
     error goes to rank 0, which names it in the row."""
     global _to_lead
@@ -457,10 +473,8 @@ def _helper(rank: int, world: int, port: int, container: dict, threads: int, to_
     logging.getLogger("sweep").addHandler(logging.NullHandler())
     logging.getLogger("sweep").propagate = False  # its errors go to rank 0, not the console
     torch.set_num_threads(threads)
-    from sweep.trial import run_trial
-
     try:
-        row = run_trial(OmegaConf.create(container))
+        row = trial(OmegaConf.create(container))
     except BaseException as e:
         to_lead.put(("error", rank, f"{type(e).__name__}: {e}"))
         to_lead.close()

@@ -19,6 +19,7 @@ from torch import nn
 from sweep import config, weights
 from sweep._build import BUILD_FACTS, build_model, call_target
 from sweep.data import Dataset, DataSplit, Split
+from sweep.devices import resolve_device
 from sweep.errors import ConfigError
 from sweep.hashing import NOT_IN_KEY, config_hash, key_view
 from sweep.pruning import (
@@ -162,31 +163,6 @@ def _weights_identity(spec: Mapping[str, Any]) -> dict[str, Any]:
     if spec.get("checkpoint_sha256"):
         return {k: v for k, v in spec.items() if k != "checkpoint"}
     return dict(spec)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda``/``cuda:N`` only when that GPU exists."""
-    accepted = "auto | cpu | cuda | cuda:N"
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"device={device!r} is not a device; accepted: {accepted}") from None
-    if resolved.type == "cpu":
-        return resolved
-    if resolved.type != "cuda":
-        raise ConfigError(f"device={device!r} is not supported; accepted: {accepted}")
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            f"device={device!r} but no CUDA GPU is available here; accepted: auto | cpu"
-        )
-    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ConfigError(
-            f"device={device!r} but there are {torch.cuda.device_count()} GPUs; "
-            f"accepted: cuda:0 to cuda:{torch.cuda.device_count() - 1}"
-        )
-    return resolved
 
 
 def _check_complete(cfg: DictConfig) -> None:

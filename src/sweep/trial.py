@@ -18,7 +18,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -187,7 +187,8 @@ def _run(
     Raises:
         TrialFailed: A NaN or infinite loss or output, naming the stage.
     """
-    with distributed.ranks(cfg, plan) as plan:  # one rank: as without it
+    with distributed.ranks(cfg, plan.device, run_trial) as device:  # one rank: as without it
+        plan = replace(plan, device=device)
         row["device"] = str(plan.device)
         return _from_pruned(cfg, plan, row, _until_finetune(cfg, plan, row), on_epoch, rid)
 

@@ -179,7 +179,7 @@ def check_gpu_count(n_jobs: int, trial_cfg: Any) -> None:
     Raises:
         ConfigError: One line with the counts and what is accepted.
     """
-    from sweep.plan import resolve_device
+    from sweep.devices import resolve_device
 
     nproc = (trial_cfg.get("distributed") or {}).get("nproc", 1)
     if nproc == 1 or resolve_device(str(trial_cfg.device)).type != "cuda":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -264,11 +265,10 @@ class SubmititWorker:
         # submitit's signal before the time limit: the trial in flight is failed and queued
         # again, as at the SIGTERM that follows it (`OptunaSweep.sweep`)
         signal.signal(job._usr_sig(), lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
-        from sweep.__main__ import main
-
-        sys.argv = [sys.argv[0], *self.arguments]
+        # ``python -m sweep`` in this process (the worker sits below the command line)
+        sys.argv = ["sweep", *self.arguments]
         try:
-            main()
+            runpy.run_module("sweep", run_name="__main__", alter_sys=True)
         except SystemExit as e:
             return e.code if isinstance(e.code, int) else 1
         return 0
