@@ -432,7 +432,9 @@ def test_an_optuna_search_asks_fuse_trials_runs_them_fused_and_tells_each(tmp_pa
             f"hydra.sweeper.storage=sqlite:///{tmp_path}/{name}.db",
             f"store.path={tmp_path / name}",
             f"fuse={fuse}",
-            *FAST,
+            # the first and last layers kept dense: a trial pruned there to chance accuracy
+            # trains chaotically, and float rounding alone moves its accuracy by percents
+            *[a for a in FAST if a != "scope.dense_ends=false"],
             cwd=tmp_path,
         )
         assert result.returncode == 0, result.stderr
@@ -449,6 +451,8 @@ def test_an_optuna_search_asks_fuse_trials_runs_them_fused_and_tells_each(tmp_pa
     assert fused["trial_key"].tolist() == alone["trial_key"].tolist()
     assert fused["sparsity"].tolist() == alone["sparsity"].tolist()
     assert [t.user_attrs["trial_key"] for t in study.trials] == fused["trial_key"].tolist()
+    before = ["acc_dense", "acc_pruned", "acc_recalibrated"]
+    assert fused[before].to_numpy().tolist() == alone[before].to_numpy().tolist()
     # a prediction may flip on a test image whose top two logits tie to rounding
     diff = fused["acc_finetuned"].to_numpy() - alone["acc_finetuned"].to_numpy()
     assert abs(diff).max() <= 1 / round(0.2 * 1797)

@@ -316,7 +316,12 @@ def _dense_columns(
     baseline_key: str,
 ) -> dict[str, Any]:
     """``acc_dense``, ``flops_dense`` and ``size_bytes_dense`` of the baseline in ``model``,
-    measured once per baseline, data and device in this process."""
+    measured once per baseline, data and device in this process; every time in a trial over
+    several ranks, whose evaluation is a collective all of them take part in."""
+    if distributed.world_size(cfg) > 1:
+        columns = _measure_dense(model, data, example)
+        model.eval()
+        return columns
     key = (
         _weights_stamp(cfg, plan, baseline_key),
         config_hash(plan.resolved["dataset"]),  # the content's fingerprint included
@@ -324,17 +329,21 @@ def _dense_columns(
         bool(cfg.get("channels_last")),
     )
     if key not in _DENSE:
-        # accuracy first: it fails on NaN outputs, which FLOPs would count happily
-        acc, _ = evaluate(model, data.test, desc="dense model")
-        columns = {
-            "acc_dense": acc,
-            "flops_dense": metrics.count_flops(model, example),
-            "size_bytes_dense": sparse.dense_size(model.state_dict()),
-        }
+        columns = _measure_dense(model, data, example)
         _DENSE.clear()
         _DENSE[key] = columns
     model.eval()  # as measuring leaves it: what follows (importance scores) runs in eval mode
     return dict(_DENSE[key])
+
+
+def _measure_dense(model: nn.Module, data: Dataset, example: torch.Tensor) -> dict[str, Any]:
+    # accuracy first: it fails on NaN outputs, which FLOPs would count happily
+    acc, _ = evaluate(model, data.test, desc="dense model")
+    return {
+        "acc_dense": acc,
+        "flops_dense": metrics.count_flops(model, example),
+        "size_bytes_dense": sparse.dense_size(model.state_dict()),
+    }
 
 
 def _weights_stamp(cfg: DictConfig, plan: Plan, baseline_key: str) -> tuple:
