@@ -1,8 +1,9 @@
 """What small trials cost around them, on the embedded default (issue 24's targets).
 
 1. A proxy search: 200 Optuna trials with ``finetune.epochs=0`` and BatchNorm recalibration,
-   ``search=tradeoff`` with the random sampler, after the baseline exists: the wall time
-   (target: <= 30 s on 2 cores).
+   ``search=tradeoff`` with the random sampler, after the baseline exists, with one worker and
+   with two: the wall time (target: <= 30 s on 2 cores), and how much of it the trials' own
+   ``time_total_s`` account for.
 2. A grid of 20 amounts with ``finetune.epochs=2``: the share of the wall time spent inside
    finetuning (``time_finetune_s`` summed; target: >= 60%), with ``fuse=1`` and ``fuse=4``
    side by side.
@@ -38,17 +39,24 @@ def main() -> None:
         _run(folder, "progress=false")  # the baseline, cached for every run below
         cache = folder / "results" / "baselines"
 
-        proxy = _fresh(folder / "proxy", cache)
-        wall = _run(
-            proxy,
-            "-m",
-            "search=tradeoff",
-            f"hydra.sweeper.n_trials={args.trials}",
-            "hydra/sweeper/sampler=random",
-            "finetune.epochs=0",
-            "progress=false",
-        )
-        print(f"proxy search, {args.trials} trials: {wall:.1f} s wall (target <= 30 s)")
+        for workers in (1, 2):
+            proxy = _fresh(folder / f"proxy-{workers}", cache)
+            wall = _run(
+                proxy,
+                "-m",
+                "search=tradeoff",
+                f"hydra.sweeper.n_trials={args.trials}",
+                f"hydra.sweeper.n_jobs={workers}",
+                "hydra/sweeper/sampler=random",
+                "finetune.epochs=0",
+                "progress=false",
+            )
+            inside = sweep.load_results(proxy / "results")["time_total_s"].sum() / workers
+            print(
+                f"proxy search, {args.trials} trials, n_jobs={workers}: {wall:.1f} s wall "
+                f"(target <= 30 s); inside run_trial {inside:.1f} s per worker, the rest "
+                f"{wall - inside:.1f} s (start-up, Hydra jobs, Optuna's ask and tell)"
+            )
 
         amounts = ",".join(f"{0.04 * (i + 1):.2f}" for i in range(args.grid))
         for fuse in (1, 4):

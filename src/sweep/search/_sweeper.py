@@ -19,6 +19,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -84,6 +85,8 @@ WORKER_PREFIX = "worker-"
 # Parameter sets in a row the sampler may propose that trials ran already (`repeated`) before
 # the worker takes the search space for exhausted and stops asking
 REPEATS_IN_A_ROW = 20
+# The most seconds between a worker's looks for other workers' stale or unclaimed trials
+STALE_EVERY_S = 10
 
 
 class OptunaSweep:
@@ -216,13 +219,18 @@ class OptunaSweep:
             disable=not progress,
         )
         repeats = 0
+        looked = -math.inf  # when this worker last looked for stale and unclaimed trials
         size = None  # the trials a group holds, known from the first trial's job config
         with bar:
             while True:
                 if progress:  # counting the study's trials is a storage round trip
                     bar.update(_finished(study) - bar.n)
                 beats = heartbeat_interval(study._storage)
-                if beats:
+                # a trial goes stale after grace_period (> beats) seconds; looking once per
+                # beat, at most every STALE_EVERY_S, finds it at most that much later, without
+                # two locked scans of the study for every trial
+                if beats and time.monotonic() - looked >= min(beats, STALE_EVERY_S):
+                    looked = time.monotonic()
                     with lock():  # trials whose worker stopped beating, on any host, and
                         fail_stale(study, store, settings)
                         # those whose worker died before claiming them
