@@ -241,6 +241,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # a proxy process and two workers (about 16 s)
 def test_workers_through_the_grpc_storage_proxy(tmp_path):
     """Three workers started together on ``grpc://`` (python -m sweep.proxy in front of the
     database): the budget holds with no lock, nothing is left running, every trial ran once,

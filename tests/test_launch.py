@@ -82,6 +82,7 @@ def test_another_launcher_composes_its_own_jobs():
     assert launcher.launch([["amount=0.1"]], initial_job_idx=7) == [("launched", ["amount=0.1"], 7)]
 
 
+@pytest.mark.slow  # the same sweep twice (about 15 s)
 def test_a_sweep_runs_the_same_jobs_with_or_without_reusing_composition(tmp_path):
     """End to end: every job folder's saved config (.hydra/config.yaml) and every row's trial
     key are the same whether the sweep reuses compositions or Hydra composes each job."""
@@ -140,6 +141,7 @@ def digits(builds, **settings):
 """
 
 
+@pytest.mark.slow  # a sweep and single runs, counted (about 17 s)
 def test_a_sweep_builds_its_dataset_once_and_a_single_run_every_time(tmp_path):
     """A worker's jobs share the dataset (the jobs of a multirun run in one process); a single
     run builds it afresh, as its files may have changed since the last."""

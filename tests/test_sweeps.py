@@ -301,6 +301,7 @@ def test_kill_9_mid_trial_then_rerun_completes_the_sweep(tmp_path):
     assert df[df.status == "failed"].error.iloc[0].startswith("interrupted: worker ")
 
 
+@pytest.mark.slow  # two worker processes on one study (about 16 s)
 def test_two_local_workers(tmp_path):
     result = run_cli(
         "-m",
