@@ -36,23 +36,6 @@ def baseline_key(settings: Mapping[str, Any]) -> str:
     return config_hash(settings)
 
 
-# The last baseline file read, by its identity as a file (a rewrite is a new inode): a sweep's
-# trials load the same weights, kept here on the CPU (one model's worth) rather than read again.
-_STATE: dict[tuple, dict[str, torch.Tensor]] = {}
-
-
-def _cached_state(file: Path) -> dict[str, torch.Tensor]:
-    """The state dict in ``file``, on the CPU; read once while the file is unchanged.
-    ``load_state_dict`` copies it into a model, so the tensors kept are never a model's."""
-    stat = file.stat()
-    stamp = (str(file.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    if stamp not in _STATE:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        _STATE.clear()
-        _STATE[stamp] = state
-    return _STATE[stamp]
-
-
 def load_or_train(
     model: nn.Module,
     data: Dataset,
@@ -94,7 +77,8 @@ def load_or_train(
             rewind = {}
             if snapshot is not None:
                 rewind["rewind_state"] = _snapshot(model, data, settings, rewind_epoch, snapshot)
-            model.load_state_dict(_cached_state(weights))
+            state = torch.load(weights, map_location=_device(model), weights_only=True)
+            model.load_state_dict(state)
             log.info("dense baseline %s loaded from %s", key, weights)
             return {**json.loads(facts.read_text()), "trained": False, **rewind}
         start = time.perf_counter()

@@ -320,20 +320,19 @@ def _dense_columns(
     several ranks, whose evaluation is a collective all of them take part in."""
     if distributed.world_size(cfg) > 1:
         columns = _measure_dense(model, data, example)
-        model.eval()
-        return columns
-    key = (
-        _weights_stamp(cfg, plan, baseline_key),
-        config_hash(plan.resolved["dataset"]),  # the content's fingerprint included
-        str(plan.device),
-        bool(cfg.get("channels_last")),
-    )
-    if key not in _DENSE:
-        columns = _measure_dense(model, data, example)
-        _DENSE.clear()
-        _DENSE[key] = columns
+    else:
+        key = (
+            _weights_stamp(cfg, plan, baseline_key),
+            config_hash(plan.resolved["dataset"]),  # the content's fingerprint included
+            str(plan.device),
+            bool(cfg.get("channels_last")),
+        )
+        if key not in _DENSE:
+            _DENSE.clear()
+            _DENSE[key] = _measure_dense(model, data, example)
+        columns = dict(_DENSE[key])
     model.eval()  # as measuring leaves it: what follows (importance scores) runs in eval mode
-    return dict(_DENSE[key])
+    return columns
 
 
 def _measure_dense(model: nn.Module, data: Dataset, example: torch.Tensor) -> dict[str, Any]:
