@@ -59,6 +59,18 @@ def test_jobs_with_the_same_group_choices_share_one_composition():
     assert len(launcher._composed) == 4  # two jobs choose method=ln_structured only
     assert configs[0].amount == 0.5 and configs[1].amount == 0.25  # copies, not one object
     assert configs[0].method.name == configs[1].method.name == "ln_structured"
+    assert len(launcher._parsed) == len({line for job in JOBS for line in job})  # each line once
+
+
+def test_parsed_lines_are_bounded_and_jobs_stay_equal(monkeypatch):
+    monkeypatch.setattr("sweep.search._launch._KEPT_LINES", 8)
+    loader, master = _master()
+    launcher = _launcher(loader, master)
+    for job in JOBS * 2:
+        ours = launcher.job_config(job)
+        assert len(launcher._parsed) <= max(8, len(job))
+        hydras = loader.load_sweep_config(master, job)
+        assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras)
 
 
 def test_a_bad_value_fails_as_hydras_composition_does():
@@ -167,6 +179,50 @@ def test_a_sweep_builds_its_dataset_once_and_a_single_run_every_time(tmp_path):
         result = run_cli(*FAST, "finetune.epochs=0", *dataset, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
     assert builds.read_text().count("built") == 4  # check and trial, each run
+
+
+def test_a_sweeps_jobs_copy_our_model_built_once_and_build_a_users_every_time(
+    tmp_path, monkeypatch
+):
+    """Within a multirun, a model of ours is built once and copied: the same weights and the
+    same random state after it as a build; a user's builder runs every time (it may read files
+    of its own); a single run always builds."""
+    import torch
+
+    import sweep.plan
+    from tests.conftest import make_cfg
+
+    builds = []
+    real = sweep.plan.build_model
+    monkeypatch.setattr(sweep.plan, "build_model", lambda *a: builds.append(a[0]) or real(*a))
+    monkeypatch.setattr(sweep.plan, "_LAST_MODEL", {})
+    cfg = make_cfg(tmp_path, "seed=3")
+
+    alone = sweep.plan.prepare(cfg, check_store=False)  # not a multirun: built
+    after_build = torch.rand(3)
+    monkeypatch.setattr(sweep.plan, "_in_multirun", lambda: True)
+    first = sweep.plan.prepare(cfg, check_store=False)
+    second = sweep.plan.prepare(cfg, check_store=False)
+    after_copy = torch.rand(3)
+    assert len(builds) == 2  # the single run, then the multirun's first job
+    assert second.model is not first.model
+    for model in (first.model, second.model):
+        state = model.state_dict()
+        assert all(torch.equal(v, state[k]) for k, v in alone.model.state_dict().items())
+    assert torch.equal(after_copy, after_build)
+    next(second.model.parameters()).data.zero_()  # a trial prunes its copy, not the kept one
+    third = sweep.plan.prepare(cfg, check_store=False)
+    assert torch.equal(next(third.model.parameters()), next(alone.model.parameters()))
+    other = sweep.plan.prepare(make_cfg(tmp_path, "seed=4"), check_store=False)
+    assert len(builds) == 3 and not torch.equal(
+        next(other.model.parameters()), next(alone.model.parameters())
+    )
+
+    builds.clear()
+    custom = make_cfg(tmp_path, "model._target_=tests.custom_models.ChannelShuffleNet")
+    for _ in range(2):
+        sweep.plan.prepare(custom, check_store=False)
+    assert len(builds) == 2
 
 
 @pytest.mark.parametrize("job", JOBS, ids=lambda j: " ".join(j[len(FIXED) :]))

@@ -32,10 +32,7 @@ def _main(cfg: DictConfig) -> dict:
     log.info("overrides: %s", " ".join(HydraConfig.get().overrides.task) or "(none)")
     on_epoch = on_start = callbacks = None
     if cfg.optuna.study is not None:
-        from sweep.search import record_key, reporter
-
-        def callbacks(trial_cfg: DictConfig) -> tuple:
-            return reporter(trial_cfg), record_key(trial_cfg)
+        from sweep.search import job_callbacks as callbacks
 
         on_epoch, on_start = callbacks(cfg)
     started = time.perf_counter()

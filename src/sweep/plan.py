@@ -1,13 +1,15 @@
 """What a trial is before it runs: `prepare` checks every input of a config and builds its
 dataset and model into a `Plan`; the trial's key (`trial_key`) and device (`resolve_device`).
 
-Also the datasets a multirun's jobs share (`_LAST_DATASET`, `_on_device`), and how a model
+Also the datasets and models a multirun's jobs share (`_LAST_DATASET`, `_on_device`,
+`_LAST_MODEL`), and how a model
 config is read against our presets (`_model_spec`). `sweep.trial` runs the plan.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,6 +44,12 @@ __all__ = ["Plan", "prepare", "resolve_device", "trial_key"]
 # (the command line, a notebook) builds its dataset afresh: its files may have changed.
 _LAST_DATASET: dict[str, Dataset] = {}
 _ON_DEVICE: dict[str, tuple[Dataset, tuple[torch.device, bool], Dataset]] = {}
+# The last model of ours (`sweep.models`) this process built in a multirun, untouched, by its
+# spec, dataset facts and seed, with the random state its building left: the jobs of a sweep
+# build the same one, and copying it costs a fraction of building it (a user's builder is
+# called every time: it may read files of its own).
+_LAST_MODEL: dict[str, tuple[nn.Module, torch.Tensor]] = {}
+_OURS = "sweep.models."
 
 
 @dataclass(frozen=True)
@@ -122,8 +130,7 @@ def prepare(
         # new baseline and a new row, never a stale one
         resolved["dataset"]["fingerprint"] = data.fingerprint
     key = trial_key(resolved, device)
-    torch.manual_seed(cfg.seed)
-    model = build_model(resolved["model"], _facts(data))
+    model = _build(resolved["model"], _facts(data), cfg.seed)
     rewind_state = None
     if rewind_file:
         dense = copy.deepcopy(model)
@@ -166,6 +173,8 @@ def _weights_identity(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_complete(cfg: DictConfig) -> None:
+    if "???" not in str(OmegaConf.to_container(cfg)):  # a third of missing_keys' walk
+        return
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         key = missing[0]
@@ -227,6 +236,13 @@ def _model_spec(node: DictConfig) -> dict[str, Any]:
 
 def _preset(group: str, name: str) -> dict[str, Any] | None:
     """The raw YAML of our config ``group/name``, or ``None`` when there is no such preset."""
+    preset = _preset_file(group, name)
+    return copy.deepcopy(preset)
+
+
+@functools.lru_cache(maxsize=64)
+def _preset_file(group: str, name: str) -> dict[str, Any] | None:
+    # the package's own files: read once per process
     from importlib.resources import files
 
     file = files("sweep.conf") / group / f"{name}.yaml"
@@ -252,6 +268,23 @@ def _preset_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
             same = sum(spec[k] == preset[k] for k in args)
             candidates.append((len(args), same, file.name, preset))
     return max(candidates, key=lambda c: c[:3])[3] if candidates else None
+
+
+def _build(spec: Mapping[str, Any], facts: dict[str, int], seed: int) -> nn.Module:
+    """``build_model(spec, facts)`` after ``torch.manual_seed(seed)``, from `_LAST_MODEL` when
+    it holds the same build: the same weights, and the same random state after it."""
+    cached = _in_multirun() and str(spec.get("_target_", "")).startswith(_OURS)
+    key = config_hash({"model": dict(spec), "facts": facts, "seed": seed}) if cached else ""
+    if key in _LAST_MODEL:
+        model, state = _LAST_MODEL[key]
+        torch.set_rng_state(state)
+        return copy.deepcopy(model)
+    torch.manual_seed(seed)
+    model = build_model(spec, facts)
+    if cached:
+        _LAST_MODEL.clear()
+        _LAST_MODEL[key] = (copy.deepcopy(model), torch.get_rng_state())
+    return model
 
 
 def _build_dataset(node: DictConfig) -> Dataset:

@@ -4,7 +4,7 @@ The Hydra sweeper plugin (``hydra/sweeper=optuna``, selected by ``search=<name>`
 `OptunaSweep`; each job rebuilds its trial from the storage with `reporter`.
 """
 
-from sweep.search._job import record_key, reporter
+from sweep.search._job import job_callbacks, record_key, reporter
 from sweep.search._settings import study_settings
 from sweep.search._space import Param, SearchSpace
 from sweep.search._study import OBJECTIVES, PRUNERS, SAMPLERS, StudySettings, open_storage
@@ -18,6 +18,7 @@ __all__ = [
     "Param",
     "SearchSpace",
     "StudySettings",
+    "job_callbacks",
     "open_storage",
     "record_key",
     "reporter",

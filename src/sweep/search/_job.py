@@ -14,25 +14,37 @@ from sweep.search._study import make_pruner, open_storage
 from sweep.training import EpochCallback
 
 
-def reporter(cfg: DictConfig) -> EpochCallback | None:
-    """The job's side of an Optuna trial, rebuilt from the storage by study name and number.
+def job_callbacks(cfg: DictConfig) -> tuple[EpochCallback | None, Callable[[str], None]]:
+    """``(reporter(cfg), record_key(cfg))``, with the job's trial looked up once."""
+    ids = _trial(cfg)
+    return reporter(cfg, ids), record_key(cfg, ids)
+
+
+def reporter(cfg: DictConfig, ids: tuple[Any, int, int] | None = None) -> EpochCallback | None:
+    """The job's side of an Optuna trial, rebuilt from the storage by study name and number
+    (``ids``: its storage, study id and trial id, when already looked up).
 
     Returns a callback that reports each epoch's validation accuracy (its error, 1 - accuracy,
     when the study minimises) and raises ``optuna.TrialPruned`` when the trial pruner says so.
     Multi-objective studies get no callback: Optuna does not prune them. Works in any process
     that reaches the storage.
     """
-    storage, study_id, trial_id = _trial(cfg)
+    storage, study_id, trial_id = ids or _trial(cfg)
     directions = storage.get_study_directions(study_id)
     if len(directions) > 1:
         return None
-    # Optuna keeps no pruner in the storage: rebuild the sweep's own from its config.
-    pruner = make_pruner(OmegaConf.to_container(HydraConfig.get().sweeper.pruner, resolve=True))
-    study = optuna.load_study(study_name=cfg.optuna.study, storage=storage, pruner=pruner)
-    trial = optuna.Trial(study, trial_id)
     maximize = directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    # Optuna keeps no pruner in the storage: rebuild the sweep's own from its config.
+    pruner = OmegaConf.to_container(HydraConfig.get().sweeper.pruner, resolve=True)
+    trial = None  # loaded at the first epoch: a trial with none (a proxy) needs no study
 
     def on_epoch(epoch: int, acc: float) -> None:
+        nonlocal trial
+        if trial is None:
+            study = optuna.load_study(
+                study_name=cfg.optuna.study, storage=storage, pruner=make_pruner(pruner)
+            )
+            trial = optuna.Trial(study, trial_id)
         trial.report(acc if maximize else 1.0 - acc, epoch)
         if trial.should_prune():
             raise optuna.TrialPruned(
@@ -42,11 +54,11 @@ def reporter(cfg: DictConfig) -> EpochCallback | None:
     return on_epoch
 
 
-def record_key(cfg: DictConfig) -> Callable[[str], None]:
+def record_key(cfg: DictConfig, ids: tuple[Any, int, int] | None = None) -> Callable[[str], None]:
     """A callback that records the trial key on the job's Optuna trial: `run_trial` calls it
     once the key is known (the data's fingerprint and the checkpoint's digest in it), so that
     a trial whose job dies still names its key (`failed_row`)."""
-    storage, _, trial_id = _trial(cfg)
+    storage, _, trial_id = ids or _trial(cfg)
     return lambda key: storage.set_trial_user_attr(trial_id, "trial_key", key)
 
 

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 __all__ = ["ComposingLauncher"]
 
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+_KEPT_LINES = 4096  # parsed override lines a launcher keeps (`ComposingLauncher._parse`)
 
 
 class ComposingLauncher:
@@ -61,14 +62,17 @@ class ComposingLauncher:
         self._parser = OverridesParser.create()
         self._composed: dict[tuple[str, ...], DictConfig] = {}
         self._pickled: dict[tuple[str, ...], bytes] = {}
+        self._parsed: dict[str, Any] = {}  # override line -> its parsed Override (`_parse`)
         self._repo = self._group_repository() if _is_basic(fallback) else None
+        self._logging_set = False  # whether the sweep's logging is as the last launch left it
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
         if self._repo is None:
             return list(self.fallback.launch(job_overrides, initial_job_idx=initial_job_idx))
         setup_globals()
         hydra_cfg = self.config.hydra
-        configure_log(hydra_cfg.hydra_logging, hydra_cfg.verbose)
+        if not self._logging_set:  # else the last job's launch set it back, as below
+            configure_log(hydra_cfg.hydra_logging, hydra_cfg.verbose)
         Path(str(hydra_cfg.sweep.dir)).mkdir(parents=True, exist_ok=True)
         runs: list[JobReturn] = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
@@ -76,14 +80,16 @@ class ComposingLauncher:
             with open_dict(job_cfg):
                 job_cfg.hydra.job.id = idx
                 job_cfg.hydra.job.num = idx
+            self._logging_set = False  # until the job's logging is undone
             runs.append(_run_job(self.hydra_context, self.task_function, job_cfg))
             configure_log(hydra_cfg.hydra_logging, hydra_cfg.verbose)
+            self._logging_set = True
         return runs
 
     def job_config(self, overrides: list[str]) -> DictConfig:
         """The job's config, equal to Hydra's ``load_sweep_config(config, overrides)``."""
         loader = self.hydra_context.config_loader
-        parsed = self._parser.parse_overrides(overrides)
+        parsed = self._parse(overrides)
         composes = [self._composes(o) for o in parsed]
         composing = tuple(o.input_line for o, c in zip(parsed, composes, strict=True) if c)
         base = self._composed.get(composing)
@@ -105,6 +111,18 @@ class ComposingLauncher:
             cfg.hydra.job.override_dirname = _dirname(task, cfg.hydra.job.config.override_dirname)
         OmegaConf.copy_cache(from_config=self.config, to_config=cfg)
         return cfg
+
+    def _parse(self, overrides: list[str]) -> list:
+        """``parse_overrides(overrides)``, each line parsed once: the grammar's parser costs
+        more than the rest of a job's config, and a sweep's jobs repeat most of their lines.
+        Parsing is pure, and applying an override reads it only (``Override.value`` converts
+        a copy)."""
+        missing = [o for o in dict.fromkeys(overrides) if o not in self._parsed]
+        if len(self._parsed) + len(missing) > _KEPT_LINES:
+            self._parsed.clear()  # sampled values are new every job: keep the rest
+            missing = list(dict.fromkeys(overrides))
+        self._parsed.update(zip(missing, self._parser.parse_overrides(missing), strict=True))
+        return [self._parsed[o] for o in overrides]
 
     def _composes(self, override) -> bool:
         # what Hydra's defaults list takes (a group choice) and what only composition applies
@@ -133,20 +151,19 @@ def _run_job(hydra_context: Any, task_function: Any, config: DictConfig) -> JobR
     """Hydra's ``run_job(..., "hydra.sweep.dir", "hydra.sweep.subdir")`` for a config of its own
     (`ComposingLauncher.job_config`), with what a small trial would wait on left out: Hydra
     copies the Hydra node three times and the whole config once, and writes each ``.hydra``
-    file from scratch; here the node is copied once, the task's config is copied without it,
+    file from scratch; here the node is not copied, the task's config is copied without it,
     and the YAML of the parts the jobs share is kept (`_yaml`). The same folder, the same files
     byte for byte, the same logging, callbacks and return value.
     """
     callbacks = hydra_context.callbacks
     old_cwd = os.getcwd()
     orig_hydra_cfg = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(config)  # the sweep dir may read ${hydra:...}
+    _set_hydra_config(config)  # the sweep dir may read ${hydra:...}
     output_dir = str(OmegaConf.select(config, "hydra.sweep.dir"))
     output_dir = os.path.join(output_dir, str(OmegaConf.select(config, "hydra.sweep.subdir")))
     hydra_cfg = HydraConfig.instance().cfg
-    for node in (config.hydra.runtime, hydra_cfg.hydra.runtime):  # Hydra: set, then copy again
-        with read_write(node), open_dict(node):
-            node.output_dir = os.path.abspath(output_dir)
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
     chdir = False
     try:
         ret = JobReturn()
@@ -188,6 +205,19 @@ def _run_job(hydra_context: Any, task_function: Any, config: DictConfig) -> JobR
         HydraConfig.instance().cfg = orig_hydra_cfg
         if chdir:
             os.chdir(old_cwd)
+
+
+def _set_hydra_config(config: DictConfig) -> None:
+    """``HydraConfig.instance().set_config(config)`` without its copy of the Hydra node: Hydra
+    copies the node into a config of its own and makes ``config`` the copy's parent (so that
+    it reads ``${...}`` of the job's config); here that config holds ``config``'s node itself.
+    ``config`` is the job's own copy (`ComposingLauncher.job_config`), which nothing else
+    changes, so the two cannot part."""
+    OmegaConf.set_readonly(config.hydra, True)
+    node = config._get_node("hydra")
+    masked = DictConfig({})
+    masked.__dict__["_content"]["hydra"] = node
+    HydraConfig.instance().cfg = masked
 
 
 def _without_hydra(config: DictConfig) -> DictConfig:

@@ -32,7 +32,7 @@ UNCLAIMED_AFTER = dt.timedelta(minutes=2)
 
 
 @contextmanager
-def heartbeat(study: optuna.Study, number: int) -> Iterator[None]:
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat every ``heartbeat_interval`` seconds while the block runs
     (storages with a heartbeat only), as ``Study.optimize`` does for its own trials; the first
     was recorded when the trial was asked (`ask_within_budget`)."""
@@ -41,7 +41,7 @@ def heartbeat(study: optuna.Study, number: int) -> Iterator[None]:
     if not interval:
         yield
         return
-    trial_id = _trial_id(study, number)
+    trial_id, number = trial._trial_id, trial.number
     stop = threading.Event()
 
     def beat() -> None:
@@ -60,21 +60,15 @@ def heartbeat(study: optuna.Study, number: int) -> Iterator[None]:
         thread.join()
 
 
-def first_heartbeat(study: optuna.Study, number: int) -> None:
+def first_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     """Record the trial's first heartbeat (`ask_within_budget`): from then on it can go stale."""
     if heartbeat_interval(study._storage):
-        study._storage.record_heartbeat(_trial_id(study, number))
+        study._storage.record_heartbeat(trial._trial_id)
 
 
 def heartbeat_interval(storage) -> int | None:
     """The storage's heartbeat interval in seconds; ``None`` for a storage with no heartbeat."""
     return getattr(storage, "get_heartbeat_interval", lambda: None)()
-
-
-def _trial_id(study: optuna.Study, number: int) -> int:
-    storage = study._storage
-    study_id = storage.get_study_id_from_name(study.study_name)
-    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
 def fail_stale(study: optuna.Study, store: Path, settings: StudySettings) -> None:

@@ -237,7 +237,8 @@ class OptunaSweep:
                         recover_interrupted(study, study._storage, store, settings, dead=False)
                 # asked and not told yet, each with its heartbeat: a signal fails them all
                 running: dict[int, tuple[Any, ExitStack]] = {}
-                group: list[tuple[Any, list[str]]] = []  # the trials to run, with their jobs
+                # the trials to run, each with its job and the trials counted before it
+                group: list[tuple[Any, list[str], int]] = []
                 nothing_new = None
                 try:
                     while len(group) < (size or 1):
@@ -245,12 +246,12 @@ class OptunaSweep:
                         # below, where it fails it (else a trial made but not yet returned
                         # stays RUNNING)
                         with _signals_deferred():
-                            trial = ask_within_budget(study, settings, lock)
+                            trial, counted = ask_within_budget(study, settings, lock)
                             if trial is not None:
                                 running[trial.number] = (trial, ExitStack())
                         if trial is None:
                             break
-                        running[trial.number][1].enter_context(heartbeat(study, trial.number))
+                        running[trial.number][1].enter_context(heartbeat(study, trial))
                         values = settings.space.sample(trial)
                         earlier = None if settings.allow_repeats else repeated(study, trial)
                         if earlier is not None:
@@ -272,7 +273,7 @@ class OptunaSweep:
                             f"optuna.trial={trial.number}",
                             f"optuna.storage={_quoted(mask_password(settings.storage))}",
                         ]
-                        group.append((trial, job_overrides))
+                        group.append((trial, job_overrides, counted))
                         if size is None:
                             size = self._group_size(job_overrides)
                     if not group:
@@ -285,13 +286,13 @@ class OptunaSweep:
                         if nothing_new is not None:
                             print(nothing_new)
                         break
-                    rets = self._launch(group, study, settings)
+                    rets = self._launch(group, settings)
                     for _, beating in running.values():
                         beating.close()
                     states = []
-                    for (trial, _), ret in zip(group, rets, strict=True):
+                    for (trial, _, _), ret in zip(group, rets, strict=True):
                         try:
-                            status, error = tell(study, trial, ret, settings, store)
+                            status, error = tell(study, uid, trial, ret, settings, store)
                         except OSError as e:
                             if e.errno != errno.ENOSPC:
                                 raise
@@ -336,20 +337,19 @@ class OptunaSweep:
 
         return group_size(self.launcher.job_config(job_overrides))
 
-    def _launch(self, group: list[tuple[Any, list[str]]], study, settings: StudySettings) -> list:
+    def _launch(self, group: list[tuple[Any, list[str], int]], settings: StudySettings) -> list:
         """Launch each trial's job in turn; the first of a group of several runs them all fused
         (`sweep.fused.hand_over`), each later job returns its row."""
         handed = nullcontext()
         if len(group) > 1:
             from sweep.fused import hand_over
 
-            handed = hand_over([self.launcher.job_config(ov) for _, ov in group])
+            handed = hand_over([self.launcher.job_config(ov) for _, ov, _ in group])
         rets = []
         with handed:
-            counted = counted_trials(study)
-            for i, (trial, job_overrides) in enumerate(group):
+            for trial, job_overrides, counted in group:
                 # its place in the budget, for the "[k/N, eta ...]" of its line
-                place_next_trial(counted - len(group) + 1 + i, settings.n_trials, settings.n_jobs)
+                place_next_trial(counted + 1, settings.n_trials, settings.n_jobs)
                 [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
                 rets.append(ret)
         return rets
@@ -439,15 +439,17 @@ def register_worker(study: optuna.Study, lock: Callable[[], AbstractContextManag
 
 def ask_within_budget(
     study: optuna.Study, settings: StudySettings, lock: Callable[[], AbstractContextManager]
-):
+) -> tuple[optuna.Trial | None, int]:
     """A new trial, or ``None`` when the study's budget is spent, checked and asked under the
     study's lock (`study_lock`), which lives in the storage: no worker can overshoot it.
     Through the gRPC proxy, which has no lock, the trial's number is its ticket (`keep_ticket`).
+    Also returns the trials counted against the budget before it (`counted_trials`).
     """
     while True:
         with lock():
-            if counted_trials(study) >= settings.n_trials:
-                return None
+            counted = counted_trials(study)
+            if counted >= settings.n_trials:
+                return None, counted
             with warnings.catch_warnings():
                 # Optuna warns that heartbeats are meant for Study.optimize; `heartbeat` beats
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
@@ -456,8 +458,8 @@ def ask_within_budget(
                 study, trial.number, settings.n_trials
             ):
                 continue  # given back unrun; the budget may yet have room (a failed ticket)
-            first_heartbeat(study, trial.number)  # from now on the trial can go stale
-            return trial
+            first_heartbeat(study, trial)  # from now on the trial can go stale
+            return trial, counted
 
 
 def _nothing_new(settings: StudySettings, repeats: int) -> str:

@@ -24,9 +24,10 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def tell(
-    study: optuna.Study, trial, ret, settings: StudySettings, store: Path
+    study: optuna.Study, uid: str, trial, ret, settings: StudySettings, store: Path
 ) -> tuple[TrialState, str]:
-    """Tell the study what the job stored, or why it raised (then the store gets a row too).
+    """Tell the study (whose ``uid`` names its rows) what the job stored, or why it raised
+    (then the store gets a row too).
 
     The row and its layers also go to the study, as the trial's user attribute ``row``
     (`sweep.load_results(storage=..., study=...)`), so that workers on machines with separate
@@ -45,7 +46,7 @@ def tell(
             trial.set_user_attr("row", encode_rows([failed_row(study, trial, error)]))
             study.tell(trial, state=TrialState.FAIL)
             return TrialState.FAIL, error
-        rid = row_id(None, study.study_name, trial.number, study.user_attrs.get("uid"))
+        rid = row_id(None, study.study_name, trial.number, uid)
         layers = read_layers(store, rid)
         trial.set_user_attr(
             "row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}])
