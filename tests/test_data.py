@@ -25,6 +25,21 @@ def test_digits_splits_are_disjoint_and_fixed():
     assert not torch.equal(a.test.y, c.test.y)
 
 
+def test_digits_read_without_scikit_learn_are_what_scikit_learn_reads(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    from sweep.data._datasets import _digits_arrays
+
+    x, y = _digits_arrays()
+    expected_x, expected_y = load_digits(return_X_y=True)
+    assert x.dtype == expected_x.dtype and y.dtype == expected_y.dtype
+    assert (x == expected_x).all() and (y == expected_y).all()
+    # where the file is not where it was, scikit-learn reads it
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    x, y = _digits_arrays()
+    assert (x == expected_x).all() and (y == expected_y).all()
+
+
 def test_synthetic_shapes():
     ds = synthetic(100, 3, 2, 5, 1.0, val_fraction=0.1, test_fraction=0.2, split_seed=1)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (72, 8, 20)

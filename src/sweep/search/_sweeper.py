@@ -87,6 +87,11 @@ WORKER_PREFIX = "worker-"
 REPEATS_IN_A_ROW = 20
 # The most seconds between a worker's looks for other workers' stale or unclaimed trials
 STALE_EVERY_S = 10
+# Once the budget is spent, a worker waits for the others' running trials (one may yet die and
+# be queued again): first this long, then twice as long each time, up to IDLE_MAX_S (and the
+# heartbeat interval)
+IDLE_FIRST_S = 0.05
+IDLE_MAX_S = 5
 
 
 class OptunaSweep:
@@ -219,6 +224,7 @@ class OptunaSweep:
             disable=not progress,
         )
         repeats = 0
+        idle = 0.0  # the last wait for the other workers' trials (none yet)
         looked = -math.inf  # when this worker last looked for stale and unclaimed trials
         size = None  # the trials a group holds, known from the first trial's job config
         with bar:
@@ -280,12 +286,15 @@ class OptunaSweep:
                         if nothing_new is None and beats and _unfinished(study):
                             # the budget is spent, but another worker's trial may yet die: wait,
                             # so that the last worker standing leaves nothing RUNNING (a storage
-                            # with no heartbeat could never tell a dead worker's trial)
-                            time.sleep(min(beats, 5))
+                            # with no heartbeat could never tell a dead worker's trial); looking
+                            # again soon at first, as the others' last trials often end soon
+                            idle = min(2 * idle, beats, IDLE_MAX_S) if idle else IDLE_FIRST_S
+                            time.sleep(idle)
                             continue
                         if nothing_new is not None:
                             print(nothing_new)
                         break
+                    idle = 0.0
                     rets = self._launch(group, settings)
                     for _, beating in running.values():
                         beating.close()
