@@ -140,6 +140,33 @@ def test_a_sweep_runs_the_same_jobs_with_or_without_reusing_composition(tmp_path
         assert kept[0] == kept[1]
 
 
+def test_a_grid_runs_the_same_jobs_as_hydras_basic_sweeper(tmp_path):
+    """The grid sweeper (the default) composes each set of group choices once; its jobs, their
+    folders, saved configs and rows are those of Hydra's basic sweeper (hydra/sweeper=basic)."""
+    from sweep import load_results
+    from tests.conftest import FAST, run_cli
+
+    args = ["-m", "amount=0.2,0.6", "method=l1_unstructured,ln_structured", *FAST]
+    args += ["finetune.epochs=0", "store.models=none"]
+    runs = {"grid": [], "basic": ["hydra/sweeper=basic"]}
+    for name, choice in runs.items():
+        result = run_cli(
+            *args, *choice, f"hydra.sweep.dir=multirun/{name}", f"store.path=r-{name}", cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("[4/4") == 1  # the jobs were counted as a grid's
+    assert "prune_sweep.GridSweeper" in (tmp_path / "multirun/grid/0/.hydra/hydra.yaml").read_text()
+    rows = [load_results(tmp_path / f"r-{name}").sort_values("trial_key") for name in runs]
+    assert len(rows[0]) == 4
+    for column in ("trial_key", "method", "amount", "sparsity", "acc_pruned", "acc_finetuned"):
+        assert list(rows[0][column]) == list(rows[1][column]), column
+    for job in range(4):
+        folders = [tmp_path / f"multirun/{name}/{job}/.hydra" for name in runs]
+        for file in ("config.yaml", "overrides.yaml"):
+            texts = [(f / file).read_text().replace("r-basic", "r-grid") for f in folders]
+            assert texts[0] == texts[1], (job, file)
+
+
 COUNTED = """
 from pathlib import Path
 

@@ -25,7 +25,11 @@ __all__ = [
 # the accepted values of the ``progress`` key
 PROGRESS = "true | false | auto (bars on a terminal or in a notebook only)"
 
-_BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# Hydra's basic sweeper, and ours that composes its jobs once per set of group choices
+_GRID_SWEEPERS = (
+    "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+    "hydra_plugins.prune_sweep.GridSweeper",
+)
 # This process's multirun: its grid's size (`GridCount`), the place of the trial a sweeper
 # launches next (`place_next_trial`), the seconds each finished trial took. Jobs of Hydra's
 # basic launcher and of the Optuna sweeper run in the process that started the sweep.
@@ -100,7 +104,7 @@ class GridCount(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _SWEEP.update(durations=[], total=None, grid=False, jobs=None)
-        if config.hydra.sweeper.get("_target_") != _BASIC_SWEEPER:
+        if config.hydra.sweeper.get("_target_") not in _GRID_SWEEPERS:
             return
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
