@@ -2,8 +2,8 @@
 dataset and model into a `Plan`; the trial's key (`trial_key`) and device (`resolve_device`).
 
 Also the datasets and models a multirun's jobs share (`_LAST_DATASET`, `_on_device`,
-`_LAST_MODEL`), and how a model
-config is read against our presets (`_model_spec`). `sweep.trial` runs the plan.
+`_LAST_MODEL`), and how a model config is read against our presets (`_model_spec`).
+`sweep.trial` runs the plan.
 """
 
 from __future__ import annotations
