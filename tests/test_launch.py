@@ -56,21 +56,37 @@ def test_jobs_with_the_same_group_choices_share_one_composition():
     loader, master = _master()
     launcher = _launcher(loader, master)
     configs = [launcher.job_config(job) for job in JOBS]
-    assert len(launcher._composed) == 4  # two jobs choose method=ln_structured only
+    assert len(launcher.composer._composed) == 4  # two jobs choose method=ln_structured only
     assert configs[0].amount == 0.5 and configs[1].amount == 0.25  # copies, not one object
     assert configs[0].method.name == configs[1].method.name == "ln_structured"
-    assert len(launcher._parsed) == len({line for job in JOBS for line in job})  # each line once
+    assert len(launcher.composer._parsed) == len(
+        {line for job in JOBS for line in job}
+    )  # each line once
 
 
 def test_parsed_lines_are_bounded_and_jobs_stay_equal(monkeypatch):
-    monkeypatch.setattr("sweep.search._launch._KEPT_LINES", 8)
+    monkeypatch.setattr("sweep._compose._KEPT_LINES", 8)
     loader, master = _master()
     launcher = _launcher(loader, master)
     for job in JOBS * 2:
         ours = launcher.job_config(job)
-        assert len(launcher._parsed) <= max(8, len(job))
+        assert len(launcher.composer._parsed) <= max(8, len(job))
         hydras = loader.load_sweep_config(master, job)
         assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras)
+
+
+def test_a_config_kept_for_its_launch_is_the_one_launched(monkeypatch):
+    monkeypatch.setattr("sweep.search._launch._KEPT_JOBS", 2)
+    loader, master = _master()
+    launcher = _launcher(loader, master)
+    kept = [launcher.job_config(job, keep=True) for job in JOBS[:3]]
+    assert launcher.job_config(JOBS[0]) is not kept[0]  # dropped: the bound holds two
+    assert launcher.job_config(JOBS[1]) is kept[1]  # composed once, for the check and the job
+    assert launcher.job_config(JOBS[1]) is not kept[1]  # taken: the next job composes anew
+    assert launcher.job_config(JOBS[2]) is kept[2]
+    for job, cfg in zip(JOBS, kept, strict=False):
+        hydras = loader.load_sweep_config(master, job)
+        assert OmegaConf.to_container(cfg) == OmegaConf.to_container(hydras)
 
 
 def test_a_bad_value_fails_as_hydras_composition_does():
@@ -80,6 +96,53 @@ def test_a_bad_value_fails_as_hydras_composition_does():
         loader.load_sweep_config(master, [*FIXED, "no_such_key=1"])
     with pytest.raises(ConfigCompositionException):
         launcher.job_config([*FIXED, "no_such_key=1"])
+
+
+# the points `sweep.cli.check_overrides` composes before a grid starts: each must be the config
+# Hydra's compose() gives, hydra node included, whatever the cache held before it
+POINTS = [
+    ["amount=0.1", "finetune.epochs=2"],
+    ["amount=0.2", "finetune.epochs=2"],
+    ["amount=0.1", "finetune.epochs=3"],
+    ["method=ln_structured", "amount=0.3", "method.n=1"],
+    ["++scope.amounts.layers.1=0.3", "+extra={a: 1}", "~latency"],
+    ["model=mlp", "model.hidden=[8,8]", "hydra.job.chdir=true"],
+    ["fuse=2", "tag=x"],
+]
+
+
+@pytest.mark.parametrize("point", POINTS, ids=" ".join)
+def test_a_checked_grid_point_equals_hydras_compose(point):
+    from hydra import compose
+
+    from sweep.cli import _composer, _config_search_path, _parse_args
+
+    with _config_search_path(_parse_args(["-m", *POINTS[0]])):
+        composed = _composer("config", [])
+        for earlier in POINTS:
+            composed(earlier)
+        ours = composed(point)
+        hydras = compose("config", overrides=point, return_hydra_config=True)
+    assert len(composed._composed) == 3  # none; method=; model= with a hydra key: once each
+    assert OmegaConf.to_container(ours) == OmegaConf.to_container(hydras)
+    assert list(ours.hydra.overrides.task) == [p for p in point if not p.startswith("hydra.")]
+
+
+def test_a_checked_point_refuses_a_bad_value_as_hydras_compose_does():
+    from hydra import compose
+
+    from sweep.cli import _composer, _config_search_path, _parse_args
+
+    with _config_search_path(_parse_args(["-m", "amount=0.1"])):
+        composed = _composer("config", [])
+        composed(["amount=0.1"])
+        errors = []
+        for compose_ in (composed, lambda o: compose("config", overrides=o)):
+            with pytest.raises(ConfigCompositionException) as e:
+                compose_(["amount=abc"])
+            errors.append((str(e.value), type(e.value.__cause__), e.value.__cause__.full_key))
+    assert errors[0] == errors[1]
+    assert errors[0][2] == "amount"
 
 
 def test_another_launcher_composes_its_own_jobs():

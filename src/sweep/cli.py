@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -80,10 +80,13 @@ def check_overrides(argv: Sequence[str]) -> None:
     datasets: dict[str, Any] = {}  # variants of one grid mostly share their dataset
     stores: set[str] = set()
     config_name = args.config_name or "config"
+    hydra_lines = [o.input_line for o in parsed if o.is_hydra_override() and o.input_line in fixed]
+    composed: Callable[[list[str]], DictConfig] | None = None
     with _config_search_path(args):
         for overrides in variants:
             try:
-                cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+                composed = composed or _composer(config_name, hydra_lines)
+                cfg = composed(overrides)
                 if overrides is variants[0] and _is_optuna(cfg) and multirun:
                     from sweep.search import study_settings
 
@@ -261,6 +264,20 @@ def _override_syntax(e: Exception) -> str:
             f"(on a shell command line: {key}='\"{value}\"')"
         )
     return message
+
+
+def _composer(config_name: str, hydra_overrides: list[str]) -> Callable[[list[str]], DictConfig]:
+    """``compose(config_name, overrides, return_hydra_config=True)``, composed once per set of
+    group choices (`sweep._compose`): the points of a grid mostly differ in values only."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sweep._compose import Composer
+
+    def whole(overrides: list[str]) -> DictConfig:
+        return compose(config_name, overrides=overrides, return_hydra_config=True)
+
+    loader = GlobalHydra.instance().config_loader()
+    return Composer.create(loader, config_name, hydra_overrides, whole) or whole
 
 
 def _override_value(overrides: Sequence[str], group: str) -> str:

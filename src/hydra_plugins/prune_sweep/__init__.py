@@ -47,8 +47,8 @@ class GridSweeper(BasicSweeper):
         self.launcher = ComposingLauncher(self.launcher, hydra_context, task_function, config)
 
     def validate_batch_is_legal(self, batch: Any) -> None:
-        if self.launcher._repo is None:  # the launcher composes its own jobs
+        if self.launcher.composer is None:  # the launcher composes its own jobs
             super().validate_batch_is_legal(batch)
             return
         for overrides in batch:  # composing fails as Hydra's own composition does
-            self.launcher.job_config(list(overrides))
+            self.launcher.job_config(list(overrides), keep=True)

@@ -310,7 +310,8 @@ class OptunaSweep:
                                 interrupt(study, other, store, reason)
                             return results, reason
                         running.pop(trial.number)
-                        results.append(ret)
+                        # without the job's configs: a long search would keep thousands alive
+                        results.append(dataclasses.replace(ret, cfg=None, hydra_cfg=None))
                         states.append((status, error))
                 except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (`_sigterm_raises`)
                     _ignore_signals()
@@ -339,12 +340,12 @@ class OptunaSweep:
         1 unless the jobs run in this process, where the first of a group can run the rest."""
         if self.config.fuse == 1:
             return 1
-        if getattr(self.launcher, "_repo", None) is None:  # not `ComposingLauncher`'s own jobs
+        if getattr(self.launcher, "composer", None) is None:  # not `ComposingLauncher`'s jobs
             log.info("fuse=%s: each trial runs alone under this launcher", self.config.fuse)
             return 1
         from sweep.fused import group_size
 
-        return group_size(self.launcher.job_config(job_overrides))
+        return group_size(self.launcher.job_config(job_overrides, keep=True))
 
     def _launch(self, group: list[tuple[Any, list[str], int]], settings: StudySettings) -> list:
         """Launch each trial's job in turn; the first of a group of several runs them all fused
