@@ -489,3 +489,58 @@ def test_a_row_with_noisy_latency_is_told_and_flagged(caplog):
             else []
         )
     assert [t.values for t in study.trials] == [[0.9, 2.0], [0.9, 2.0]]
+
+
+@pytest.mark.parametrize(
+    ("row", "state", "values"),
+    [
+        ({"status": "complete", "acc_finetuned": 0.75}, "COMPLETE", [0.75]),
+        ({"status": "pruned"}, "PRUNED", None),
+        ({"status": "failed", "error": "boom"}, "FAIL", None),
+        ({"status": "complete"}, "FAIL", None),  # its objective missing
+    ],
+)
+def test_a_row_is_told_as_study_tell_tells_it(tmp_path, row, state, values):
+    from optuna.trial import TrialState
+
+    from sweep.search._tell import tell_row
+
+    spec = settings(objectives=["acc_finetuned"], directions=["maximize"])
+    study_settings = StudySettings.from_config(spec, SearchSpace.from_config(SPACE))
+    storage = open_storage(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    live, by_number = study.ask(), study.ask()
+    tell_row(study, live, row, study_settings, live.set_user_attr)
+    tell_row(study, by_number.number, row, study_settings, by_number.set_user_attr)
+    reloaded = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state for t in reloaded] == [TrialState[state]] * 2
+    assert [t.values for t in reloaded] == [values] * 2
+    # told again: refused as study.tell refuses it (a failure's error attribute first)
+    refusal = optuna.exceptions.UpdateFinishedTrialError if state == "FAIL" else ValueError
+    with pytest.raises(refusal, match=r"Cannot tell a .* trial|has already finished"):
+        tell_row(study, live, row, study_settings, live.set_user_attr)
+
+
+def test_a_jobs_trial_is_found_again_in_a_study_made_anew_under_its_name(tmp_path):
+    from omegaconf import OmegaConf
+
+    from sweep.search._job import _trial
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    study_ids = []
+    for uid in ("first", "second"):  # the second study replaces the first under one name
+        if study_ids:
+            optuna.delete_study(study_name="s", storage=url)
+        study = optuna.create_study(storage=url, study_name="s", directions=["maximize"] * 2)
+        optuna.create_study(storage=url, study_name=uid)  # the next "s" gets another id
+        study.ask(), study.ask()
+        for number in (0, 1):
+            cfg = OmegaConf.create(
+                {"optuna": {"storage": url, "study": "s", "uid": uid, "trial": number}}
+            )
+            _, study_id, trial_id, directions = _trial(cfg)
+            assert study_id == study._study_id
+            assert trial_id == study.trials[number]._trial_id
+            assert directions == study.directions
+        study_ids.append(study_id)
+    assert study_ids[0] != study_ids[1]

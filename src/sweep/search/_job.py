@@ -20,17 +20,16 @@ def job_callbacks(cfg: DictConfig) -> tuple[EpochCallback | None, Callable[[str]
     return reporter(cfg, ids), record_key(cfg, ids)
 
 
-def reporter(cfg: DictConfig, ids: tuple[Any, int, int] | None = None) -> EpochCallback | None:
+def reporter(cfg: DictConfig, ids: _Ids | None = None) -> EpochCallback | None:
     """The job's side of an Optuna trial, rebuilt from the storage by study name and number
-    (``ids``: its storage, study id and trial id, when already looked up).
+    (``ids``: its storage, study, trial and the study's directions, when already looked up).
 
     Returns a callback that reports each epoch's validation accuracy (its error, 1 - accuracy,
     when the study minimises) and raises ``optuna.TrialPruned`` when the trial pruner says so.
     Multi-objective studies get no callback: Optuna does not prune them. Works in any process
     that reaches the storage.
     """
-    storage, study_id, trial_id = ids or _trial(cfg)
-    directions = storage.get_study_directions(study_id)
+    storage, _, trial_id, directions = ids or _trial(cfg)
     if len(directions) > 1:
         return None
     maximize = directions[0] == optuna.study.StudyDirection.MAXIMIZE
@@ -54,24 +53,37 @@ def reporter(cfg: DictConfig, ids: tuple[Any, int, int] | None = None) -> EpochC
     return on_epoch
 
 
-def record_key(cfg: DictConfig, ids: tuple[Any, int, int] | None = None) -> Callable[[str], None]:
+def record_key(cfg: DictConfig, ids: _Ids | None = None) -> Callable[[str], None]:
     """A callback that records the trial key on the job's Optuna trial: `run_trial` calls it
     once the key is known (the data's fingerprint and the checkpoint's digest in it), so that
     a trial whose job dies still names its key (`failed_row`)."""
-    storage, _, trial_id = ids or _trial(cfg)
+    storage, _, trial_id, _ = ids or _trial(cfg)
     return lambda key: storage.set_trial_user_attr(trial_id, "trial_key", key)
 
 
-def _trial(cfg: DictConfig) -> tuple[Any, int, int]:
+_Ids = tuple[Any, int, int, list]  # storage, study id, trial id, the study's directions
+
+
+def _trial(cfg: DictConfig) -> _Ids:
     """The job's storage (the sweep set the real URL in the environment: the config's is
-    masked), its study's id and its trial's id."""
-    storage = _storage(os.environ.get(STORAGE_ENV) or cfg.optuna.storage)
-    study_id = storage.get_study_id_from_name(cfg.optuna.study)
-    return (
-        storage,
-        study_id,
-        storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial),
-    )
+    masked), its study's id, its trial's id and the study's directions."""
+    url = os.environ.get(STORAGE_ENV) or cfg.optuna.storage
+    storage = _storage(url)
+    if cfg.optuna.get("uid"):  # one study, whatever was deleted and created under its name
+        study_id, directions = _study(url, cfg.optuna.study, cfg.optuna.uid)
+    else:
+        study_id, directions = _study.__wrapped__(url, cfg.optuna.study, None)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial)
+    return storage, study_id, trial_id, directions
+
+
+@functools.lru_cache(maxsize=8)
+def _study(url: str, name: str, uid: str | None) -> tuple[int, list]:
+    """A study's id and directions: the same for every job of the study (``uid``) this
+    process runs."""
+    storage = _storage(url)
+    study_id = storage.get_study_id_from_name(name)
+    return study_id, storage.get_study_directions(study_id)
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,6 +8,7 @@ the store (a failed row where the job wrote none), so that either one alone can 
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def tell(
             "row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}])
         )
         trial.set_user_attr("layers", encode_rows(layers))
-        return tell_row(study, trial.number, row, settings, trial.set_user_attr)
+        return tell_row(study, trial, row, settings, trial.set_user_attr)
     except optuna.exceptions.UpdateFinishedTrialError:
         error = "failed as stale while it ran (no heartbeat within the grace period)"
         log.warning("trial %d %s; its parameters were queued again", trial.number, error)
@@ -60,8 +61,11 @@ def tell(
 
 
 def tell_row(
-    study, number: int, row: dict, settings: StudySettings, set_attr
+    study, trial: optuna.Trial | int, row: dict, settings: StudySettings, set_attr
 ) -> tuple[TrialState, str]:
+    """Tell ``trial`` (live, or by number) the outcome its ``row`` says; ``set_attr(key,
+    value)`` sets its user attributes (``error``)."""
+    number = trial if isinstance(trial, int) else trial.number
     if row["status"] == "complete":
         values = [row.get(o) for o in settings.objectives]
         if all(isinstance(v, int | float) and v == v for v in values):
@@ -74,17 +78,40 @@ def tell_row(
                     row["speedup_low"],
                     row["speedup_high"],
                 )
-            study.tell(number, values)
+            _finish(study, trial, values)
             return TrialState.COMPLETE, ""
         error = f"objective(s) {list(settings.objectives)} missing from the row"
     elif row["status"] == "pruned":
-        study.tell(number, state=TrialState.PRUNED)
+        _finish(study, trial, state=TrialState.PRUNED)
         return TrialState.PRUNED, ""
     else:
         error = row.get("error") or "failed"
     set_attr("error", error)
-    study.tell(number, state=TrialState.FAIL)
+    _finish(study, trial, state=TrialState.FAIL)
     return TrialState.FAIL, error
+
+
+def _finish(study, trial, values=None, state=None) -> None:
+    """``study.tell(trial, values, state=state)``, without what ``tell`` does after: reading
+    the finished trial back from the storage to return a deep copy of it, which nobody reads
+    here (a storage round trip per trial, in a search of many small ones)."""
+    if _TELL is None:
+        study.tell(trial, values, state=state)
+    else:
+        _TELL(study=study, trial=trial, value_or_values=values, state=state)
+
+
+def _tell_function():
+    # Optuna's own body of Study.tell, where this Optuna has it as it is read here
+    try:
+        from optuna.study._tell import _tell_with_warning
+    except ImportError:
+        return None
+    names = set(inspect.signature(_tell_with_warning).parameters)
+    return _tell_with_warning if {"study", "trial", "value_or_values", "state"} <= names else None
+
+
+_TELL = _tell_function()
 
 
 def reads_latency(objective: str) -> bool:
