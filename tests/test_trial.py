@@ -276,3 +276,42 @@ def test_channels_last_changes_the_layout_not_the_trial(tmp_path, overrides):
         assert not split.x.is_contiguous()
     assert torch.equal(held.train.x, data.train.x)
     assert _on_device(data, torch.device("cpu")).train.x.is_contiguous()
+
+
+def test_a_baseline_read_before_comes_from_memory_until_its_file_changes(
+    tmp_path, cfg_factory, monkeypatch
+):
+    import torch
+
+    from sweep import baseline
+    from sweep._files import atomic_write
+    from sweep.plan import prepare
+
+    def built():
+        return prepare(cfg_factory("pretrain.epochs=1"), check_store=False)
+
+    plan = built()
+    settings = {k: plan.resolved[k] for k in ("model", "dataset", "pretrain")}
+    settings.update(seed=0, device_type="cpu")  # what keys the baseline
+    trained = baseline.load_or_train(plan.model, plan.data, settings, tmp_path, progress=False)
+    weights = {k: v.clone() for k, v in plan.model.state_dict().items()}
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, **kw: reads.append(f) or real_load(f, **kw))
+
+    def load() -> tuple[dict, dict]:
+        model = built().model
+        facts = baseline.load_or_train(model, plan.data, settings, tmp_path, progress=False)
+        return facts, model.state_dict()
+
+    for _ in range(3):
+        facts, state = load()
+        assert facts == {**trained, "trained": False}
+        assert all(torch.equal(v, state[k]) for k, v in weights.items())
+    assert len(reads) == 1  # the first load reads the file, the next ones are served from memory
+    file = baseline.weights_file(tmp_path, trained["key"])
+    changed = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
+    atomic_write(file, lambda f: torch.save(changed, f))  # a baseline replaced in place
+    facts, state = load()
+    assert len(reads) == 2
+    assert all(torch.equal(v, state[k]) for k, v in changed.items())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import errno
+import functools
 import importlib.metadata
 import itertools
 import logging
@@ -594,6 +595,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
     """What decides whether a rerun reproduces a row bit for bit: library versions, and the
     instruction set torch's CPU kernels were dispatched for (AVX2 and AVX-512 round apart)."""
