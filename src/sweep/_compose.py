@@ -88,12 +88,11 @@ class Composer:
             type(self._loader)._apply_overrides_to_config(values, cfg)
         except OmegaConfBaseException as e:  # as Hydra's own composition reports it
             raise ConfigCompositionException().with_traceback(e.__traceback__) from e
-        if "hydra" in cfg:
-            task = [o for o in parsed if not o.is_hydra_override()]
-            with open_dict(cfg.hydra):
-                cfg.hydra.overrides.task = [o.input_line for o in task]
-                settings = cfg.hydra.job.config.override_dirname
-                cfg.hydra.job.override_dirname = _dirname(task, settings)
+        task = [o for o in parsed if not o.is_hydra_override()]
+        with open_dict(cfg.hydra):
+            cfg.hydra.overrides.task = [o.input_line for o in task]
+            settings = cfg.hydra.job.config.override_dirname
+            cfg.hydra.job.override_dirname = _dirname(task, settings)
         return cfg
 
     def _parse(self, overrides: list[str]) -> list:
