@@ -383,6 +383,8 @@ def test_a_trial_whose_worker_died_after_its_row_landed_keeps_its_row_in_the_stu
     assert load_layers(storage=url, study="s")["sparsity"].tolist() == [0.5, 0.5]
 
 
+# the test asks outside Study.optimize, as a sweep's own workers do (`ask_within_budget`)
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_a_stale_trial_whose_row_landed_is_finished_from_it_not_run_again(tmp_path):
     """Issue 22: a worker frozen after its row landed (then killed) loses its heartbeat; the
     trial is told from its row, as on a restart, not failed and queued again (a second run)."""
@@ -544,3 +546,54 @@ def test_a_jobs_trial_is_found_again_in_a_study_made_anew_under_its_name(tmp_pat
             assert directions == study.directions
         study_ids.append(study_id)
     assert study_ids[0] != study_ids[1]
+
+
+def _journal_mode(database) -> str:
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(database)) as connection:
+        return connection.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_sqlite_logs_ahead_on_a_local_file_system_and_keeps_a_rollback_journal_elsewhere(
+    tmp_path, monkeypatch
+):
+    from sweep.search import _study
+
+    where = {"kind": "ext4"}
+    monkeypatch.setattr(_study, "file_system", lambda path: where["kind"])
+    database = tmp_path / "study.db"
+    storage = open_storage(f"sqlite:///{database}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    assert _journal_mode(database) == "wal"
+    storage.engine.dispose()
+
+    where["kind"] = "nfs4"  # the same file, now on a file system other machines see
+    storage = open_storage(f"sqlite:///{database}")
+    assert _journal_mode(database) == "delete"
+    assert len(optuna.load_study(study_name="s", storage=storage).trials) == 3
+    assert not (tmp_path / "study.db-wal").exists()
+
+    where["kind"] = "fuse.sshfs"
+    open_storage(f"sqlite:///{tmp_path / 'new.db'}")
+    assert _journal_mode(tmp_path / "new.db") == "delete"
+
+
+def test_the_file_system_of_a_path_is_its_deepest_mount(tmp_path):
+    from pathlib import Path
+
+    from sweep.search._study import file_system
+
+    table = tmp_path / "mounts"
+    table.write_text(
+        "/dev/vda / ext4 rw,relatime 0 0\n"
+        "server:/export /mnt/shared nfs4 rw 0 0\n"
+        "tmpfs /mnt/shared/scratch\\040space tmpfs rw 0 0\n"
+        "other:/export /mnt/shared nfs rw 0 0\n"
+    )
+    assert file_system(Path("/mnt/shared/study/optuna.db"), table) == "nfs"  # mounted last
+    assert file_system(Path("/mnt/shared/scratch space/optuna.db"), table) == "tmpfs"
+    assert file_system(Path("/mnt/sharedx/optuna.db"), table) == "ext4"
+    assert file_system(Path("/mnt"), tmp_path / "no-such-table") is None

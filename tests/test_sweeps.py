@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +62,13 @@ def test_optuna_study_rows_resume_and_pareto_table(tmp_path):
     assert table and all(re.match(r"\d+ +[0-9a-f]{16} +[a-z]", line) for line in table)
     key = table[0].split()[1]
     assert load == f"load a trial's pruned model: sweep.load_model({key!r})"
+    # the database file alone, copied without its write-ahead log, holds every trial
+    (tmp_path / "copy").mkdir()
+    shutil.copy(tmp_path / "results" / "optuna.db", tmp_path / "copy")
+    assert (
+        states(study(tmp_path / "copy", storage=f"sqlite:///{tmp_path}/copy/optuna.db"))
+        == ["COMPLETE"] * 4
+    )
 
     again = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=6", *OPTUNA_FAST, cwd=tmp_path)
     assert again.returncode == 0, again.stderr

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import atexit
 import hashlib
 import inspect
 import os
 import re
 import socket
+import sqlite3
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,6 +282,7 @@ def open_storage(
             # on alembic_version: "UNIQUE constraint failed")
             engine_kwargs = {"connect_args": {"timeout": 60}}
             with locked(database.with_name(f".{database.name}.lock")):
+                write_ahead(database)
                 return _retry_schema_race(
                     lambda: _rdb_storage(url, engine_kwargs=engine_kwargs, **heartbeat)
                 )
@@ -344,6 +347,96 @@ def has_lock(url: str) -> bool:
     """Whether workers on ``url`` can hold a `study_lock`: every storage but the gRPC proxy,
     which passes Optuna's storage calls only (`ask_within_budget` then takes tickets)."""
     return not url.startswith(GRPC)
+
+
+# File systems whose files only processes on this machine open: there SQLite can log in WAL
+# mode, which needs memory shared by every process using the database ("WAL does not work over
+# a network filesystem", SQLite's docs). Anything else (nfs, cifs, lustre, fuse...) keeps the
+# rollback journal.
+_LOCAL_FILE_SYSTEMS = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "bcachefs", "tmpfs", "ramfs", "overlay"}
+)
+
+
+def write_ahead(database: Path) -> str | None:
+    """Put a SQLite database on a local file system in write-ahead-log mode, and one on any
+    other file system back in rollback-journal mode (its workers may run on other machines);
+    return the mode it is in, or ``None`` where it was left as it was.
+
+    In WAL mode a commit appends to one log file and syncs it once, instead of writing,
+    syncing and deleting a rollback journal: 0.3 ms instead of 1.1 ms on this project's CI
+    disk, and a small trial commits about 17 times between its ask and its tell. Durability
+    is SQLite's default (``synchronous=FULL``): a committed trial survives a crash or a power
+    cut. The mode is kept in the file, so every later connection uses it: other workers,
+    ``optuna-dashboard``.
+
+    While a sweep runs, the database is the ``.db`` file and its ``-wal`` file together; when
+    the process ends, what it wrote is folded into the ``.db`` file (`_fold_logs`), so that
+    the file alone, copied anywhere, holds every trial. A worker killed mid-sweep leaves its
+    last commits in the ``-wal`` file, which the next connection to the database reads.
+    """
+    local = file_system(database) in _LOCAL_FILE_SYSTEMS
+    if not local and not _in_wal_mode(database):
+        return None
+    try:
+        with closing(sqlite3.connect(database, timeout=60)) as connection:
+            wanted = "WAL" if local else "DELETE"
+            mode = connection.execute(f"PRAGMA journal_mode={wanted}").fetchone()[0]
+    except sqlite3.Error:  # not a database, or held: Optuna says what is wrong, as before
+        return None
+    if mode == "wal":
+        if not _LOGGED:
+            atexit.register(_fold_logs)
+        _LOGGED.add(database.expanduser().resolve())
+    return mode
+
+
+def _in_wal_mode(database: Path) -> bool:
+    """Whether a SQLite file's header says WAL mode (its read and write versions, bytes 18
+    and 19, are 2), read without opening it as a database."""
+    try:
+        with open(database, "rb") as file:
+            return file.read(20)[18:20] == b"\x02\x02"
+    except OSError:
+        return False
+
+
+_LOGGED: set[Path] = set()  # the databases `write_ahead` put in WAL mode in this process
+
+
+def _fold_logs() -> None:
+    """Copy what the write-ahead logs of `_LOGGED` hold into their databases and empty the
+    logs. It waits on no other worker (no busy timeout: where one is writing or reading, as
+    much is copied as can be, and that worker's own exit folds in the rest)."""
+    for database in _LOGGED:
+        try:
+            # mode=rw: a database deleted since is not made anew, empty
+            uri = f"{database.as_uri()}?mode=rw"
+            with closing(sqlite3.connect(uri, uri=True, timeout=0)) as connection:
+                connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+
+
+def file_system(path: Path, table: Path = Path("/proc/self/mounts")) -> str | None:
+    """The type of the file system ``path`` is on (``ext4``, ``nfs4``...), from the mount
+    table (Linux); ``None`` where there is none to read."""
+    try:
+        mounts = table.read_text().splitlines()
+    except OSError:
+        return None
+    path = path.expanduser().resolve()
+    best, kind = -1, None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        # spaces and tabs in a mount point are octal escapes (\040); a later mount on the
+        # same point hides the earlier one
+        point = Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1]))
+        if (path == point or path.is_relative_to(point)) and len(point.parts) >= best:
+            best, kind = len(point.parts), fields[2]
+    return kind
 
 
 def _rdb_storage(url: str, **kwargs: Any) -> optuna.storages.RDBStorage:
