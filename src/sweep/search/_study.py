@@ -365,7 +365,7 @@ def write_ahead(database: Path) -> str | None:
 
     In WAL mode a commit appends to one log file and syncs it once, instead of writing,
     syncing and deleting a rollback journal: 0.3 ms instead of 1.1 ms on this project's CI
-    disk, and a small trial commits about 17 times between its ask and its tell. Durability
+    disk, and a small trial writes about 11 times between its ask and its tell. Durability
     is SQLite's default (``synchronous=FULL``): a committed trial survives a crash or a power
     cut. The mode is kept in the file, so every later connection uses it: other workers,
     ``optuna-dashboard``.
