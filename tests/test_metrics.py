@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision import models as tv
 
-from sweep import metrics
+from sweep import metrics, models
 from sweep.metrics import (
     count_flops,
     count_nonzero,
@@ -44,6 +48,42 @@ def test_flops_skip_zeros():
     prune.l1_unstructured(layer, "weight", 0.3)
     assert count_flops(model, torch.zeros(1, 10)) == dense - 2 * 30
     assert count_flops(model, torch.zeros(1, 10), zero_aware=False) == dense
+
+
+@pytest.mark.parametrize(
+    ("arch", "size"),
+    [("resnet18", 32), ("mobilenet_v3_small", 32), ("vit", 32), ("small_cnn", 8)],
+)
+def test_flops_are_the_flop_counters_on_built_models(arch, size):
+    """The tally `count_flops` runs gives `FlopCounterMode`'s total: convolutions, depthwise
+    ones, attention, and the pieces it leaves uncounted."""
+    torch.manual_seed(0)
+    if arch == "small_cnn":
+        model = models.small_cnn(10, 1, size)
+        x = torch.randn(2, 1, size, size)
+    elif arch == "vit":
+        model = tv.VisionTransformer(size, 8, 2, 2, 32, 64, num_classes=10)
+        x = torch.randn(2, 3, size, size)
+    else:
+        model = models.torchvision(10, 3, size, arch)
+        x = torch.randn(2, 3, size, size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.train()(x)  # attention's regular path (in eval it runs one uncounted kernel)
+    assert count_flops(model, x, zero_aware=False) == counter.get_total_flops() > 0
+
+
+def test_counting_flops_does_not_import_the_compiler():
+    """``torch.utils.flop_counter``'s own mode imports ``torch._dynamo`` (about a second) on its
+    first count; a proxy search that never finetunes would pay it in every process."""
+    code = (
+        "import sys, torch\n"
+        "from sweep.metrics import count_flops\n"
+        "print(count_flops(torch.nn.Conv2d(1, 2, 3), torch.zeros(1, 1, 5, 5)))\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(2 * 9 * 2 * 9), "False"]  # 2 per weight and output
 
 
 def _conv_net(stride: int) -> nn.Module:

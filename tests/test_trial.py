@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -315,3 +319,23 @@ def test_a_baseline_read_before_comes_from_memory_until_its_file_changes(
     facts, state = load()
     assert len(reads) == 2
     assert all(torch.equal(v, state[k]) for k, v in changed.items())
+
+
+def test_a_trial_without_finetuning_never_imports_the_compiler(cfg_factory, tmp_path):
+    """A proxy search's trials (``finetune.epochs=0``) take no optimizer step, count FLOPs and
+    seed the CPU: none of it needs ``torch._dynamo``, whose import took about a second of each
+    search process (and more of a cached single trial) before."""
+    run_trial(cfg_factory("finetune.epochs=0"))  # the baseline, pretrained and cached
+    code = (
+        "import sys\n"
+        "from tests.conftest import make_cfg\n"
+        "from sweep.trial import run_trial\n"
+        f"row = run_trial(make_cfg({str(tmp_path / 'results')!r}, 'finetune.epochs=0', "
+        "'amount=0.3'))\n"
+        "print(row['status'], row['baseline_trained'], 'torch._dynamo' in sys.modules)\n"
+    )
+    root = Path(__file__).parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.split()[-3:] == ["complete", "False", "False"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from sweep.pruning import weight_names
@@ -90,10 +91,9 @@ class _FlopProfile:
         if density == 1.0:
             return 0
         if name not in self.layer_flops:
-            counter = FlopCounterMode(display=False)
-            with counter:
+            with _FlopTally() as tally:
                 module(*args, **kwargs)
-            self.layer_flops[name] = counter.get_total_flops()
+            self.layer_flops[name] = tally.total
         return round(self.layer_flops[name] * (1.0 - density))
 
 
@@ -112,19 +112,53 @@ def _count_pass(model: nn.Module, example: torch.Tensor, zero_aware: bool) -> _F
 
     watched = [m for m in model.modules() if isinstance(m, _WEIGHTED)] if zero_aware else []
     hooks = [m.register_forward_pre_hook(keep_inputs, with_kwargs=True) for m in watched]
-    counter = FlopCounterMode(display=False)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     # In eval, attention runs one fused kernel the counter has no formula for: its projections
     # would count as nothing. The regular path computes the same with counted matmuls.
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with counter:
+        with _FlopTally() as tally:
             model(example)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         for h in hooks:
             h.remove()
-    return _FlopProfile(counter.get_total_flops(), inputs)
+    return _FlopProfile(tally.total, inputs)
+
+
+class _FlopTally(TorchDispatchMode):
+    """The FLOPs of the operations run under it, by ``torch.utils.flop_counter``'s formulas
+    (and any a user added with ``register_flop_formula``): `FlopCounterMode`'s total, without
+    its per-module table.
+
+    `FlopCounterMode`'s dispatch, like every dispatch mode's, is wrapped to keep
+    ``torch.compile`` out of it, and that wrapper imports ``torch._dynamo`` on its first call:
+    about a second, in every process that counts. This mode counts eager passes only and opts
+    out of the wrapper (the opt-out ``TorchDispatchMode`` documents): a proxy search that
+    never finetunes then never imports the compiler.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.formulas = FlopCounterMode(display=False).flop_registry
+        self.total = 0
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not torch.ops.prim.device.default:
+            with self:  # a composite operation is counted by its parts, as FlopCounterMode does
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        formula = self.formulas.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 def _architecture(model: nn.Module, example: torch.Tensor, zero_aware: bool) -> tuple:

@@ -69,6 +69,8 @@ def train(
             outputs are.
     """
     epochs, batch_size = int(settings["epochs"]), int(settings["batch_size"])
+    if epochs == 0 or stop_at_step == 0:
+        return float("nan")  # no step to take: no optimizer (whose first one imports torch._dynamo)
     optimizer = make_optimizer(model, settings)
     generator = torch.Generator().manual_seed(seed)
     part = getattr(train_split, "part", None)  # (rank, world size) of a DDP trial

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from sweep import baseline, distributed, metrics, sparse
+from sweep import baseline, devices, distributed, metrics, sparse
 from sweep._console import IN_LOG_ONLY, show_progress
 from sweep._version import __version__
 from sweep.data import Dataset
@@ -204,7 +204,7 @@ def _from_pruned(
 ) -> list[dict[str, Any]]:
     """Finetune the pruned trial alone and finish it; fill ``row``; return its layer rows."""
     t = time.perf_counter()
-    torch.manual_seed(cfg.seed)
+    devices.manual_seed(cfg.seed, plan.device)
     try:
         _finetune(cfg, plan, pruned.model, pruned.data, on_epoch, pruned.rewind_state)
     except optuna.TrialPruned as e:
@@ -261,7 +261,8 @@ def _until_finetune(cfg: DictConfig, plan: Plan, row: dict[str, Any]) -> _Pruned
             row["skipped_layers"],
         )
     t = time.perf_counter()
-    torch.manual_seed(cfg.seed)  # random methods draw the same masks however the baseline came
+    # random methods draw the same masks however the baseline came
+    devices.manual_seed(cfg.seed, plan.device)
     built = model  # a compacted model's files record how it differs from the built one
     amount = plan.resolved["amount"]
     if plan.schedule.one_shot:

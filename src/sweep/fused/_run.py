@@ -15,10 +15,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
-import torch
 from omegaconf import DictConfig
 
-from sweep import trial
+from sweep import devices, trial
 from sweep._console import show_progress
 from sweep.data import Dataset
 from sweep.errors import TrialFailed
@@ -142,7 +141,7 @@ def _finetune_together(live: Sequence[_Member]) -> bool:
     first = live[0].cfg
     data = live[0].pruned.data
     t = time.perf_counter()
-    torch.manual_seed(first.seed)  # as before each finetuning alone
+    devices.manual_seed(first.seed, live[0].plan.device)  # as before each finetuning alone
     try:
         outcomes = finetune_fused(
             [m.pruned.model for m in live],
