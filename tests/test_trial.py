@@ -324,7 +324,8 @@ def test_a_baseline_read_before_comes_from_memory_until_its_file_changes(
 def test_a_trial_without_finetuning_never_imports_the_compiler(cfg_factory, tmp_path):
     """A proxy search's trials (``finetune.epochs=0``) take no optimizer step, count FLOPs and
     seed the CPU: none of it needs ``torch._dynamo``, whose import took about a second of each
-    search process (and more of a cached single trial) before."""
+    search process before (``FlopCounterMode``'s dispatch, ``torch.manual_seed`` and an unused
+    optimizer each imported it)."""
     run_trial(cfg_factory("finetune.epochs=0"))  # the baseline, pretrained and cached
     code = (
         "import sys\n"
