@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode
 
 from sweep.pruning import weight_names
 
@@ -140,7 +140,6 @@ class _FlopTally(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.formulas = FlopCounterMode(display=False).flop_registry
         self.total = 0
 
     @classmethod
@@ -155,7 +154,7 @@ class _FlopTally(TorchDispatchMode):
             if out is not NotImplemented:
                 return out
         out = func(*args, **kwargs)
-        formula = self.formulas.get(func._overloadpacket)
+        formula = flop_counter.flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.total += formula(*args, **kwargs, out_val=out)
         return out
