@@ -133,6 +133,36 @@ def test_optuna_study_rows_resume_and_pareto_table(tmp_path):
     ]
 
 
+def test_a_study_uid_that_reads_as_a_number_names_its_rows_as_it_is(tmp_path):
+    """A study's uid (12 hex digits) such as 5273e0162023, about 1 study in 140, stays text in
+    its jobs' overrides: unquoted, Hydra would read it as a float (inf), and two studies of one
+    name would then write the same row files."""
+    (tmp_path / "results").mkdir()
+    created = optuna.create_study(
+        study_name="2024",
+        storage=f"sqlite:///{tmp_path}/results/optuna.db",
+        directions=["maximize", "maximize"],
+    )
+    created.set_user_attr("uid", "5273e0162023")
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.study_name=2024",
+        "hydra.sweeper.n_trials=2",
+        *FAST,
+        "pretrain.epochs=0",
+        "finetune.epochs=0",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    df = load_results(tmp_path / "results")
+    assert df["optuna.uid"].tolist() == ["5273e0162023"] * 2
+    assert df["optuna.study"].tolist() == ["2024"] * 2
+    assert sorted(p.name for p in (tmp_path / "results" / "trials").iterdir()) == [
+        f"2024-5273e0162023-0000{n}.parquet" for n in (0, 1)
+    ]
+
+
 def test_trial_pruner_stops_finetunes(tmp_path):
     result = run_cli(
         "-m",

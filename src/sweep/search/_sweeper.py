@@ -274,8 +274,9 @@ class OptunaSweep:
                         job_overrides = [
                             *fixed,
                             *overrides(values),
-                            f"optuna.study={settings.study_name}",
-                            f"optuna.uid={uid}",
+                            # quoted: a name or uid such as 2024 or 5273e0162023 is text
+                            f"optuna.study={_quoted(settings.study_name)}",
+                            f"optuna.uid={_quoted(uid)}",
                             f"optuna.trial={trial.number}",
                             f"optuna.storage={_quoted(mask_password(settings.storage))}",
                         ]
