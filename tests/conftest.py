@@ -35,6 +35,21 @@ def make_cfg(store: Path, *overrides: str, fast: bool = True) -> DictConfig:
         return compose("config", [*FAST * fast, f"store.path={store}", *overrides])
 
 
+def row_file_reads(monkeypatch) -> list[str]:
+    """The names of the store's row files that loads read from now on (none of those the
+    store's index holds)."""
+    from sweep import store
+
+    read, names = store._read_file, []
+
+    def counting(file, strict, columns=None):
+        names.append(file.name)
+        return read(file, strict, columns)
+
+    monkeypatch.setattr(store, "_read_file", counting)
+    return names
+
+
 @pytest.fixture
 def cfg_factory(tmp_path):
     return lambda *overrides: make_cfg(tmp_path / "results", *overrides)

@@ -11,19 +11,8 @@ import pandas as pd
 import pytest
 
 from sweep import store
-from sweep.store import load_layers, load_results, write_trial
-
-
-def _reads(monkeypatch) -> list[str]:
-    """The row files read from now on, by name."""
-    read, names = store._read_file, []
-
-    def counting(file, strict, columns=None):
-        names.append(file.name)
-        return read(file, strict, columns)
-
-    monkeypatch.setattr(store, "_read_file", counting)
-    return names
+from sweep.store import index_written, load_layers, load_results, write_trial
+from tests.conftest import row_file_reads
 
 
 def _every_file(monkeypatch):
@@ -50,7 +39,7 @@ def test_a_second_load_reads_no_row_file_and_returns_the_same_frame(tmp_path, mo
     _mixed_store(tmp_path)
     first, first_layers = load_results(tmp_path), load_layers(tmp_path)
     assert sorted(p.name for p in (tmp_path / "index").iterdir()) != []
-    reads = _reads(monkeypatch)
+    reads = row_file_reads(monkeypatch)
     pd.testing.assert_frame_equal(load_results(tmp_path), first)
     pd.testing.assert_frame_equal(load_layers(tmp_path), first_layers)
     assert reads == []
@@ -77,7 +66,7 @@ def test_a_rewritten_row_of_the_same_size_is_read_again(tmp_path, monkeypatch):
     write_trial(tmp_path, {"trial_key": "a", "version": 2})
     os.utime(file, ns=(mtime, mtime))  # same time and size: only the inode tells
     assert file.stat().st_size == size
-    reads = _reads(monkeypatch)
+    reads = row_file_reads(monkeypatch)
     assert load_results(tmp_path).version.tolist() == [2, 1]
     assert reads == ["a.parquet"]
 
@@ -89,7 +78,7 @@ def test_removed_and_added_rows(tmp_path, monkeypatch):
     assert load_layers(tmp_path).trial_key.tolist() == ["a", "b", "c"]
     (tmp_path / "trials" / "b.parquet").unlink()
     write_trial(tmp_path, {"trial_key": "d"}, [{"layer": "fc"}])
-    reads = _reads(monkeypatch)
+    reads = row_file_reads(monkeypatch)
     assert load_results(tmp_path).trial_key.tolist() == ["a", "c", "d"]
     assert load_layers(tmp_path).trial_key.tolist() == ["a", "c", "d"]
     assert reads == ["d.parquet", "d.parquet"]  # the layers of b stay: its row is gone
@@ -103,7 +92,7 @@ def test_a_damaged_index_costs_only_the_reads_it_saves(tmp_path, monkeypatch, ca
     load_results(tmp_path)
     (segment,) = (tmp_path / "index").iterdir()
     segment.write_bytes(b"garbage")
-    reads = _reads(monkeypatch)
+    reads = row_file_reads(monkeypatch)
     assert load_results(tmp_path).trial_key.tolist() == ["a"]
     assert reads == ["a.parquet"] and caplog.messages == []
     reads.clear()
@@ -129,6 +118,26 @@ def test_a_damaged_row_file_is_never_indexed_and_warns_each_load(tmp_path, caplo
         caplog.clear()
         assert load_results(tmp_path).trial_key.tolist() == ["a"]
         assert len(caplog.messages) == 1 and "zz.parquet" in caplog.messages[0]
+
+
+def test_index_written_indexes_this_process_stores_and_the_paths_given(
+    tmp_path, monkeypatch, caplog
+):
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    _mixed_store(mine)
+    _mixed_store(theirs)
+    store._WRITTEN.discard(os.path.abspath(theirs))  # as if another process had written it
+    (mine / "trials" / "zz.parquet").write_text("garbage\n")
+    index_written(tmp_path / "no store here")
+    assert (mine / "index").is_dir() and not (theirs / "index").exists()
+    assert not store._WRITTEN
+    assert caplog.messages == []  # the damaged file is the load's to report
+    index_written(theirs)
+    reads = row_file_reads(monkeypatch)
+    for path in (mine, theirs):
+        assert load_results(path).trial_key.tolist() == ["a", "c", "b", "d"]
+        assert load_layers(path).shape[0] == 12
+    assert set(reads) == {"zz.parquet"} and "zz.parquet" in caplog.text  # at each load
 
 
 def test_a_file_removed_between_listing_and_read_is_absent(tmp_path, monkeypatch, caplog):

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep import load_results
-from tests.conftest import FAST, run_cli
+from tests.conftest import FAST, row_file_reads, run_cli
 
 OPTUNA_FAST = [*FAST, "finetune.epochs=1"]
 
@@ -30,7 +30,7 @@ def states(s: optuna.Study) -> list[str]:
     return [t.state.name for t in s.trials]
 
 
-def test_grid_multirun_trains_one_baseline_and_one_dense_reference(tmp_path):
+def test_grid_multirun_trains_one_baseline_and_one_dense_reference(tmp_path, monkeypatch):
     result = run_cli(
         "-m",
         "method=none,l1_unstructured,ln_structured",
@@ -42,7 +42,9 @@ def test_grid_multirun_trains_one_baseline_and_one_dense_reference(tmp_path):
     lines = result.stdout.splitlines()
     assert len(lines) == 9 and all(": complete, sparsity" in ln for ln in lines)
     assert sum("already in the store]" in ln for ln in lines) == 2  # none runs once
+    reads = row_file_reads(monkeypatch)
     df = load_results(tmp_path / "results")
+    assert reads == []  # the sweep left its rows indexed: the first load reads no row file
     assert len(df) == 7 and df.trial_key.is_unique
     assert sorted(zip(df.method, df.amount, strict=True)) == [
         ("l1_unstructured", a) for a in (0.25, 0.5, 0.75)
@@ -51,7 +53,7 @@ def test_grid_multirun_trains_one_baseline_and_one_dense_reference(tmp_path):
     assert (df.sparsity == df.amount).all()  # none: nothing pruned, and the row says so
 
 
-def test_optuna_study_rows_resume_and_pareto_table(tmp_path):
+def test_optuna_study_rows_resume_and_pareto_table(tmp_path, monkeypatch):
     first = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=4", *OPTUNA_FAST, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert first.stderr == ""  # progress=false: no study bar, and Hydra's job lines go to logs
@@ -74,7 +76,9 @@ def test_optuna_study_rows_resume_and_pareto_table(tmp_path):
     assert again.returncode == 0, again.stderr
     s = study(tmp_path)
     assert states(s) == ["COMPLETE"] * 6
+    reads = row_file_reads(monkeypatch)
     df = load_results(tmp_path / "results")
+    assert reads == []  # both sweeps left their rows indexed
     assert sorted(df["optuna.trial"]) == list(range(6)) and (df["optuna.study"] == "tradeoff").all()
     assert df.baseline_trained.sum() == 1
     for t in s.trials:

@@ -46,6 +46,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ __all__ = [
     "clean",
     "decode_rows",
     "encode_rows",
+    "index_written",
     "layers_frame",
     "load_layers",
     "load_results",
@@ -260,7 +262,39 @@ def write_trial(
         layers_file.unlink(missing_ok=True)
     if not row.get("model_file"):
         (root / "models" / f"{row_id}.pt").unlink(missing_ok=True)  # likewise its model
+    _WRITTEN.add(os.path.abspath(root))
     return target
+
+
+# The stores this process wrote rows to since `index_written` last brought their index up to date.
+_WRITTEN: set[str] = set()
+
+
+def index_written(*paths: str | os.PathLike) -> None:
+    """Bring the index of ``paths`` and of every store this process wrote rows to up to date,
+    as a load would (`_indexed`), so that the first `load_results` after a sweep reads a few
+    index files instead of one file per trial. Sweeps call it when they end. It reads the rows
+    that other writers added too; a path that is not a store folder is passed over.
+
+    Never raises and never warns (the index is a cache; a damaged file is reported by the load
+    that skips it).
+    """
+    roots = {os.path.abspath(p) for p in paths} | _WRITTEN
+    _WRITTEN.clear()
+    log.addFilter(_drop)
+    try:
+        for root in sorted(roots):
+            if (Path(root) / "trials").is_dir():
+                for folder in ("trials", "layers"):
+                    _indexed(Path(root) / folder, strict=False)
+    except Exception as e:  # only the reads the index would save are lost
+        log.debug("results index of %s not brought up to date: %s", roots, e)
+    finally:
+        log.removeFilter(_drop)
+
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
 
 
 def read_row(
@@ -496,7 +530,8 @@ def _read_folder(
 
 
 def _each_file(folder: Path, strict: bool) -> list[tuple[Any, pa.Table]]:
-    tables = ((file, _read_file(file, strict)) for file in _listing(folder))
+    files = _listing(folder)
+    tables = zip(files, _read_files(files, strict), strict=True)
     return [(folder, _labelled(table, file.stem)) for file, table in tables if table is not None]
 
 
@@ -547,8 +582,10 @@ def _indexed(folder: Path, strict: bool) -> list[tuple[Any, pa.Table]]:
         covered.update(table.column(_FILE).to_pylist())
         segments[file.name] = table
     new: dict[str, list[tuple[str, pa.Table]]] = {}
-    for name in sorted(stamps.keys() - covered):
-        table = _read_file(folder / f"{name}.parquet", strict)
+    unread = sorted(stamps.keys() - covered)
+    for name, table in zip(
+        unread, _read_files([folder / f"{n}.parquet" for n in unread], strict), strict=True
+    ):
         if table is not None:
             table = table.replace_schema_metadata(None)
             new.setdefault(_schema_key(table.schema), []).append((name, table))
@@ -649,6 +686,18 @@ def _entries(folder: Path) -> list[os.DirEntry]:
 
 def _is_row_file(name: str) -> bool:
     return name.endswith(".parquet") and not name.startswith(".")
+
+
+def _read_files(files: Sequence[Path], strict: bool) -> list[pa.Table | None]:
+    """`_read_file` of each file, in order, parsed on several threads: pyarrow parses without
+    holding the GIL, and parsing (about 1 ms for a row of 100 columns) is most of a read."""
+    if len(files) < 2 or _READERS < 2:
+        return [_read_file(file, strict) for file in files]
+    with ThreadPoolExecutor(min(_READERS, len(files))) as pool:
+        return list(pool.map(lambda file: _read_file(file, strict), files))
+
+
+_READERS = min(8, os.cpu_count() or 1)
 
 
 def _read_file(file: Path, strict: bool, columns: list[str] | None = None) -> pa.Table | None:

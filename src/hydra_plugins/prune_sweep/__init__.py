@@ -46,6 +46,14 @@ class GridSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = ComposingLauncher(self.launcher, hydra_context, task_function, config)
 
+    def sweep(self, arguments: list[str]) -> Any:
+        from sweep.store import index_written
+
+        returns = super().sweep(arguments)
+        # the grid's rows, indexed now: the first load reads the index, not a file per trial
+        index_written(self.config.store.path)
+        return returns
+
     def validate_batch_is_legal(self, batch: Any) -> None:
         if self.launcher.composer is None:  # the launcher composes its own jobs
             super().validate_batch_is_legal(batch)

@@ -76,7 +76,7 @@ from sweep.search._summary import summary
 from sweep.search._tell import FINISHED, failures_in_a_row, tell
 from sweep.search._workers import Workers, start_workers
 from sweep.search._workers import threads as _threads
-from sweep.store import clean
+from sweep.store import clean, index_written
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,8 @@ class OptunaSweep:
             )
         if worker == 0:
             print(summary(study, settings, store))
+            # every local worker has ended: their rows, indexed now for the first load
+            index_written(store)
         if stop:
             fail(stop, code=1)
         if not workers.here and ended_badly:
