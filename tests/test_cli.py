@@ -180,6 +180,21 @@ BAD_INPUT = [
         "model.widht is not a key of model; accepted: _target_, checkpoint, name, width",
     ),
     (
+        ["-m", "search=tradeoff", "hydra.sweeper.n_trial=5"],
+        "hydra.sweeper.n_trial is not a key of hydra.sweeper; accepted: _target_, allow_repeats, "
+        "directions, grace_period, heartbeat_interval, layerwise, max_failures, n_jobs, n_trials,",
+    ),
+    (
+        ["-m", "hydra.sweeper.n_trials=5"],
+        "hydra.sweeper.n_trials is not a key of hydra.sweeper; accepted: _target_, "
+        "max_batch_size, params (the keys of an Optuna search, n_trials, storage..., need -m "
+        "search=NAME)",
+    ),
+    (
+        ["hydra.job.nme=x"],
+        "hydra.job.nme is not a key of hydra.job; accepted: chdir, config, config_name,",
+    ),
+    (
         ["method=ln_structured", "method.dim=2"],
         "method.dim=2 does not exist for layer 'classifier' (weight of shape (10, 64)); accepted: an int from -2 to 1",
     ),

@@ -305,7 +305,10 @@ def _composition_error(e: ConfigCompositionException, overrides: Sequence[str]) 
         node, _, _ = full_key.rpartition(".")
         valid = config.keys(node) or _present_keys(overrides, full_key, node)
         where = f"of {node}" if node else "in the config"
-        return f"{full_key} is not a key {where}; accepted: {', '.join(valid)}"
+        line = f"{full_key} is not a key {where}; accepted: {', '.join(valid) or 'none'}"
+        if node == "hydra.sweeper" and "n_trials" not in valid:
+            line += " (the keys of an Optuna search, n_trials, storage..., need -m search=NAME)"
+        return line
     accepted = config.accepted(full_key) or "a value of the declared type"
     return f"{full_key}={value!r} is not valid; accepted: {accepted}"
 
@@ -313,8 +316,9 @@ def _composition_error(e: ConfigCompositionException, overrides: Sequence[str]) 
 def _present_keys(overrides: Sequence[str], bad_key: str, node: str) -> list[str]:
     # an open node (model, dataset, method): the keys its chosen option has
     rest = [o for o in overrides if o.lstrip("+~").partition("=")[0] != bad_key]
-    cfg = compose("config", overrides=rest)
-    return sorted(str(k) for k in OmegaConf.select(cfg, node))
+    cfg = compose("config", overrides=rest, return_hydra_config=node.startswith("hydra"))
+    found = OmegaConf.select(cfg, node)
+    return sorted(str(k) for k in found) if isinstance(found, DictConfig) else []
 
 
 def _first_line(e: Exception) -> str:
