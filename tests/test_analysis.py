@@ -698,6 +698,23 @@ def test_notebooks_exist():
             "y='nonexistent_metric' is not a numeric column of the results; accepted: ",
         ),
         (
+            lambda df: analysis.tradeoff(df.assign(latency_ms=np.nan), "latency_ms"),
+            "y='latency_ms' has no value in any of the 12 complete trial(s); accepted: a column "
+            "the trials measured (latency is measured with compact=true, latency.measure=true, "
+            "or an objective that reads it such as -m search=latency)",
+        ),
+        (
+            lambda df: analysis.pareto_front(
+                df.assign(speedup=np.nan), {"acc_finetuned": "max", "speedup": "max"}
+            ),
+            "objective 'speedup' has no value in any of the 13 rows; accepted: a column the "
+            "trials measured (latency is measured with",
+        ),
+        (
+            lambda df: analysis.plot_layer_sparsity(load_layers(df.attrs["store"]), df, amount=0.8),
+            "amount=0.8 has no complete pruned trial with per-layer rows; accepted: 0.5, 0.7, 0.9",
+        ),
+        (
             lambda df: analysis.tradeoff(df.iloc[:0]),
             "df has no complete trial (0 row(s)); accepted: rows of sweep.load_results with "
             "status complete",
@@ -721,6 +738,9 @@ def test_notebooks_exist():
     ],
     ids=[
         "tradeoff-metric",
+        "tradeoff-unmeasured",
+        "pareto-unmeasured",
+        "layers-amount",
         "tradeoff-empty",
         "tradeoff-x",
         "within-tolerance",
@@ -729,8 +749,10 @@ def test_notebooks_exist():
     ],
 )
 def test_analysis_refuses_bad_arguments_by_name(store, call, message):
+    df = load_results(store)
+    df.attrs["store"] = store
     with pytest.raises(ConfigError) as e:
-        call(load_results(store))
+        call(df)
     assert str(e.value).startswith(message)
 
 
@@ -739,6 +761,7 @@ def test_metric_refusal_lists_the_numeric_metrics(store):
         analysis.tradeoff(load_results(store), "nonexistent_metric")
     accepted = str(e.value).split("accepted: ")[1].split(", ")
     assert {"acc_finetuned", "acc_pruned", "sparsity", "amount"} <= set(accepted)
+    assert not {"method", "status", "trial_key", "error"} & set(accepted)  # text columns
 
 
 @pytest.mark.parametrize(

@@ -87,8 +87,8 @@ def tradeoff(
         The figure (never shown).
 
     Raises:
-        ConfigError: ``y`` is not a numeric column, ``x`` not ``sparsity`` or ``amount``,
-            or ``df`` has no complete trial.
+        ConfigError: ``y`` is not a numeric column or no complete trial measured it, ``x``
+            not ``sparsity`` or ``amount``, or ``df`` has no complete trial.
 
     Example:
         >>> df = pd.DataFrame({"status": "complete", "method": "l1", "amount": [0.5, 0.9],
@@ -196,6 +196,8 @@ def plot_pareto(
         ax.scatter(group[xcol], group[ycol], s=40, color=grey, marker="x", label=label)
     split = [c for c in SUBJECT if _varies(done, c)]
     for i, (key, part) in enumerate(_groups(done, split)):
+        if part[list(objectives)].isna().all().any():
+            continue  # a subject that never measured an objective has no front
         front = pareto_front(part, objectives).sort_values(xcol)
         which = f"; {_pairs(dict(zip(split, key, strict=True)), split)}" if split else ""
         ax.step(
@@ -246,6 +248,10 @@ def plot_layer_sparsity(
     Returns:
         The figure (never shown).
 
+    Raises:
+        ConfigError: No complete pruned trial has per-layer rows, or none ran ``amount``
+            (the message lists the amounts there are).
+
     Example:
         >>> results = pd.DataFrame({"status": "complete", "trial_key": ["a", "b"],
         ...                         "method": "l1", "amount": [0.5, 0.9], "seed": 0})
@@ -261,10 +267,20 @@ def plot_layer_sparsity(
     done = done[~_is_none(done)]
     table = layer_sparsity(layers, done, columns=[*by, "_label"])
     table = table.dropna(subset=["_label"])
+    if table.empty:
+        raise ConfigError(
+            "layers and results share no complete pruned trial; accepted: sweep.load_layers() "
+            "and sweep.load_results() of one store"
+        )
     if amount is None:
         shared = set.intersection(*(set(g["amount"]) for _, g in table.groupby("_label")))
         amount = min(shared or set(table["amount"]), key=lambda a: abs(a - 0.5))
     chosen = table[np.isclose(table["amount"].astype(float), amount)]
+    if chosen.empty:
+        have = ", ".join(f"{a:g}" for a in sorted(set(table["amount"].astype(float))))
+        raise ConfigError(
+            f"amount={amount!r} has no complete pruned trial with per-layer rows; accepted: {have}"
+        )
     order = list(dict.fromkeys(chosen["layer"]))
     means = chosen.groupby(["_label", "layer"])["sparsity"].mean().unstack("_label")
     means = means.reindex(index=order, columns=[label for label, _ in _settings(chosen, by)])

@@ -224,6 +224,11 @@ def pareto_front(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFram
             )
         if direction not in _DIRECTIONS:
             raise ValueError(f"direction {direction!r} for {column!r}; accepted: max | min")
+        if len(df) and df[column].isna().all():
+            raise ConfigError(
+                f"objective {column!r} has no value in any of the {len(df)} rows; accepted: a "
+                f"column the trials measured{_MEASURED_WHEN.get(column, '')}"
+            )
     rows = df.dropna(subset=list(objectives))
     # negate minimised objectives so that larger is better everywhere
     values = np.column_stack(
@@ -401,17 +406,33 @@ def check_metric(df: pd.DataFrame, metric: str, name: str) -> None:
     """`ConfigError` unless ``metric`` is a numeric column of ``df`` with complete rows."""
     if metric not in df.columns or not pd.api.types.is_numeric_dtype(df[metric].dtype):
         numeric = sorted(
-            c for c in df.columns if c in METRIC_COLUMNS or c in ("amount", "sparsity")
+            c
+            for c in df.columns
+            if (c in METRIC_COLUMNS or c in ("amount", "sparsity"))
+            and pd.api.types.is_numeric_dtype(df[c].dtype)
         )
         raise ConfigError(
             f"{name}={metric!r} is not a numeric column of the results; accepted: "
             f"{', '.join(numeric) or 'the metric columns of sweep.load_results'}"
         )
-    if not len(complete(df)):
+    done = complete(df)
+    if not len(done):
         raise ConfigError(
             f"df has no complete trial ({len(df)} row(s)); accepted: rows of "
             "sweep.load_results with status complete"
         )
+    if done[metric].isna().all():
+        raise ConfigError(
+            f"{name}={metric!r} has no value in any of the {len(done)} complete trial(s); "
+            f"accepted: a column the trials measured{_MEASURED_WHEN.get(metric, '')}"
+        )
+
+
+_LATENCY = (
+    " (latency is measured with compact=true, latency.measure=true, or an objective that "
+    "reads it such as -m search=latency)"
+)
+_MEASURED_WHEN = {c: _LATENCY for c in METRIC_COLUMNS if c.startswith(("latency_ms", "speedup"))}
 
 
 def complete(df: pd.DataFrame) -> pd.DataFrame:
