@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         store_log.removeFilter(once)
     written = write_report(df, layers, Path(args.out), tolerance, args.store)
-    print(f"wrote {', '.join(p.name for p in written)} to {args.out}/")
+    print(f"wrote {', '.join(p.name for p in written)} to {Path(args.out)}/")
 
 
 def _read(store: str) -> tuple[pd.DataFrame, pd.DataFrame]:
