@@ -70,6 +70,32 @@ def test_kinds_grid_and_overrides():
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        "l1_unstructured",
+        "1e-3",
+        "5273e0162023",
+        "NULL",
+        "Inf",
+        "a,b",
+        "a b",
+        "it's",
+        "back\\",
+        "",
+        [None, "1e3", True],
+        {"a": "null", "b": [0.5]},
+    ],
+)
+def test_a_sampled_value_reads_back_as_itself(value):
+    """Hydra reads the override of a sampled categorical back as the value: a string that
+    looks like a number, a constant or a sweep (``a,b``) stays that string."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    (override,) = overrides({"x": value})
+    assert OverridesParser.create().parse_override(override).value() == value
+
+
+@pytest.mark.parametrize(
     ("space", "message"),
     [
         ({}, "hydra.sweeper.params is empty"),

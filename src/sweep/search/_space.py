@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,13 +112,34 @@ def overrides(values: Mapping[str, Any]) -> list[str]:
 
 
 def _format(value: Any) -> str:
+    """``value`` as Hydra's override grammar reads it back: a string stays a string, however
+    it looks (``'1e-3'``, ``'null'``, ``'a,b'`` would otherwise be a float, None, a sweep)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str):
+        plain = _PLAIN.fullmatch(value) and value.lower() not in _RESERVED
+        return value if plain else quoted(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_format(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}: {_format(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+# a word Hydra reads as the same string unquoted: a config group's option, a method name
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
+_RESERVED = {"null", "true", "false", "inf", "nan"}  # Hydra's constants, in any case
+
+
+def quoted(value: str) -> str:
+    """A Hydra override value that stays one string whatever quotes it holds."""
+    # Hydra unescapes backslashes only before a quote or at the end of a quoted string
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + "'"
 
 
 def _param(name: str, spec: Mapping[str, Any], earlier: Sequence[str]) -> Param:

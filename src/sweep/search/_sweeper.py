@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -56,7 +55,7 @@ from sweep.search._recovery import (
     requeue_stale,
 )
 from sweep.search._settings import check_unchanged, study_settings
-from sweep.search._space import overrides
+from sweep.search._space import overrides, quoted
 from sweep.search._study import (
     StudySettings,
     counted_trials,
@@ -277,10 +276,10 @@ class OptunaSweep:
                             *fixed,
                             *overrides(values),
                             # quoted: a name or uid such as 2024 or 5273e0162023 is text
-                            f"optuna.study={_quoted(settings.study_name)}",
-                            f"optuna.uid={_quoted(uid)}",
+                            f"optuna.study={quoted(settings.study_name)}",
+                            f"optuna.uid={quoted(uid)}",
                             f"optuna.trial={trial.number}",
-                            f"optuna.storage={_quoted(mask_password(settings.storage))}",
+                            f"optuna.storage={quoted(mask_password(settings.storage))}",
                         ]
                         group.append((trial, job_overrides, counted))
                         if size is None:
@@ -496,18 +495,11 @@ def _scrub_storage(config: DictConfig, url: str) -> None:
     with read_write(config), open_dict(config):
         config.hydra.sweeper.storage = masked
         config.hydra.overrides.hydra = [
-            f"hydra.sweeper.storage={_quoted(masked)}"
+            f"hydra.sweeper.storage={quoted(masked)}"
             if o.startswith("hydra.sweeper.storage=")
             else o
             for o in config.hydra.overrides.hydra
         ]
-
-
-def _quoted(value: str) -> str:
-    """A Hydra override value that stays one string whatever quotes it holds."""
-    # Hydra unescapes backslashes only before a quote or at the end of a quoted string
-    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
-    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped) + "'"
 
 
 def _unfinished(study: optuna.Study) -> bool:
