@@ -340,3 +340,53 @@ def test_a_trial_without_finetuning_never_imports_the_compiler(cfg_factory, tmp_
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert out.stdout.split()[-3:] == ["complete", "False", "False"]
+
+
+def test_an_untrained_baseline_is_named_once(cfg_factory, caplog):
+    """A baseline no better than guessing gets one warning with what to change; one that
+    learnt gets none."""
+    with caplog.at_level("WARNING", logger="sweep.trial"):
+        row = run_trial(cfg_factory("pretrain.epochs=0", "amount=0.2"))
+        run_trial(cfg_factory("pretrain.epochs=0", "amount=0.4"))
+    warned = _warnings(caplog)
+    assert row["acc_dense"] <= 0.19
+    assert warned == [
+        f"the dense baseline scores {100 * row['acc_dense']:.1f}% on the test split, where "
+        "guessing scores 10.0% (10 classes): accuracies measured against it say little. Train "
+        "it longer (pretrain.epochs=0 now) or give it weights (model.checkpoint=...)"
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sweep.trial"):
+        assert run_trial(cfg_factory("amount=0.2"))["acc_dense"] > 0.5
+    assert not _warnings(caplog)
+
+
+def _warnings(caplog) -> list[str]:
+    """The trial's warnings about its dense baseline (records of any level from earlier
+    steps of the test may be there too, as other tests leave loggers' levels)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "sweep.trial" and r.levelname == "WARNING" and "dense baseline" in r.msg
+    ]
+
+
+def test_a_baseline_whose_batchnorm_statistics_lag_is_told_so(cfg_factory, tmp_path, caplog):
+    """A learnt baseline whose BatchNorm running statistics are off reads as chance in eval
+    mode; the warning says what recomputing them gives."""
+    import torch
+
+    run_trial(cfg_factory("finetune.epochs=0"))
+    [weights] = (tmp_path / "results" / "baselines").glob("*.pt")
+    state = torch.load(weights, weights_only=True)
+    lagging = {k: v + 50 if k.endswith("running_mean") else v for k, v in state.items()}
+    torch.save(lagging, weights)
+    with caplog.at_level("WARNING", logger="sweep.trial"):
+        row = run_trial(cfg_factory("finetune.epochs=0"))
+    [warned] = _warnings(caplog)
+    assert row["acc_dense"] <= 0.19 and row["acc_recalibrated"] > 0.5
+    assert (
+        "Its BatchNorm running statistics lag its weights: recomputed over 20 batches, " in warned
+    )
+    scored = float(warned.split("it scores ")[1].split("%")[0])
+    assert scored > 50

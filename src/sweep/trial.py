@@ -332,6 +332,7 @@ def _dense_columns(
         if key not in _DENSE:
             _DENSE.clear()
             _DENSE[key] = _measure_dense(model, data, example)
+            _warn_if_untrained(cfg, plan, model, data, _DENSE[key]["acc_dense"])
         columns = dict(_DENSE[key])
     model.eval()  # as measuring leaves it: what follows (importance scores) runs in eval mode
     return columns
@@ -345,6 +346,47 @@ def _measure_dense(model: nn.Module, data: Dataset, example: torch.Tensor) -> di
         "flops_dense": metrics.count_flops(model, example),
         "size_bytes_dense": sparse.dense_size(model.state_dict()),
     }
+
+
+def _warn_if_untrained(
+    cfg: DictConfig, plan: Plan, model: nn.Module, data: Dataset, acc: float
+) -> None:
+    """Say so once when the dense baseline is no better than guessing: every trial pruned
+    from it compares chance with chance. The bar: a tenth of the way from chance to 100%."""
+    chance = 1 / data.num_classes
+    bar = chance + (1 - chance) / 10
+    if acc > bar:
+        return
+    given = plan.resolved["model"].get("checkpoint")
+    if given:
+        hint = "Check that model.checkpoint holds weights for this model and dataset"
+    else:
+        longer = f"Train it longer (pretrain.epochs={plan.resolved['pretrain']['epochs']} now)"
+        hint = f"{longer} or give it weights (model.checkpoint=...)"
+    # BatchNorm whose running statistics lag the weights (MobileNetV3's momentum is 0.01)
+    # reads as chance in eval mode though the model learnt: recomputing them tells
+    fresh = copy.deepcopy(model)
+    batches = max(cfg.recalibrate.batches, 20)
+    if recalibrate_batchnorm(fresh, data.train, batches, cfg.finetune.batch_size, seed=cfg.seed):
+        try:
+            recalibrated, _ = evaluate(fresh, data.test, desc="dense model, recalibrated")
+        except TrialFailed:  # not finite with fresh statistics either: the hint stands
+            recalibrated = 0.0
+        if recalibrated > bar:
+            hint = (
+                f"Its BatchNorm running statistics lag its weights: recomputed over {batches} "
+                f"batches, it scores {100 * recalibrated:.1f}%. "
+                + ("Keep" if given else f"{longer}, or keep")
+                + " recalibrate.batches > 0 and read acc_recalibrated"
+            )
+    log.warning(
+        "the dense baseline scores %.1f%% on the test split, where guessing scores %.1f%% "
+        "(%d classes): accuracies measured against it say little. %s",
+        100 * acc,
+        100 * chance,
+        data.num_classes,
+        hint,
+    )
 
 
 def _weights_stamp(cfg: DictConfig, plan: Plan, baseline_key: str) -> tuple:
