@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -361,6 +362,13 @@ def test_two_local_workers(tmp_path):
     assert len(df) == 6 and sorted(df["optuna.trial"]) == list(range(6))
     workers = {tuple(sorted(t.user_attrs["worker"].items())) for t in s.trials}
     assert len(workers) == 2  # both processes ran trials
+    [told] = [line for line in result.stdout.splitlines() if line.startswith("started ")]
+    log = pathlib.Path(told.split("their trial lines: ")[1])
+    assert told == f"started 1 helper worker(s); their trial lines: {log}"
+    assert (log.parts[0], log.name) == ("multirun", "worker-1.log")  # from where it ran
+    helper = (tmp_path / log).read_text()
+    lines = [out.count(": complete, sparsity ") for out in (result.stdout, helper)]
+    assert sum(lines) == 6 and min(lines) >= 1  # each process's own trials
 
 
 def _workers(tmp_path, storage: str, n_workers: int, n_trials: int, *extra: str) -> None:

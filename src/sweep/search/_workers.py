@@ -150,6 +150,9 @@ class LocalWorkers(Workers):
             env = {**os.environ, WORKER_ENV: str(i), "SWEEP_THREADS": str(threads(count + 1))}
             out = open(sweep_dir / f"worker-{i}.log", "w")  # noqa: SIM115 - closed with the process
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+        if count:
+            logs = "worker-1.log" if count == 1 else f"worker-1.log ... worker-{count}.log"
+            print(f"started {count} helper worker(s); their trial lines: {sweep_dir}/{logs}")
         return cls(procs, sweep_dir)
 
     def signal(self, signum: int) -> None:
