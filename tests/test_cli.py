@@ -77,6 +77,12 @@ def test_the_trial_line_names_per_layer_amounts():
     many = summary({**row, **{f"scope.amounts.layer{i}": i / 10 for i in range(1, 6)}})
     assert many.startswith("l1_unstructured amount=0, 5 scope.amounts from 0.1 to 0.5: complete")
     assert summary(row).startswith("l1_unstructured amount=0: complete")
+    defaults = {**row, "method.importance": "magnitude", "schedule": "one_shot"}
+    assert summary(defaults).startswith("l1_unstructured amount=0: complete")
+    other = {**row, "method.importance": "taylor", "schedule": "agp"}
+    assert summary(other).startswith(
+        "l1_unstructured amount=0, importance=taylor, schedule=agp: complete"
+    )
 
 
 def test_users_own_method_runs_without_editing_the_package(tmp_path):

@@ -129,6 +129,11 @@ def summary(row: Mapping[str, Any]) -> str:
         else (f"{row['method']} amount={amount}")
     )
     head += _per_layer(row)
+    # what else tells trials of one method and amount apart, where it is not the default
+    if row.get("method.importance") not in (None, "magnitude"):
+        head += f", importance={row['method.importance']}"
+    if row.get("schedule") not in (None, "one_shot"):
+        head += f", schedule={row['schedule']}"
     if row["status"] == "failed":
         return f"{head}: FAILED: {row['error']} ({row['time_total_s']:.1f} s)"
     stages = ["dense", "pruned", "recalibrated", "finetuned"]
