@@ -316,7 +316,7 @@ def test_a_fused_group_gives_what_its_trials_give_alone(tmp_path, optimizer, ato
 def test_trials_that_cannot_fuse_run_alone_and_say_why(tmp_path, caplog):
     from sweep.fused import run_fused
 
-    quick = ["finetune.epochs=0", "pretrain.epochs=0", "recalibrate.batches=0"]
+    quick = ["finetune.epochs=1", "pretrain.epochs=0", "recalibrate.batches=0"]
     cfgs = [
         make_cfg(tmp_path, "amount=0.3", *quick),
         make_cfg(tmp_path, "amount=0.6", *quick),
@@ -330,6 +330,23 @@ def test_trials_that_cannot_fuse_run_alone_and_say_why(tmp_path, caplog):
     assert [r["compacted"] for r in rows] == [False, False, True, False]
     message = f"trial {rows[2]['trial_key']} runs alone: compact=true: compacted members have "
     assert message + "shapes of their own" in caplog.messages
+
+
+def test_a_group_without_finetuning_stacks_nothing(tmp_path):
+    """finetune.epochs=0: nothing runs batched (not even a model vmap cannot batch), and
+    each row is the trial's row alone, fused=1."""
+    from sweep.fused import run_fused
+    from sweep.trial import run_trial
+
+    model = ["model._target_=tests.custom_models.ItemNet", "model.name=item_net", "~model.width"]
+    quick = [*model, "pretrain.epochs=1", "finetune.epochs=0"]
+    quick.append(f"store.baselines={tmp_path / 'baselines'}")
+    amounts = ("amount=0.3", "amount=0.6")
+    rows = run_fused([make_cfg(tmp_path / "fused", *quick, a) for a in amounts])
+    assert [(r["status"], r["fused"]) for r in rows] == [("complete", 1)] * 2
+    alone = [run_trial(make_cfg(tmp_path / "alone", *quick, a)) for a in amounts]
+    columns = ["sparsity", "acc_pruned", "acc_recalibrated", "acc_finetuned", "flops"]
+    assert [[r[c] for c in columns] for r in rows] == [[r[c] for c in columns] for r in alone]
 
 
 def test_a_group_that_cannot_run_batched_runs_one_at_a_time(tmp_path, caplog):
