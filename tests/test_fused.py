@@ -76,6 +76,7 @@ def test_what_a_group_shares_is_in_its_key(tmp_path, other):
         (["compact=true"], "compact=true: compacted members have shapes of their own"),
         (["schedule=agp"], "schedule=agp: masks change during finetuning, member by member"),
         (["rewind=init"], "rewind=init: the finetuning restarts from rewound weights"),
+        (["finetune.epochs=0"], "finetune.epochs=0: nothing is finetuned, so nothing runs batched"),
         (
             ["finetune.optimizer=torch.optim.RMSprop"],
             "finetune.optimizer=torch.optim.RMSprop: only sgd | adam | adamw are known to "

@@ -70,6 +70,8 @@ def _why_alone(resolved: Mapping[str, Any]) -> str | None:
     nproc = (resolved.get("distributed") or {}).get("nproc", 1)
     if nproc != 1:
         return f"distributed.nproc={nproc}: the trial runs over its own ranks"
+    if resolved["finetune"]["epochs"] == 0:
+        return "finetune.epochs=0: nothing is finetuned, so nothing runs batched"
     if resolved.get("compact"):
         return "compact=true: compacted members have shapes of their own"
     schedule = resolved.get("schedule", {}).get("name", "one_shot")

@@ -124,9 +124,7 @@ def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
             shared = m.pruned.data
         todo.append(m)
     live = [m for m in todo if m.pruned is not None]
-    # without an epoch there is nothing to run batched: each member's test pass before
-    # finetuning is its finetuned one (`trial._from_pruned`), so no model is stacked
-    together = len(live) > 1 and live[0].cfg.finetune.epochs > 0 and _finetune_together(live)
+    together = len(live) > 1 and _finetune_together(live)
     if not together:
         _finetune_alone(live)
     for m in todo:
