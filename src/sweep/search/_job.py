@@ -10,12 +10,16 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sweep._env import STORAGE_ENV
+from sweep.search._signals import held
 from sweep.search._study import make_pruner, open_storage
 from sweep.training import EpochCallback
 
 
 def job_callbacks(cfg: DictConfig) -> tuple[EpochCallback | None, Callable[[str], None]]:
-    """``(reporter(cfg), record_key(cfg))``, with the job's trial looked up once."""
+    """``(reporter(cfg), record_key(cfg))``, with the job's trial looked up once.
+
+    What they do in the storage, a signal does not cut short: it waits for the call's end
+    (`sweep.search._signals.held`)."""
     ids = _trial(cfg)
     return reporter(cfg, ids), record_key(cfg, ids)
 
@@ -39,13 +43,15 @@ def reporter(cfg: DictConfig, ids: _Ids | None = None) -> EpochCallback | None:
 
     def on_epoch(epoch: int, acc: float) -> None:
         nonlocal trial
-        if trial is None:
-            study = optuna.load_study(
-                study_name=cfg.optuna.study, storage=storage, pruner=make_pruner(pruner)
-            )
-            trial = optuna.Trial(study, trial_id)
-        trial.report(acc if maximize else 1.0 - acc, epoch)
-        if trial.should_prune():
+        with held():
+            if trial is None:
+                study = optuna.load_study(
+                    study_name=cfg.optuna.study, storage=storage, pruner=make_pruner(pruner)
+                )
+                trial = optuna.Trial(study, trial_id)
+            trial.report(acc if maximize else 1.0 - acc, epoch)
+            prune = trial.should_prune()
+        if prune:
             raise optuna.TrialPruned(
                 f"stopped by the trial pruner after epoch {epoch} (validation accuracy {acc:.4f})"
             )
@@ -58,7 +64,12 @@ def record_key(cfg: DictConfig, ids: _Ids | None = None) -> Callable[[str], None
     once the key is known (the data's fingerprint and the checkpoint's digest in it), so that
     a trial whose job dies still names its key (`failed_row`)."""
     storage, _, trial_id, _ = ids or _trial(cfg)
-    return lambda key: storage.set_trial_user_attr(trial_id, "trial_key", key)
+
+    def record(key: str) -> None:
+        with held():
+            storage.set_trial_user_attr(trial_id, "trial_key", key)
+
+    return record
 
 
 _Ids = tuple[Any, int, int, list]  # storage, study id, trial id, the study's directions
@@ -68,12 +79,13 @@ def _trial(cfg: DictConfig) -> _Ids:
     """The job's storage (the sweep set the real URL in the environment: the config's is
     masked), its study's id, its trial's id and the study's directions."""
     url = os.environ.get(STORAGE_ENV) or cfg.optuna.storage
-    storage = _storage(url)
-    if cfg.optuna.get("uid"):  # one study, whatever was deleted and created under its name
-        study_id, directions = _study(url, cfg.optuna.study, cfg.optuna.uid)
-    else:
-        study_id, directions = _study.__wrapped__(url, cfg.optuna.study, None)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial)
+    with held():
+        storage = _storage(url)
+        if cfg.optuna.get("uid"):  # one study, whatever was deleted and created under its name
+            study_id, directions = _study(url, cfg.optuna.study, cfg.optuna.uid)
+        else:
+            study_id, directions = _study.__wrapped__(url, cfg.optuna.study, None)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, cfg.optuna.trial)
     return storage, study_id, trial_id, directions
 
 

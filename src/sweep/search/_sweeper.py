@@ -26,8 +26,8 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from sweep.search._recovery import (
     requeue_stale,
 )
 from sweep.search._settings import check_unchanged, study_settings
+from sweep.search._signals import held, ignore_signals, released, signal_name, signals_raise
 from sweep.search._space import overrides, quoted
 from sweep.search._study import (
     StudySettings,
@@ -167,14 +168,14 @@ class OptunaSweep:
         try:
             progress = worker == 0 and show_progress(self.config.progress)
             pin = self._gpu(worker)
-            with _sigterm_raises():
+            with signals_raise():
                 if workers.here:  # else the workers are all jobs, and this waits for them
                     results, stop = self._work(
                         study, settings, [*fixed, *pin], store, lock, progress
                     )
                 ended_badly = workers.wait()
         except KeyboardInterrupt as e:
-            _ignore_signals()  # the trial is failed already; the rest must not be cut short
+            ignore_signals()  # the trial is failed already; the rest must not be cut short
             signum = getattr(e, "signum", signal.SIGINT)
             workers.signal(signum)
         finally:
@@ -228,7 +229,10 @@ class OptunaSweep:
         idle = 0.0  # the last wait for the other workers' trials (none yet)
         looked = -math.inf  # when this worker last looked for stale and unclaimed trials
         size = None  # the trials a group holds, known from the first trial's job config
-        with bar:
+        # a signal stops a trial while it computes, and waits while the worker talks to the
+        # storage (`held`): a trial made but not yet returned, a lock or a session cut half way
+        # would leave a trial RUNNING, or hang the worker on its way out
+        with bar, held():
             while True:
                 if progress:  # counting the study's trials is a storage round trip
                     bar.update(_finished(study) - bar.n)
@@ -249,13 +253,9 @@ class OptunaSweep:
                 nothing_new = None
                 try:
                     while len(group) < (size or 1):
-                        # a signal during the ask waits until the trial is known, then lands
-                        # below, where it fails it (else a trial made but not yet returned
-                        # stays RUNNING)
-                        with _signals_deferred():
-                            trial, counted = ask_within_budget(study, settings, lock)
-                            if trial is not None:
-                                running[trial.number] = (trial, ExitStack())
+                        trial, counted = ask_within_budget(study, settings, lock)
+                        if trial is not None:
+                            running[trial.number] = (trial, ExitStack())
                         if trial is None:
                             break
                         running[trial.number][1].enter_context(heartbeat(study, trial))
@@ -291,7 +291,8 @@ class OptunaSweep:
                             # with no heartbeat could never tell a dead worker's trial); looking
                             # again soon at first, as the others' last trials often end soon
                             idle = min(2 * idle, beats, IDLE_MAX_S) if idle else IDLE_FIRST_S
-                            time.sleep(idle)
+                            with released():
+                                time.sleep(idle)
                             continue
                         if nothing_new is not None:
                             print(nothing_new)
@@ -315,11 +316,11 @@ class OptunaSweep:
                         # without the job's configs: a long search would keep thousands alive
                         results.append(dataclasses.replace(ret, cfg=None, hydra_cfg=None))
                         states.append((status, error))
-                except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (`_sigterm_raises`)
-                    _ignore_signals()
+                except KeyboardInterrupt as e:  # SIGINT or SIGTERM (`signals_raise`)
+                    ignore_signals()
                     for trial, beating in running.values():
                         beating.close()
-                        interrupt(study, trial, store, f"interrupted by {_signal_name(e)}")
+                        interrupt(study, trial, store, f"interrupted by {signal_name(e)}")
                     raise
                 # in a row across every worker of the study, not only this one's trials
                 failures = failures_in_a_row(study) if states[-1][0] == TrialState.FAIL else 0
@@ -362,64 +363,10 @@ class OptunaSweep:
             for trial, job_overrides, counted in group:
                 # its place in the budget, for the "[k/N, eta ...]" of its line
                 place_next_trial(counted + 1, settings.n_trials, settings.n_jobs)
-                [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
+                with released():  # the trial computes: a signal stops it at once
+                    [ret] = self.launcher.launch([job_overrides], initial_job_idx=trial.number)
                 rets.append(ret)
         return rets
-
-
-class Interrupted(KeyboardInterrupt):
-    """What SIGTERM raises in a worker, as SIGINT raises ``KeyboardInterrupt``: a trial stops
-    without a row either way (`sweep.trial.run_trial`), and the sweep fails it on the way out."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-@contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    def handler(signum: int, frame: Any) -> None:
-        raise Interrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the block, and raise the first that came (as
-    `Interrupted`) once it ends, so that what the block assigned is known to the handler.
-
-    Python-level handlers, not a signal mask: a signal the kernel gives another thread (torch's)
-    would still run its Python handler in this one at once.
-    """
-    caught: list[int] = []
-    previous = {
-        signum: signal.signal(signum, lambda signum, frame: caught.append(signum))
-        for signum in (signal.SIGINT, signal.SIGTERM)
-        if signal.getsignal(signum) is not signal.SIG_IGN  # an ignored one stays ignored
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if caught:
-        raise Interrupted(caught[0])
-
-
-def _ignore_signals() -> None:
-    # a second Ctrl-C, or the signal a helper gets from its terminal and from its parent both,
-    # must not cut short the failing of a trial
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-
-
-def _signal_name(e: KeyboardInterrupt) -> str:
-    return signal.Signals(getattr(e, "signum", signal.SIGINT)).name
 
 
 def register_worker(study: optuna.Study, lock: Callable[[], AbstractContextManager]) -> int:
