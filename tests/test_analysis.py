@@ -271,6 +271,15 @@ def test_aggregate_across_seeds(store):
     ci = analysis.aggregate(df, band="ci95")
     row = ci[(ci.method == "ln") & (ci.amount == 0.9)].iloc[0]
     assert row.acc_finetuned_hi - row.acc_finetuned == pytest.approx(1.96 * sd / math.sqrt(2))
+    # an accuracy's band stays an accuracy: 1.0 and 0.9 give 0.95 +- 0.098, clipped at 1
+    two = pd.DataFrame({"status": "complete", "method": "l1", "amount": 0.5, "sparsity": 0.5,
+                        "acc_finetuned": [1.0, 0.9], "latency_ms": [1.0, 0.9]})  # fmt: skip
+    ci = analysis.aggregate(two, band="ci95").iloc[0]
+    assert (ci.acc_finetuned_lo, ci.acc_finetuned_hi) == pytest.approx((0.852, 1.0), abs=1e-3)
+    lat = analysis.aggregate(two, "latency_ms", band="ci95").iloc[0]
+    assert lat.latency_ms_hi == pytest.approx(1.048, abs=1e-3)  # not a fraction: not clipped
+    with pytest.raises(ConfigError, match=re.escape("band='ci99'; accepted: std | ci95")):
+        analysis.aggregate(two, band="ci99")
 
 
 def test_highest_sparsity_within_tolerance(store):
@@ -429,6 +438,32 @@ def test_varying_leaves_out_bookkeeping_metrics_and_method_aliases(tmp_path):
     assert "method.n" in analysis.varying(load_results(store))
 
 
+def test_loader_settings_and_the_folder_of_fingerprinted_data_split_no_curve(tmp_path):
+    """The same images under another folder, or read by more loader workers, are the same
+    trial (the key holds the data's fingerprint, and no loader setting): one curve."""
+    store = tmp_path / "results"
+    folder = {"dataset": "image_folder", "dataset__fingerprint": "folder:5f1d"}
+    _trial(store, 0, **folder, dataset__root="/data/pets", dataset__num_workers=0)
+    _trial(store, 1, **folder, dataset__root="/data/pets", dataset__num_workers=4, amount=0.7)
+    _trial(store, 2, **folder, dataset__root="/copy/pets", dataset__pin_memory=True, amount=0.6)
+    df = load_results(store)
+    assert analysis.varying(df) == []
+    assert len(analysis.aggregate(df)) == 3  # one point per amount
+    # other content: the data differ, and their fingerprint tells them apart
+    _trial(
+        store,
+        3,
+        dataset="image_folder",
+        dataset__fingerprint="folder:9c0e",
+        dataset__root="/data/birds",
+    )
+    assert analysis.varying(load_results(store)) == ["dataset.fingerprint"]
+    # data without a fingerprint (a torchvision root): the folder is part of the key
+    _trial(store, 4, dataset="cifar10", dataset__root="/data/cifar-a")
+    _trial(store, 5, dataset="cifar10", dataset__root="/data/cifar-b")
+    assert "dataset.root" in analysis.varying(load_results(store))
+
+
 def test_finetune_epochs_are_two_settings_not_two_seeds(tmp_path):
     store = tmp_path / "results"
     _trial(store, 0)  # python -m sweep
@@ -584,6 +619,18 @@ def test_pretraining_that_differs_splits_the_dense_line(tmp_path):
         "seeds per setting: 1; dense test accuracy 95.00% (pretrain.epochs=5), "
         "99.00% (pretrain.epochs=20)."
     ) in text.splitlines()
+
+
+def test_the_dense_level_counts_each_baseline_once(tmp_path):
+    """Seed 0's baseline has three trials, seed 1's one: the level is the mean of the two
+    baselines (98.50%), not of the four rows (98.25%)."""
+    store = tmp_path / "results"
+    for i in range(3):
+        _trial(store, i, amount=0.2 * (i + 1), baseline_key="seed0", acc_dense=0.98)
+    _trial(store, 3, seed=1, baseline_key="seed1", acc_dense=0.99)
+    assert analysis.dense_levels(load_results(store)) == [({}, pytest.approx(0.985))]
+    _, text = _report(store, tmp_path / "report")
+    assert "dense test accuracy 98.50%." in text
 
 
 def test_method_none_is_a_reference_level_not_a_curve(tmp_path):

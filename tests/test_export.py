@@ -48,13 +48,25 @@ def test_load_model_gives_the_rows_accuracy(cfg_factory, tmp_path, kind):
     assert _accuracy(cfg, model) == row["acc_finetuned"]
     assert sum(int((p != 0).sum()) for p in model.parameters()) == row["params_nonzero"]
     assert sum(p.numel() for p in model.parameters()) == row["params"]
-    # the same from a row of the DataFrame
+    # the same from a row of the DataFrame, which knows the store it was read from
     df = load_results(tmp_path / "results")
-    again = load_model(df.iloc[0], tmp_path / "results")
-    assert all(
-        torch.equal(a, b)
-        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
-    )
+    for again in (load_model(df.iloc[0], tmp_path / "results"), load_model(df.iloc[0])):
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+        )
+
+
+def test_a_row_loads_its_model_from_its_own_store(cfg_factory, tmp_path, monkeypatch):
+    """The notebook's folder is not the store's: ``load_model(best)`` reads the store that
+    ``load_results`` read, sorted, filtered or not; a plain dict falls back to ``results``."""
+    row = run_trial(cfg_factory(f"store.path={tmp_path / 'elsewhere'}"))
+    monkeypatch.chdir(tmp_path)
+    best = load_results("elsewhere").sort_values("acc_finetuned").iloc[-1]
+    model = load_model(best)
+    assert sum(int((p != 0).sum()) for p in model.parameters()) == row["params_nonzero"]
+    with pytest.raises(ConfigError, match=r"results/models/.*does not exist"):
+        load_model(best.to_dict())
 
 
 def test_sparse_dense_and_no_kept_model(cfg_factory, tmp_path):
@@ -240,6 +252,10 @@ def test_api_refuses_what_is_not_a_trial_or_a_config():
 
     with pytest.raises(ConfigError, match=r"^trial=123 is not a trial; accepted: a trial key"):
         sweep.load_model(123)
+    with pytest.raises(ConfigError, match=r"^a dict without a trial_key is not a row of sweep"):
+        sweep.load_model({"amount": 2})
+    with pytest.raises(ConfigError, match=r"^model file 'gone\.pt' does not exist; accepted: "):
+        sweep.load_model("gone.pt")
     with pytest.raises(
         ConfigError, match=r"^cfg=\{'amount': 2\} is not a composed config \(dict\); accepted: "
     ):

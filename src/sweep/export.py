@@ -130,7 +130,8 @@ def load_model(
     Args:
         trial: A trial key (``df.trial_key``), a row of `sweep.load_results` (a Series or
             dict), or the path of a model file.
-        path: The store folder; default ``results``.
+        path: The store folder; default: for a row, the folder `sweep.load_results` read it
+            from, else ``results``.
         device: Where to put the model.
 
     Raises:
@@ -158,9 +159,16 @@ def kept_file(trial: str | Mapping[str, Any], path: str | os.PathLike | None = N
         )
     if isinstance(trial, os.PathLike):
         trial = str(trial)
-    if isinstance(trial, str) and Path(trial).suffix == ".pt" and Path(trial).is_file():
+    if isinstance(trial, str) and Path(trial).suffix == ".pt":
+        if not Path(trial).is_file():
+            raise ConfigError(
+                f"model file {trial!r} does not exist; accepted: the path of a model file, a trial "
+                "key (str, the trial_key column) or a row of sweep.load_results"
+            )
         return Path(trial)
-    store = Path(path if path is not None else DEFAULT_PATH)
+    if path is None:  # a row knows the store it was read from
+        path = getattr(trial, "attrs", {}).get("store", DEFAULT_PATH)
+    store = Path(path)
     if isinstance(trial, str):
         df = load_results(store)
         rows = df[df["trial_key"] == trial] if "trial_key" in df else df.iloc[:0]
@@ -171,6 +179,12 @@ def kept_file(trial: str | Mapping[str, Any], path: str | os.PathLike | None = N
         row = kept.iloc[-1] if not kept.empty else rows.iloc[-1]
     else:
         row = trial
+        if not isinstance(row.get("trial_key"), str):
+            raise ConfigError(
+                f"a {type(trial).__name__} without a trial_key is not a row of "
+                "sweep.load_results; accepted: a trial key (str, the trial_key column), a row of "
+                "sweep.load_results, or the path of a model file"
+            )
     file = row.get("model_file")
     if not isinstance(file, str):
         raise ConfigError(

@@ -22,7 +22,7 @@ from sweep.hashing import mask_password
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m sweep.proxy", description=__doc__.splitlines()[0]
+        prog="python -m sweep.proxy", description=__doc__.splitlines()[0].split(": ", 1)[1]
     )
     parser.add_argument("storage", help="database URL (postgresql://, mysql://, sqlite:///)")
     parser.add_argument("--host", default="localhost", help="address to listen on")

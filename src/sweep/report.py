@@ -36,7 +36,7 @@ PARETO = {"acc_finetuned": "max", "sparsity": "max"}
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m sweep.report", description=__doc__.splitlines()[0]
+        prog="python -m sweep.report", description=__doc__.splitlines()[0].split(": ", 1)[1]
     )
     parser.add_argument(
         "--store", default="results", help="results store folder (default: results)"

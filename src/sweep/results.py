@@ -7,6 +7,7 @@ A store folder is read by `sweep.store` alone (pandas and pyarrow); a study's st
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -55,7 +56,11 @@ def load_results(
 
         rows = study_rows(storage, study, "row")
         return store.results_frame(store.rows_table(rows, "row", strict))
-    return store.load_results(path, strict=strict)
+    df = store.load_results(path, strict=strict)
+    # where the rows' files are (model_file...), for `sweep.load_model(row)`: pandas keeps
+    # ``attrs`` through sorting, filtering and taking a row
+    df.attrs["store"] = str(Path(path if path is not None else store.DEFAULT_PATH).resolve())
+    return df
 
 
 def load_layers(

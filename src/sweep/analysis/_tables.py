@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from sweep.errors import ConfigError
+from sweep.hashing import HOW_NOT_WHAT
 from sweep.store import METRIC_COLUMNS
 
 # What the rows of method "none" are: the dense baseline, finetuned like every other trial.
@@ -39,6 +40,8 @@ _BOOKKEEPING = frozenset(
 )
 # store.path, optuna.study, version.torch; latency.* say how latency was measured, not the model
 _BOOKKEEPING_GROUPS = ("store.", "optuna.", "version.", "latency.")
+# loader settings: how fast the batches come, never which (left out of trial keys too)
+_HOW_NOT_WHAT = frozenset(f"{group}.{key}" for group, key in HOW_NOT_WHAT)
 # Metric names a later version may add before METRIC_COLUMNS lists them (top level only:
 # config values from groups always carry a dot).
 _METRIC_NAME = re.compile(r"^(acc|loss|time|params|flops|latency|speedup|size_bytes)(_|$)|_m?s$")
@@ -50,7 +53,9 @@ def varying(df: pd.DataFrame) -> list[str]:
     Found from the data, so a key a later version adds splits curves without a code change.
     Left out: ``method`` (it names the curve), ``amount`` (the horizontal axis), ``seed`` (what
     a curve averages over), bookkeeping (``store.*``, ``optuna.*``, ``version.*``,
-    ``latency.*``, ``progress``, ``trial_key``, timing...) and every metric. A key of the
+    ``latency.*``, ``progress``, ``trial_key``, timing...), loader settings
+    (``dataset.num_workers``...), ``dataset.root`` where every trial's data has a fingerprint
+    (the trial key then holds the content, not the folder), and every metric. A key of the
     ``method``, ``schedule``, ``model`` or ``dataset`` group (``method.n``, ``model.width``) is
     left out when each name has one value of it: it then says nothing the name does not.
     ``device`` counts by its type (``cuda:0`` and ``cuda:1`` are one setting, as in the trial
@@ -73,6 +78,8 @@ def varying(df: pd.DataFrame) -> list[str]:
     out = []
     for column in done.columns:
         if _is_bookkeeping(column) or not _varies(done, column):
+            continue
+        if column == "dataset.root" and _fingerprinted(done):
             continue
         group = column.split(".")[0]
         if "." in column and group in ("method", "schedule", *SUBJECT) and group in done.columns:
@@ -169,7 +176,8 @@ def aggregate(
         x: The column for the horizontal axis (``sparsity`` or ``amount``).
         by: Column(s) naming a curve; defaults to ``["method", *varying(df)]``. A narrower
             ``by`` (``"method"``) averages over whatever else differs: the caller's choice.
-        band: ``std`` (one standard deviation) or ``ci95`` (normal 95% interval of the mean).
+        band: ``std`` (one standard deviation) or ``ci95`` (normal 95% interval of the mean);
+            the band of an accuracy or sparsity is clipped to [0, 1].
 
     Returns:
         One row per curve point: ``by`` columns, ``amount``, ``x``, ``y``, ``y_lo``, ``y_hi``,
@@ -182,7 +190,7 @@ def aggregate(
         [{'method': 'l1', 'sparsity': 0.5, 'acc_finetuned': 0.75, 'n': 2}]
     """
     if band not in ("std", "ci95"):
-        raise ValueError(f"band={band!r}; accepted: std | ci95")
+        raise ConfigError(f"band={band!r}; accepted: std | ci95")
     by = _by(df, by)
     keys = list(dict.fromkeys([*by, "amount"]))
     done = complete(df)
@@ -193,6 +201,8 @@ def aggregate(
     out["_sd"] = out["_sd"].astype(float).fillna(0.0)  # one seed: no spread
     half = out["_sd"] if band == "std" else 1.96 * out["_sd"] / np.sqrt(out["n"])
     out[f"{y}_lo"], out[f"{y}_hi"] = out[y] - half, out[y] + half
+    if y == "sparsity" or y.startswith("acc_"):  # a fraction: its band too stays in [0, 1]
+        out[f"{y}_lo"], out[f"{y}_hi"] = out[f"{y}_lo"].clip(0, 1), out[f"{y}_hi"].clip(0, 1)
     out = out.drop(columns="_sd").reset_index()
     return out.sort_values([*by, x], kind="stable").reset_index(drop=True)
 
@@ -489,7 +499,8 @@ def ordinary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def dense_levels(df: pd.DataFrame, by: Sequence[str] = ()) -> list[tuple[dict, float]]:
-    """Mean ``acc_dense`` per dense baseline: per model and dataset, and per any other varying
+    """Mean ``acc_dense`` of the dense baselines, each counted once however many trials it has
+    (a mean over seeds): per model and dataset, and per any other varying
     key that is one value within each cached baseline (``baseline_key``: pretraining, data
     split...). A key that differs between trials of one baseline (``finetune.epochs``) does
     not split it; without ``baseline_key`` only model and dataset do.
@@ -520,9 +531,15 @@ def dense_levels(df: pd.DataFrame, by: Sequence[str] = ()) -> list[tuple[dict, f
         per_baseline = done.groupby("baseline_key")[candidates].nunique(dropna=False)
         keys = [c for c in candidates if c in SUBJECT or per_baseline[c].max() <= 1]
     return [
-        (dict(zip(keys, key, strict=True)), float(part["acc_dense"].mean()))
-        for key, part in _groups(done, keys)
+        (dict(zip(keys, key, strict=True)), _mean_dense(part)) for key, part in _groups(done, keys)
     ]
+
+
+def _mean_dense(rows: pd.DataFrame) -> float:
+    # each baseline (a seed's) counted once, however many trials it has
+    if "baseline_key" in rows.columns and rows["baseline_key"].notna().all():
+        return float(rows.groupby("baseline_key")["acc_dense"].mean().mean())
+    return float(rows["acc_dense"].mean())
 
 
 def _groups(df: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.DataFrame]]:
@@ -549,11 +566,17 @@ def _varies(df: pd.DataFrame, column: str) -> bool:
 
 
 def _is_bookkeeping(column: str) -> bool:
-    if column in _BOOKKEEPING or column.startswith(_BOOKKEEPING_GROUPS):
+    if column in _BOOKKEEPING or column in _HOW_NOT_WHAT or column.startswith(_BOOKKEEPING_GROUPS):
         return True
     if column in ("device", "schedule", *SUBJECT):
         return False
     return column in METRIC_COLUMNS or ("." not in column and bool(_METRIC_NAME.search(column)))
+
+
+def _fingerprinted(df: pd.DataFrame) -> bool:
+    # data known by its content: the same files under another folder are the same trial
+    column = "dataset.fingerprint"
+    return column in df.columns and bool(df[column].notna().all())
 
 
 def _pairs(values: Mapping[str, Any], keys: Sequence[str]) -> str:
