@@ -417,6 +417,23 @@ def test_custom_config_builds_the_users_dataset(tmp_path):
     assert (len(ds.train), len(ds.val), len(ds.test), ds.num_classes) == (16, 2, 2, 3)
 
 
+def test_a_users_dataset_that_fails_is_named_in_the_error(tmp_path):
+    """Not the wrapper that splits it (``sweep.data.from_torch``): the user's own class."""
+    from sweep.trial import prepare
+
+    cfg = make_cfg(
+        tmp_path,
+        "dataset=custom",
+        "dataset.dataset._target_=tests.custom_datasets.Squares",
+        "+dataset.dataset.size=-1",
+    )
+    with pytest.raises(ConfigError) as e:
+        prepare(cfg)
+    assert str(e.value).startswith(
+        "dataset.dataset._target_='tests.custom_datasets.Squares' failed: RuntimeError: "
+    )
+
+
 # --- CIFAR-10: augmentation of in-memory batches ---------------------------------------------
 
 

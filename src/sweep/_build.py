@@ -7,6 +7,7 @@ from the config its row recorded.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,7 +55,8 @@ def call_target(spec: Mapping[str, Any], group: str, accepted: str, **kwargs: An
     spec = {k: v for k, v in spec.items() if k != "name"}
     target = spec.get("_target_")
     _locate(target, group, accepted)
-    for key, node in _nested_targets(spec, group):  # a user's dataset inside dataset=custom
+    nested = _nested_targets(spec, group)
+    for key, node in nested:  # a user's dataset inside dataset=custom
         _locate(node, key, "a dotted path to a class or function")
     try:
         return instantiate(spec, **kwargs)
@@ -64,7 +66,20 @@ def call_target(spec: Mapping[str, Any], group: str, accepted: str, **kwargs: An
             raise cause from None
         reason = " ".join(str(cause or e).split())  # the whole reason, on one line
         name = type(cause).__name__ if cause is not None else "error"
-        raise ConfigError(f"{group}._target_={target!r} failed: {name}: {reason}") from None
+        # the innermost target whose call failed (Hydra names it), a user's dataset rather
+        # than the wrapper around it
+        called = re.match(r"Error in call to target '([^']+)'", str(e))
+        where = next(
+            ((k, t) for k, t in nested if called and _dotted(t) == called.group(1)), (group, target)
+        )
+        raise ConfigError(f"{where[0]}._target_={where[1]!r} failed: {name}: {reason}") from None
+
+
+def _dotted(target: Any) -> str:
+    # a _target_ as Hydra names it in its errors: a dotted path, or a callable's module.name
+    if isinstance(target, str):
+        return target
+    return f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', target)}"
 
 
 def _locate(target: object, group: str, accepted: str) -> Any:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -223,9 +224,12 @@ def _open(cls, layout: str, root: str):
     try:
         return cls(root, train=True, download=False), cls(root, train=False, download=False)
     except RuntimeError as e:
+        # torchvision's reason, less its advice to download: prune-sweep never does
+        sentences = re.split(r"(?<=\.)\s+", str(e).splitlines()[0])
+        reason = " ".join(s for s in sentences if "download" not in s).rstrip(".")
         raise ConfigError(
             f"dataset.root={root!r} has no readable {cls.__name__} files in <root>/{layout}/ "
-            f"({str(e).splitlines()[0]}); accepted: torchvision's on-disk layout"
+            f"({reason}); accepted: torchvision's on-disk layout (prune-sweep never downloads)"
         ) from None
 
 
