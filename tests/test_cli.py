@@ -282,6 +282,14 @@ BAD_INPUT = [
         "model._target_='nope.Model' does not import (no module named 'nope'); accepted: a dotted path to an nn.Module class or a function returning one",
     ),
     (
+        ["+model.depth=3"],
+        "model.depth=3 is not a setting of 'sweep.models.small_cnn'; accepted: num_classes, in_channels, image_size, width",
+    ),
+    (
+        ["dataset=cifar10", "dataset.root=.", "+dataset.verify_checksums=false"],
+        "dataset.verify_checksums=False is not a setting of 'sweep.data.cifar10'; accepted: root, val_fraction, split_seed, allow_unpickling_unverified_files, augment",
+    ),
+    (
         ["method._target_=my_methodz.EveryOther"],
         "method._target_='my_methodz.EveryOther' does not import (no module named 'my_methodz')",
     ),

@@ -72,7 +72,32 @@ def call_target(spec: Mapping[str, Any], group: str, accepted: str, **kwargs: An
         where = next(
             ((k, t) for k, t in nested if called and _dotted(t) == called.group(1)), (group, target)
         )
+        unknown = _unknown_setting(spec, group, *where, cause)
+        if unknown:
+            raise ConfigError(unknown) from None
         raise ConfigError(f"{where[0]}._target_={where[1]!r} failed: {name}: {reason}") from None
+
+
+def _unknown_setting(
+    spec: Mapping[str, Any], group: str, key: str, target: Any, cause: BaseException | None
+) -> str | None:
+    """The error for a config key the target does not take (``+dataset.verify_checksums=false``,
+    a key an older version had), or ``None`` when the call failed for another reason."""
+    found = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+    if not isinstance(cause, TypeError) or found is None:
+        return None
+    node = spec
+    for part in key.split(".")[1:]:  # dataset.dataset: the node under spec["dataset"]
+        node = node.get(part, {})
+    arg, obj = found.group(1), _locate(target, key, "")
+    if arg not in node or _takes(obj, arg):
+        return None  # raised inside the target's own code
+    try:
+        params = [p.name for p in inspect.signature(obj).parameters.values()]
+    except (TypeError, ValueError):
+        params = []
+    accepted = ", ".join(params) if params else "the target's own arguments"
+    return f"{key}.{arg}={node[arg]!r} is not a setting of {target!r}; accepted: {accepted}"
 
 
 def _dotted(target: Any) -> str:
