@@ -260,3 +260,9 @@ def test_api_refuses_what_is_not_a_trial_or_a_config():
         ConfigError, match=r"^cfg=\{'amount': 2\} is not a composed config \(dict\); accepted: "
     ):
         sweep.run_trial({"amount": 2})
+    import pandas as pd
+
+    row = pd.Series({f"column{i}": i for i in range(100)})  # a row of load_results, say
+    with pytest.raises(ConfigError) as e:
+        sweep.run_trial(row)
+    assert str(e.value).startswith("cfg=<Series> is not a composed config (Series); accepted: ")

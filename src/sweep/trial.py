@@ -17,6 +17,7 @@ import itertools
 import logging
 import math
 import platform
+import reprlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -99,8 +100,11 @@ def run_trial(
         ...     row = run_trial(compose("config", ["method=ln_structured", "amount=0.5"]))
     """
     if not isinstance(cfg, DictConfig):
+        # plain values as they are (shortened); a row of load_results would print many lines
+        plain = isinstance(cfg, dict | list | tuple | str | int | float | None)
+        shown = reprlib.repr(cfg) if plain else f"<{type(cfg).__name__}>"
         raise ConfigError(
-            f"cfg={cfg!r} is not a composed config ({type(cfg).__name__}); accepted: the "
+            f"cfg={shown} is not a composed config ({type(cfg).__name__}); accepted: the "
             "DictConfig of hydra.compose('config', overrides), as in run_trial's example"
         )
     started_at = dt.datetime.now(dt.timezone.utc)
