@@ -332,6 +332,21 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []  # no store, no run folder
 
 
+@pytest.mark.parametrize("value", ["abc", "-1", "nan"])
+def test_a_bad_stop_grace_is_refused_before_a_sweep_starts(tmp_path, monkeypatch, capsys, value):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEEP_STOP_GRACE_S", value)
+    with pytest.raises(SystemExit) as exit_:
+        check_overrides(["-m", *FAST, "amount=0.1,0.2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: SWEEP_STOP_GRACE_S={value!r} is not valid; accepted: seconds >= 0"
+    ]
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("SWEEP_STOP_GRACE_S", "2.5")
+    check_overrides(["-m", *FAST, "amount=0.1,0.2"])  # returns: the sweep would run
+
+
 def _options_first(*args: str) -> list[str]:
     """The arguments as a user types them: options (-m) before the overrides."""
     return sorted(args, key=lambda a: not a.startswith("-"))

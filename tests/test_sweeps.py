@@ -7,6 +7,7 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -637,14 +638,14 @@ def test_a_full_disk_stops_the_sweep_in_one_line_leaving_nothing_running(tmp_pat
     pd.testing.assert_frame_equal(load_results(storage=storage, study="tradeoff"), rows)
 
 
-def _two_workers_mid_trial(tmp_path) -> tuple[subprocess.Popen, int]:
+def _two_workers_mid_trial(tmp_path, *args: str, env=None) -> tuple[subprocess.Popen, int]:
     """A 2-worker sweep in its own process group (as a terminal runs it), once both workers
     run a trial; returns it and the helper worker's pid."""
     sweeps = ["-m", "search=tradeoff", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sweep", *sweeps, *FAST, "finetune.epochs=200"],
+        [sys.executable, "-m", "sweep", *sweeps, *FAST, "finetune.epochs=200", *args],
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        env={**os.environ, "PYTHONPATH": str(tmp_path), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -707,6 +708,50 @@ def test_a_signal_fails_the_running_trials_and_stops_every_worker(tmp_path, sign
     assert all(t.user_attrs["interrupted"] for t in failed)
     df = load_results(tmp_path / "results")
     assert sorted(df.error[df.status == "failed"]) == [f"interrupted by {name}"] * 2
+
+
+DEAF_NET = """
+import os, signal
+from torch import nn
+
+class DeafNet(nn.Module):
+    \"\"\"In a helper worker, ignores SIGTERM from its first forward on: a helper that hangs.\"\"\"
+
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.classifier = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        if os.environ.get("SWEEP_WORKER"):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return self.classifier(self.conv(x).relu().mean((2, 3)))
+"""
+
+
+@pytest.mark.slow
+def test_a_helper_that_does_not_stop_is_killed_and_its_trial_requeued(tmp_path):
+    """A helper stuck after the signal (a second Ctrl-C is ignored) would hold the command for
+    ever: after SWEEP_STOP_GRACE_S it is killed, and its trial failed and queued at once."""
+    (tmp_path / "deaf.py").write_text(DEAF_NET)
+    model = ["model._target_=deaf.DeafNet", "model.name=deaf_net", "~model.width"]
+    proc, helper = _two_workers_mid_trial(tmp_path, *model, env={"SWEEP_STOP_GRACE_S": "3"})
+    time.sleep(1)  # into the helper's forward passes
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: interrupted by SIGTERM; its running trials are failed")
+    assert lines[-2].startswith("worker 1 had not stopped 3 s after the signal: killed; its output")
+    assert not _alive(helper)
+    s = study(tmp_path)
+    assert "RUNNING" not in states(s)
+    failed = sorted(t.user_attrs["error"] for t in s.trials if t.state == TrialState.FAIL)
+    assert failed == [
+        "interrupted by SIGTERM",
+        f"interrupted: worker {socket.gethostname()}:{helper} died while the trial ran",
+    ]
+    assert len([t for t in s.trials if t.state == TrialState.WAITING]) == 2  # both queued again
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
+from sweep._env import stop_grace_s
 from sweep.errors import ConfigError, fail
 from sweep.store import check_writable
 
@@ -40,6 +41,11 @@ def check_overrides(argv: Sequence[str]) -> None:
     if any(getattr(args, flag, None) for flag in _PRINTING):
         return
     multirun = bool(args.multirun)
+    if multirun:
+        try:
+            stop_grace_s()
+        except ConfigError as e:
+            fail(str(e))
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:

@@ -185,6 +185,12 @@ class OptunaSweep:
             for line in ended_badly:
                 print(line, file=sys.stderr)
         else:
+            killed = getattr(workers, "killed", [])
+            for line in killed:
+                print(line, file=sys.stderr)
+            if killed:  # they could not fail their trials: done here, as for any dead worker
+                with lock():
+                    recover_interrupted(study, storage, store, settings)
             fail(
                 f"interrupted by {signal.Signals(signum).name}; its running trials are failed and "
                 "queued again: rerun the command to go on",

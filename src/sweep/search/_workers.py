@@ -19,13 +19,14 @@ import runpy
 import signal
 import subprocess
 import sys
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from sweep._env import STORAGE_ENV, WORKER_ENV
+from sweep._env import STORAGE_ENV, WORKER_ENV, stop_grace_s
 from sweep.errors import ConfigError
 from sweep.search._study import GRPC, StudySettings
 
@@ -144,6 +145,7 @@ class LocalWorkers(Workers):
 
     @classmethod
     def start(cls, config: DictConfig, count: int, sweep_dir: Path) -> LocalWorkers:
+        stop_grace_s()  # a bad value is told now, not once a signal came
         cmd = [sys.executable, "-m", "sweep", *worker_arguments(config, sweep_dir)]
         procs = []
         for i in range(1, count + 1):
@@ -155,18 +157,33 @@ class LocalWorkers(Workers):
             print(f"started {count} helper worker(s); their trial lines: {sweep_dir}/{logs}")
         return cls(procs, sweep_dir)
 
+    stop_by: float | None = None  # after a signal: when a helper that has not stopped is killed
+    killed: list[str] = dataclasses.field(default_factory=list)  # a line for each
+
     def signal(self, signum: int) -> None:
+        self.stop_by = time.monotonic() + stop_grace_s()
         for proc in self.procs:  # helpers started by a terminal got a Ctrl-C themselves
             with suppress(ProcessLookupError):
                 proc.send_signal(signum)
 
     def wait(self) -> list[str]:
-        return [
-            f"worker {i} exited with code {proc.returncode}; its output is in "
-            f"{self.sweep_dir / f'worker-{i}.log'}"
-            for i, proc in enumerate(self.procs, start=1)
-            if proc.wait() != 0
-        ]
+        lines = []
+        for i, proc in enumerate(self.procs, start=1):
+            log = self.sweep_dir / f"worker-{i}.log"
+            try:
+                timeout = None if self.stop_by is None else max(0, self.stop_by - time.monotonic())
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:  # stuck: a second Ctrl-C is ignored, so kill it
+                proc.kill()
+                proc.wait()
+                self.killed.append(
+                    f"worker {i} had not stopped {stop_grace_s():g} s after the signal: killed; "
+                    f"its output is in {log}"
+                )
+                continue
+            if code != 0:
+                lines.append(f"worker {i} exited with code {code}; its output is in {log}")
+        return lines
 
 
 @dataclasses.dataclass
