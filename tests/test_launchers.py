@@ -260,7 +260,9 @@ def _running_trial(path: Path) -> optuna.trial.FrozenTrial:
         if (path / "results" / "optuna.db").exists():
             try:
                 running = study(path).get_trials(states=(TrialState.RUNNING,))
-            except KeyError:  # the study is not made yet
+            # the study is not made yet, or its schema is being made (opening the database
+            # races the workers on creating it)
+            except Exception:
                 running = []
             claimed = [t for t in running if "worker" in t.user_attrs]
             if claimed:

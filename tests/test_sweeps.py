@@ -650,6 +650,9 @@ def _two_workers_mid_trial(tmp_path, *args: str, env=None) -> tuple[subprocess.P
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # as a terminal starts it: pytest started in the background (`cmd &` in a script)
+        # ignores SIGINT, and a child would inherit that, and rightly keep ignoring it
+        preexec_fn=_sigint_as_a_terminal_sets_it,
     )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -665,6 +668,10 @@ def _two_workers_mid_trial(tmp_path, *args: str, env=None) -> tuple[subprocess.P
             return proc, helper
     proc.kill()
     raise AssertionError("the two workers never ran a trial each")
+
+
+def _sigint_as_a_terminal_sets_it() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _alive(pid: int) -> bool:
