@@ -70,16 +70,16 @@ def call_target(spec: Mapping[str, Any], group: str, accepted: str, **kwargs: An
         # than the wrapper around it
         called = re.match(r"Error in call to target '([^']+)'", str(e))
         where = next(
-            ((k, t) for k, t in nested if called and _dotted(t) == called.group(1)), (group, target)
+            ((k, t) for k, t in nested if called and str(t) == called.group(1)), (group, target)
         )
-        unknown = _unknown_setting(spec, group, *where, cause)
+        unknown = _unknown_setting(spec, *where, cause)
         if unknown:
             raise ConfigError(unknown) from None
         raise ConfigError(f"{where[0]}._target_={where[1]!r} failed: {name}: {reason}") from None
 
 
 def _unknown_setting(
-    spec: Mapping[str, Any], group: str, key: str, target: Any, cause: BaseException | None
+    spec: Mapping[str, Any], key: str, target: Any, cause: BaseException | None
 ) -> str | None:
     """The error for a config key the target does not take (``+dataset.verify_checksums=false``,
     a key an older version had), or ``None`` when the call failed for another reason."""
@@ -98,13 +98,6 @@ def _unknown_setting(
         params = []
     accepted = ", ".join(params) if params else "the target's own arguments"
     return f"{key}.{arg}={node[arg]!r} is not a setting of {target!r}; accepted: {accepted}"
-
-
-def _dotted(target: Any) -> str:
-    # a _target_ as Hydra names it in its errors: a dotted path, or a callable's module.name
-    if isinstance(target, str):
-        return target
-    return f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', target)}"
 
 
 def _locate(target: object, group: str, accepted: str) -> Any:

@@ -185,10 +185,9 @@ class OptunaSweep:
             for line in ended_badly:
                 print(line, file=sys.stderr)
         else:
-            killed = getattr(workers, "killed", [])
-            for line in killed:
+            for line in workers.killed:
                 print(line, file=sys.stderr)
-            if killed:  # they could not fail their trials: done here, as for any dead worker
+            if workers.killed:  # they failed no trial: done here, as for any dead worker
                 with lock():
                     recover_interrupted(study, storage, store, settings)
             fail(

@@ -53,6 +53,8 @@ class Workers:
     """The workers a sweep started; ``here``: the command's own process is a worker too."""
 
     here = True
+    # after a signal, a line for each worker that had not stopped in time and was killed
+    killed: tuple[str, ...] | list[str] = ()
 
     def signal(self, signum: int) -> None:
         """Pass on a signal the command got, so that every worker fails its running trial."""
@@ -142,10 +144,13 @@ class LocalWorkers(Workers):
 
     procs: list[subprocess.Popen]
     sweep_dir: Path
+    grace: float  # seconds a helper has to stop after a signal (`stop_grace_s`)
+    stop_by: float | None = None  # after a signal: when a helper that has not stopped is killed
+    killed: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def start(cls, config: DictConfig, count: int, sweep_dir: Path) -> LocalWorkers:
-        stop_grace_s()  # a bad value is told now, not once a signal came
+        grace = stop_grace_s()  # a bad value is told now, not once a signal came
         cmd = [sys.executable, "-m", "sweep", *worker_arguments(config, sweep_dir)]
         procs = []
         for i in range(1, count + 1):
@@ -155,13 +160,10 @@ class LocalWorkers(Workers):
         if count:
             logs = "worker-1.log" if count == 1 else f"worker-1.log ... worker-{count}.log"
             print(f"started {count} helper worker(s); their trial lines: {sweep_dir}/{logs}")
-        return cls(procs, sweep_dir)
-
-    stop_by: float | None = None  # after a signal: when a helper that has not stopped is killed
-    killed: list[str] = dataclasses.field(default_factory=list)  # a line for each
+        return cls(procs, sweep_dir, grace)
 
     def signal(self, signum: int) -> None:
-        self.stop_by = time.monotonic() + stop_grace_s()
+        self.stop_by = time.monotonic() + self.grace
         for proc in self.procs:  # helpers started by a terminal got a Ctrl-C themselves
             with suppress(ProcessLookupError):
                 proc.send_signal(signum)
@@ -177,7 +179,7 @@ class LocalWorkers(Workers):
                 proc.kill()
                 proc.wait()
                 self.killed.append(
-                    f"worker {i} had not stopped {stop_grace_s():g} s after the signal: killed; "
+                    f"worker {i} had not stopped {self.grace:g} s after the signal: killed; "
                     f"its output is in {log}"
                 )
                 continue
