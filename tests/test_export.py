@@ -239,12 +239,45 @@ def test_a_key_not_in_the_store_is_answered_without_importing_torch(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True
     )
-    assert result.stdout.splitlines() == [
-        "trial 'deadbeef' is not in the store 'results'",
-        "2",
-        "False",
-    ]
-    assert result.stderr.splitlines() == ["error: trial 'deadbeef' is not in the store 'results'"]
+    line = (
+        "trial 'deadbeef' is not in the store 'results'; accepted: a trial_key of its trial ('k1')"
+        ", or path= another store"
+    )
+    assert result.stdout.splitlines() == [line, "2", "False"]
+    assert result.stderr.splitlines() == [f"error: {line}"]
+
+
+def test_a_key_not_in_the_store_names_the_keys_it_has(tmp_path):
+    from sweep.store import write_trial
+
+    store = tmp_path / "results"
+    store.mkdir()
+    with pytest.raises(
+        ConfigError,
+        match=r"^trial 'k1' is not in the store '.*results', which "
+        r"has no trials; pass path= the store the trial was run with$",
+    ):
+        load_model("k1", store)
+    for key in ("90f161127d104110", "90a0000000000000", "1234", "1235", "1236", "1237"):
+        write_trial(store, {"trial_key": key, "status": "complete", "amount": 0.5})
+    with pytest.raises(
+        ConfigError,
+        match=r"; did you mean '90f161127d104110'\? \(a trial key is "
+        r"matched whole\)$",
+    ):
+        load_model("90f1", store)
+    with pytest.raises(
+        ConfigError,
+        match=r"; accepted: a trial_key of its 6 trials \('90a0000000000000', "
+        r"'90f161127d104110'\), or path= another store$",
+    ):
+        load_model("90", store)
+    with pytest.raises(
+        ConfigError,
+        match=r"accepted: a trial_key of its 6 trials \('.*', '.*', '.*' "
+        r"and 3 more\), or path= another store$",
+    ):
+        load_model("nope", store)
 
 
 def test_api_refuses_what_is_not_a_trial_or_a_config():

@@ -173,7 +173,8 @@ def kept_file(trial: str | Mapping[str, Any], path: str | os.PathLike | None = N
         df = load_results(store)
         rows = df[df["trial_key"] == trial] if "trial_key" in df else df.iloc[:0]
         if rows.empty:
-            raise ConfigError(f"trial {trial!r} is not in the store {str(store)!r}")
+            keys = df["trial_key"].dropna().unique().tolist() if "trial_key" in df else []
+            raise ConfigError(_not_in_store(trial, store, keys))
         kept = rows[rows["model_file"].notna()] if "model_file" in rows else rows.iloc[:0]
         # a config run in several studies: the most recent one
         row = kept.iloc[-1] if not kept.empty else rows.iloc[-1]
@@ -192,6 +193,20 @@ def kept_file(trial: str | Mapping[str, Any], path: str | os.PathLike | None = N
             "complete trials keep theirs unless store.models=none"
         )
     return store / file
+
+
+def _not_in_store(trial: str, store: Path, keys: list[str]) -> str:
+    """One line for a key the store lacks: the keys it has, or the one the user began to type."""
+    line = f"trial {trial!r} is not in the store {str(store)!r}"
+    if not keys:
+        return f"{line}, which has no trials; pass path= the store the trial was run with"
+    begun = [key for key in keys if trial and key.startswith(trial)]
+    if len(begun) == 1:
+        return f"{line}; did you mean {begun[0]!r}? (a trial key is matched whole)"
+    some = ", ".join(repr(key) for key in sorted(begun or keys)[:3])
+    more = f" and {len(begun or keys) - 3} more" if len(begun or keys) > 3 else ""
+    trials = f"{len(keys)} trials" if len(keys) > 1 else "trial"
+    return f"{line}; accepted: a trial_key of its {trials} ({some}{more}), or path= another store"
 
 
 def export(
