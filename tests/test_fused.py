@@ -368,6 +368,33 @@ def test_a_group_that_cannot_run_batched_runs_one_at_a_time(tmp_path, caplog):
     assert [r["acc_finetuned"] for r in rows] == [r["acc_finetuned"] for r in alone]
 
 
+def test_a_batched_test_pass_that_fails_tests_each_member_alone(tmp_path, caplog, monkeypatch):
+    """The finetuning ran batched; its test pass fails (the GPU's memory, an operation the eval
+    mode alone uses): each member is tested alone, and keeps its batched finetuning."""
+    import sweep.fused._run
+    from sweep.fused import run_fused
+
+    quick = ["finetune.epochs=1", "pretrain.epochs=0", "recalibrate.batches=0"]
+    quick.append(f"store.baselines={tmp_path / 'baselines'}")
+    amounts = ("amount=0.3", "amount=0.6")
+    batched = run_fused([make_cfg(tmp_path / "batched", *quick, a) for a in amounts])
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(sweep.fused._run, "evaluate_fused", fails)
+    with caplog.at_level("WARNING", logger="sweep.fused"):
+        rows = run_fused([make_cfg(tmp_path / "alone", *quick, a) for a in amounts])
+    assert [(r["status"], r["fused"]) for r in rows] == [("complete", 2)] * 2
+    assert [m for m in caplog.messages if "test pass" in m] == [
+        "the group's batched test pass failed (CUDA out of memory); each member is tested alone"
+    ]
+    n_test = round(0.2 * 1797)
+    for r, b in zip(rows, batched, strict=True):
+        assert abs(r["acc_finetuned"] - b["acc_finetuned"]) <= 1 / n_test
+        assert r["loss_finetuned"] == pytest.approx(b["loss_finetuned"], abs=1e-4)
+
+
 # ---------------------------------------------------------------- the fuse key
 
 

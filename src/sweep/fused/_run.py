@@ -161,7 +161,11 @@ def _finetune_together(live: Sequence[_Member]) -> bool:
     share = (time.perf_counter() - t) / len(live)
     finished = [m for m, o in zip(live, outcomes, strict=True) if o is None]
     models = [m.pruned.model for m in finished]
-    tested = evaluate_fused(models, data.test, desc="finetuned model") if finished else []
+    try:
+        tested = evaluate_fused(models, data.test, desc="finetuned model") if finished else []
+    except (RuntimeError, NotImplementedError) as e:  # each is tested alone, as finetuned
+        log.warning("the group's batched test pass failed (%s); each member is tested alone", e)
+        tested = [None] * len(finished)
     results = dict(zip(map(id, finished), tested, strict=True))
     for m, outcome in zip(live, outcomes, strict=True):
         if isinstance(outcome, optuna.TrialPruned):
