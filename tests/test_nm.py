@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import prune
 
 from sweep import load_layers, load_results
 from sweep.errors import ConfigError
@@ -168,3 +169,37 @@ def test_2_4_layers_run_on_semi_structured_kernels():
 def test_a_gradual_schedule_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="schedule=iterative needs a method that takes an amount"):
         prepare(make_cfg(tmp_path, "method=nm", "schedule=iterative"))
+
+
+class _Transposed(prune.BasePruningMethod):
+    """A user's method whose mask comes back in a permuted layout (the entries are right)."""
+
+    PRUNING_TYPE = "unstructured"
+
+    def __init__(self, amount: float) -> None:
+        self.amount = amount
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        keep = t.abs() > t.abs().flatten().kthvalue(int(self.amount * t.numel())).values
+        return keep.movedim(1, -1).contiguous().movedim(-1, 1).to(default_mask.dtype)
+
+
+@pytest.mark.parametrize(
+    "method", [_nm(), PruningMethod("transposed", _Transposed)], ids=["nm", "user"]
+)
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_pruned_weight_keeps_the_dense_weights_layout(method, layout):
+    """A mask in another layout than its weight made `weight_orig * mask` permuted, and the
+    convolution run another kernel than dense: N:M read a 1.4x CPU speedup it did not earn."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Conv2d(16, 8, 3))
+    model = model.to(memory_format=layout)
+    strides = [model[0].weight.stride(), model[2].weight.stride()]
+    prune_model(model, method, 0.5, Scope())
+    for conv, stride in zip((model[0], model[2]), strides, strict=True):
+        assert conv.weight_mask.stride() == stride
+        assert conv.weight.stride() == stride
+        assert conv.weight.is_contiguous(memory_format=layout)
+        assert (conv.weight == 0).sum() == conv.weight.numel() // 2
+        model(torch.randn(1, 8, 12, 12))  # the forward hook recomputes it
+        assert conv.weight.stride() == stride

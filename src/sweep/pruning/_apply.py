@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
+import torch
 from torch import nn
 from torch.nn.utils import prune
 
@@ -64,8 +65,24 @@ def prune_model(
     else:
         for t in targets:
             method.cls.apply(t.module, t.param, **_scored(scores, t), **method.arguments(t.amount))
+    _in_weight_layout(targets)
     _mask_attention_outputs(model)
     return targets
+
+
+def _in_weight_layout(targets: list[Target]) -> None:
+    """Give each mask its weight's strides. A method (a user's) may return a permuted mask;
+    ``weight = weight_orig * weight_mask`` would then take the mask's layout, and the layer run
+    another kernel than the dense one: a latency, and so a speedup, that the masks did not earn.
+    """
+    for t in targets:
+        orig = getattr(t.module, f"{t.param}_orig", None)
+        mask = getattr(t.module, f"{t.param}_mask", None)
+        if orig is None or mask is None or mask.stride() == orig.stride():
+            continue
+        laid = torch.empty_like(orig, dtype=mask.dtype).copy_(mask)
+        t.module._buffers[f"{t.param}_mask"] = laid
+        setattr(t.module, t.param, orig * laid)  # as torch's forward hook computes it
 
 
 def _scored(scores: Scores | None, t: Target | None = None) -> dict:
@@ -125,6 +142,7 @@ def prune_toward(
             if fraction > 0:
                 arguments = method.arguments(fraction)
                 method.cls.apply(t.module, t.param, **_scored(scores, t), **arguments)
+    _in_weight_layout(targets)
     _mask_attention_outputs(model)
     return targets
 

@@ -47,8 +47,10 @@ class NMSparsity(prune.BasePruningMethod):
         drop = groups.topk(self.n, dim=1, largest=False).indices
         keep = torch.ones_like(groups).scatter_(1, drop, 0.0)
         shape = score.movedim(1, -1).shape
-        mask = keep.reshape(shape).movedim(-1, 1).to(default_mask.dtype)
-        return mask * default_mask
+        mask = keep.reshape(shape).movedim(-1, 1)
+        # in the weight's own layout: a permuted mask would make `weight_orig * mask` permuted,
+        # and the convolution behind it another, slower or faster kernel than the dense one's
+        return torch.empty_like(default_mask).copy_(mask).mul_(default_mask)
 
 
 def nm_eligible(weight: torch.Tensor, m: int) -> bool:
