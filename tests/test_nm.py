@@ -203,3 +203,21 @@ def test_a_pruned_weight_keeps_the_dense_weights_layout(method, layout):
         assert (conv.weight == 0).sum() == conv.weight.numel() // 2
         model(torch.randn(1, 8, 12, 12))  # the forward hook recomputes it
         assert conv.weight.stride() == stride
+
+
+@pytest.mark.parametrize(
+    "method",
+    [["method=nm"], ["method._target_=tests.custom_methods.EveryOther", "method.name=every_other"]],
+    ids=["nm", "user"],
+)
+def test_per_layer_amounts_are_refused_for_a_method_that_takes_no_amount(tmp_path, method):
+    """scope.amounts.block2.conv=0 still pruned block2 2:4, and its layers row read amount 0."""
+    cfg = make_cfg(tmp_path, *method, "+scope.amounts.block2.conv=0")
+    with pytest.raises(
+        ConfigError,
+        match=r"^scope.amounts sets an amount per layer, but method (nm|every_other) "
+        r"\((NMSparsity|EveryOther)\) takes no amount: it prunes every layer in scope alike; "
+        r"accepted: scope.layers and scope.exclude to choose its layers, or a method whose "
+        r"constructor takes amount$",
+    ):
+        prepare(cfg)

@@ -352,6 +352,27 @@ def test_custom_method_from_config(tmp_path):
         )
 
 
+def test_a_method_target_replaced_on_a_preset_is_named_after_it(tmp_path):
+    """method._target_=my.Method on the default l1_unstructured stored rows named
+    l1_unstructured; on ln_structured it also passed the preset's n and dim to the new class."""
+    user = "method._target_=tests.custom_methods.EveryOther"
+    plans = [
+        prepare(make_cfg(tmp_path, *overrides), check_store=False)
+        for overrides in ([user], ["method=ln_structured", user], [user, "method.name=every_other"])
+    ]
+    assert [p.method.name for p in plans] == ["EveryOther", "EveryOther", "every_other"]
+    assert [p.resolved["method"]["name"] for p in plans] == [p.method.name for p in plans]
+    assert plans[0].resolved["method"] == {
+        "name": "EveryOther",
+        "_target_": "tests.custom_methods.EveryOther",
+        "importance": "magnitude",
+    }
+    assert plans[1].key == plans[0].key != plans[2].key  # the same method, the same trial
+    assert plans[1].method.kwargs == {}  # LnStructured's n and dim left behind
+    plain = prepare(make_cfg(tmp_path, "method=ln_structured", "method.n=1"), check_store=False)
+    assert (plain.method.name, plain.method.kwargs) == ("ln_structured", {"n": 1, "dim": 0})
+
+
 ACCEPTED = "accepted: a float in [0, 1) (a fraction) or an int >= 0 (a count)"
 METHODS_BY_KEY = {
     "l1": ("l1", prune.L1Unstructured, {}, False),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -132,6 +133,16 @@ def test_highest_amount_within_the_tolerance():
         sensitivity.highest_within(table, 1.5)
     with pytest.raises(ConfigError, match=r"amounts entry 1.0 is outside \[0, 1\)"):
         sensitivity.run(make_cfg(Path("unused")), [0.5, 1.0])
+
+
+def test_a_method_without_an_amount_is_refused_before_any_trial(tmp_path):
+    """N:M and a user's method without an amount pruned every layer at every amount of the
+    grid: 20 trials of one same model, and a table of amounts that mean nothing."""
+    user = ["method._target_=tests.custom_methods.EveryOther", "method.name=every_other"]
+    for overrides, name in ((["method=nm"], "nm (NMSparsity)"), (user, "every_other (EveryOther)")):
+        with pytest.raises(ConfigError, match=rf"^method={re.escape(name)} takes no amount: "):
+            sensitivity.run(make_cfg(tmp_path, *overrides), [0.5])
+    assert not (tmp_path / "trials").exists()
 
 
 def test_saved_amounts_set_the_layers_of_a_trial(tmp_path):
@@ -263,6 +274,12 @@ def test_command_prints_table_plot_and_the_command_that_applies_it(measured, tmp
             ["method=none"],
             "error: method=none prunes nothing, so no layer can be measured; accepted: a "
             "pruning method, such as method=l1_unstructured",
+        ),
+        (
+            ["method=nm"],
+            "error: method=nm (NMSparsity) takes no amount: it prunes alike at every amount, so "
+            "no layer can be measured at amounts; accepted: a method whose constructor takes "
+            "amount, such as method=l1_unstructured",
         ),
     ],
 )

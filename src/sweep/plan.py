@@ -50,6 +50,7 @@ _ON_DEVICE: dict[str, tuple[Dataset, tuple[torch.device, bool], Dataset]] = {}
 # called every time: it may read files of its own).
 _LAST_MODEL: dict[str, tuple[nn.Module, torch.Tensor]] = {}
 _OURS = "sweep.models."
+_KEPT = ("_target_", "importance")  # kept whatever the preset said
 
 
 @dataclass(frozen=True)
@@ -92,16 +93,25 @@ def prepare(
     _check_complete(cfg)
     config.check_values(cfg)
     device = resolve_device(str(cfg.device))
-    method = PruningMethod.from_config(cfg.method)
+    method_spec = _method_spec(cfg.method)
+    method = PruningMethod.from_config(method_spec)
     scope = Scope.from_config(cfg.scope)
     schedule = Schedule.from_config(cfg.schedule)
     schedule.check_method(method)
+    if method.cls is not None and not method.takes_amount and scope.amounts:
+        raise ConfigError(
+            f"scope.amounts sets an amount per layer, but method {method.name} "
+            f"({method.cls.__qualname__}) takes no amount: it prunes every layer in scope alike; "
+            "accepted: scope.layers and scope.exclude to choose its layers, or a method whose "
+            "constructor takes amount"
+        )
     rewind_epoch = parse_rewind(cfg.rewind)
     _check_protocol(cfg, method, schedule, rewind_epoch)
     for stage in ("pretrain", "finetune"):
         optimizer_class(cfg[stage].optimizer)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["model"] = _model_spec(cfg.model)
+    resolved["method"] = method_spec
     if method.cls is None:
         resolved["amount"] = 0.0  # nothing is pruned, whatever was asked
     if method.nm is not None:
@@ -231,6 +241,20 @@ def _model_spec(node: DictConfig) -> dict[str, Any]:
         return spec
     kept = {k: v for k, v in spec.items() if k == "_target_" or k not in preset or preset[k] != v}
     kept["name"] = spec["name"] if renamed else str(spec["_target_"]).rsplit(".", 1)[-1]
+    return kept
+
+
+def _method_spec(node: DictConfig) -> dict[str, Any]:
+    """The resolved ``method`` node; a preset whose ``_target_`` the user replaced (``method.
+    _target_=my_methods.EveryOther`` on the default ``l1_unstructured``) drops the preset's own
+    arguments that were left as they were, and is named after the new target, as a model is
+    (`_model_spec`): its rows never read as the preset's."""
+    spec = OmegaConf.to_container(node, resolve=True)
+    preset = _preset("method", str(spec.get("name")))
+    if preset is None or not spec.get("_target_") or preset.get("_target_") == spec["_target_"]:
+        return spec
+    kept = {k: v for k, v in spec.items() if k in _KEPT or k not in preset or preset[k] != v}
+    kept["name"] = str(spec["_target_"]).rsplit(".", 1)[-1]
     return kept
 
 

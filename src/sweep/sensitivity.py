@@ -105,6 +105,10 @@ _NOTHING_PRUNED = (
     "method={} prunes nothing, so no layer can be measured; accepted: a pruning method, "
     "such as method=l1_unstructured"
 )
+_NO_AMOUNT = (
+    "method={} ({}) takes no amount: it prunes alike at every amount, so no layer can be measured "
+    "at amounts; accepted: a method whose constructor takes amount, such as method=l1_unstructured"
+)
 
 
 def run(cfg: DictConfig, amounts: Sequence[float] = AMOUNTS) -> pd.DataFrame:
@@ -198,6 +202,8 @@ def layers_in_scope(cfg: DictConfig, amounts: Sequence[float] = AMOUNTS) -> dict
     plan = prepare(cfg, check_store=False)
     if plan.method.cls is None:
         raise ConfigError(_NOTHING_PRUNED.format(plan.method.name))
+    if not plan.method.takes_amount:
+        raise ConfigError(_NO_AMOUNT.format(plan.method.name, plan.method.cls.__qualname__))
     layers: dict[str, int] = {}
     for target in plan_pruning(plan.model, plan.method, 0.0, plan.scope):
         layers[target.name] = layers.get(target.name, 0) + target.weight.numel()
@@ -555,12 +561,14 @@ def _numbers(text: str, name: str) -> list[float]:
 
 
 def _refuse_method_none(overrides: Sequence[str]) -> None:
-    """Method ``none`` is refused before `check_overrides` creates the store (`run` refuses it
-    too, for a method chosen elsewhere)."""
+    """Methods ``none`` and ``nm`` are refused before `check_overrides` creates the store (`run`
+    refuses them too, and a user's method without an amount, chosen elsewhere)."""
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
         if key == "method" and value == "none":
             fail(_NOTHING_PRUNED.format(value))
+        if key == "method" and value == "nm":
+            fail(_NO_AMOUNT.format(value, "NMSparsity"))
 
 
 if __name__ == "__main__":

@@ -89,9 +89,15 @@ class PruningMethod:
         """An instance of the method for one tensor, as ``cls.apply`` would build it."""
         return self.cls(**self.arguments(amount))
 
+    @property
+    def takes_amount(self) -> bool:
+        """Whether the amount reaches the method: its constructor takes ``amount`` (N:M and
+        a user's method without one prune alike whatever the amount)."""
+        return self.cls is not None and "amount" in inspect.signature(self.cls).parameters
+
     def arguments(self, amount: float | int) -> dict[str, Any]:
         kwargs = dict(self.kwargs)
-        if "amount" in inspect.signature(self.cls).parameters:
+        if self.takes_amount:
             kwargs["amount"] = amount
         return kwargs
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,7 +108,7 @@ class Schedule:
         """A gradual schedule sets the amount of each pruning step: the method must take one."""
         if self.one_shot or method.cls is None:
             return
-        if "amount" not in inspect.signature(method.cls).parameters:
+        if not method.takes_amount:
             raise ConfigError(
                 f"schedule={self.name} needs a method that takes an amount; {method.name} "
                 f"({method.cls.__qualname__}) has none; accepted: schedule=one_shot, or a method "
