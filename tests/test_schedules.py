@@ -275,6 +275,11 @@ def test_trial_pruner_sees_epochs_on_across_the_rewind(cfg_factory):
             ["schedule=iterative", "method._target_=tests.custom_methods.EveryOther"],
             "schedule=iterative needs a method that takes an amount",
         ),
+        (
+            ["schedule=agp", "schedule.initial=0.9", "amount=0.5"],
+            "schedule.initial=0.9 is above amount=0.5: agp rises from its initial sparsity to "
+            "the amount; accepted: schedule.initial <= amount",
+        ),
     ],
 )
 def test_bad_protocols_fail_before_anything_is_written(cfg_factory, tmp_path, overrides, message):

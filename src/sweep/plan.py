@@ -207,6 +207,12 @@ def _check_protocol(
             f"rewind={cfg.rewind} with compact=true: the rewind weights have the dense model's "
             "shapes; accepted: rewind=none, or compact=false"
         )
+    amount = cfg.amount
+    if schedule.name == "agp" and isinstance(amount, float) and schedule.initial > amount:
+        raise ConfigError(
+            f"schedule.initial={schedule.initial} is above amount={amount}: agp rises from its "
+            "initial sparsity to the amount; accepted: schedule.initial <= amount"
+        )
     if cfg.rewind_weights and rewind_epoch is None:
         raise ConfigError(
             f"rewind_weights={cfg.rewind_weights!r} is set but rewind=none; accepted: "
