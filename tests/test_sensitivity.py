@@ -48,6 +48,25 @@ def measured(tmp_path_factory):
     return store, table
 
 
+def test_the_table_says_what_its_accuracies_are(measured, tmp_path):
+    """small_cnn's are recalibrated; mlp has no BatchNorm, so its are the pruned model's, and
+    the table no longer says "after BatchNorm recalibration" of them."""
+    from sweep.sensitivity import _text
+
+    _, table = measured
+    assert table["recalibrated"].tolist() == [True] * len(table)
+    assert sensitivity.load(measured[0])["recalibrated"].all()
+    mlp = sensitivity.run(make_cfg(tmp_path, "model=mlp", "pretrain.epochs=1"), [0.5])
+    assert mlp["recalibrated"].tolist() == [False] * len(mlp)
+    assert mlp["acc_recalibrated"].tolist() == mlp["acc_pruned"].tolist()
+    for t, stage in (
+        (table, "after BatchNorm recalibration"),
+        (mlp, "as pruned (no BatchNorm to recalibrate)"),
+    ):
+        line = _text(t, sensitivity.highest_within(t), 0.01, 1.0).splitlines()[1]
+        assert line.startswith(f"accuracy {stage}, one layer pruned, dense ")
+
+
 def test_every_layer_alone_at_every_amount(measured):
     store, table = measured
     assert table[["layer", "amount"]].values.tolist() == [[n, a] for n in LAYERS for a in AMOUNTS]

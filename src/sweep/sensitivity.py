@@ -83,6 +83,7 @@ COLUMNS = (
     "acc_dense",
     "acc_pruned",
     "acc_recalibrated",
+    "recalibrated",
     "drop",
     "model",
     "dataset",
@@ -445,7 +446,7 @@ def _text(table: pd.DataFrame, result: pd.DataFrame, tolerance: float, seconds: 
         f"{_count(len(table), 'trial')} ({len(table) - reused} run, {reused} already in the "
         "store), "
         f"{seconds:.1f} s",
-        f"accuracy after BatchNorm recalibration, one layer pruned, dense {dense:.4f}; "
+        f"{_stage(table)}, one layer pruned, dense {dense:.4f}; "
         f"highest amount within {tolerance:g} of dense:",
     ]
     grid = table.pivot_table(
@@ -461,6 +462,13 @@ def _text(table: pd.DataFrame, result: pd.DataFrame, tolerance: float, seconds: 
     return "\n".join(lines)
 
 
+def _stage(table: pd.DataFrame) -> str:
+    """What the accuracies are: recalibrated, or as pruned for a model without BatchNorm."""
+    if table["recalibrated"].isna().all() or table["recalibrated"].fillna(False).astype(bool).any():
+        return "accuracy after BatchNorm recalibration"
+    return "accuracy as pruned (no BatchNorm to recalibrate)"
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
@@ -469,7 +477,7 @@ def _note(table: pd.DataFrame, tolerance: float, apply: str) -> str:
     first = table.iloc[0]
     return (
         "Layer sensitivity (python -m sweep.sensitivity): per layer, the highest amount whose\n"
-        "accuracy after BatchNorm recalibration, that layer alone pruned, stays within\n"
+        f"{_stage(table)}, that layer alone pruned, stays within\n"
         f"{tolerance:g} of dense; {first['method']} on {first['model']} / {first['dataset']}.\n"
         "Apply with:\n"
         f"{apply}"
@@ -517,6 +525,7 @@ def _measurement(row: Mapping[str, Any], layer: str, amount: float, numel: int) 
         "acc_dense": dense,
         "acc_pruned": row.get("acc_pruned"),
         "acc_recalibrated": acc,
+        "recalibrated": row.get("recalibrated"),
         "drop": dense - acc if dense is not None and acc is not None else math.nan,
         "model": row.get("model"),
         "dataset": row.get("dataset"),
