@@ -77,11 +77,11 @@ def test_the_trial_line_names_per_layer_amounts():
     many = summary({**row, **{f"scope.amounts.layer{i}": i / 10 for i in range(1, 6)}})
     assert many.startswith("l1_unstructured amount=0, 5 scope.amounts from 0.1 to 0.5: complete")
     assert summary(row).startswith("l1_unstructured amount=0: complete")
-    defaults = {**row, "method.importance": "magnitude", "schedule": "one_shot"}
+    defaults = {**row, "method.importance": "magnitude", "schedule": "one_shot", "rewind": "none"}
     assert summary(defaults).startswith("l1_unstructured amount=0: complete")
-    other = {**row, "method.importance": "taylor", "schedule": "agp"}
+    other = {**row, "method.importance": "taylor", "schedule": "agp", "rewind": "epoch:2"}
     assert summary(other).startswith(
-        "l1_unstructured amount=0, importance=taylor, schedule=agp: complete"
+        "l1_unstructured amount=0, importance=taylor, schedule=agp, rewind=epoch:2: complete"
     )
 
 
@@ -215,7 +215,11 @@ BAD_INPUT = [
     (["finetune.amp=maybe"], "finetune.amp='maybe' is not valid; accepted: true or false"),
     (
         ["finetune.optimizer=adagradx"],
-        "optimizer='adagradx' is unknown; accepted: sgd | adam | adamw",
+        "finetune.optimizer='adagradx' is unknown; accepted: sgd | adam | adamw",
+    ),
+    (
+        ["pretrain.optimizer=sgdd"],
+        "pretrain.optimizer='sgdd' is unknown; accepted: sgd | adam | adamw",
     ),
     (["seed=abc"], "seed='abc' is not valid; accepted: an int"),
     (["seed=1.5"], "seed='1.5' is not valid; accepted: an int"),
@@ -288,6 +292,14 @@ BAD_INPUT = [
     (
         ["dataset=cifar10", "dataset.root=.", "+dataset.verify_checksums=false"],
         "dataset.verify_checksums=False is not a setting of 'sweep.data.cifar10'; accepted: root, val_fraction, split_seed, allow_unpickling_unverified_files, augment",
+    ),
+    (
+        ["+method.flop=true"],
+        "method.flop=True is not a setting of l1_unstructured (L1Unstructured); accepted: amount",
+    ),
+    (
+        ["method=ln_structured", "+method.p=2"],
+        "method.p=2 is not a setting of ln_structured (LnStructured); accepted: amount, n, dim",
     ),
     (
         ["method._target_=my_methodz.EveryOther"],

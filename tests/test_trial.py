@@ -224,7 +224,7 @@ def test_skip_completed(cfg_factory):
         (["scope.amounts={Linear:2.5}"], "scope.amounts.Linear=2.5 is outside [0, 1)"),
         (
             ["finetune.optimizer=adagradx"],
-            "optimizer='adagradx' is unknown; accepted: sgd | adam | adamw",
+            "finetune.optimizer='adagradx' is unknown; accepted: sgd | adam | adamw",
         ),
     ],
 )

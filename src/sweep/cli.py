@@ -140,6 +140,8 @@ def summary(row: Mapping[str, Any]) -> str:
         head += f", importance={row['method.importance']}"
     if row.get("schedule") not in (None, "one_shot"):
         head += f", schedule={row['schedule']}"
+    if row.get("rewind") not in (None, "none"):
+        head += f", rewind={row['rewind']}"
     if row["status"] == "failed":
         return f"{head}: FAILED: {row['error']} ({row['time_total_s']:.1f} s)"
     stages = ["dense", "pruned", "recalibrated", "finetuned"]

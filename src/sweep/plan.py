@@ -108,7 +108,7 @@ def prepare(
     rewind_epoch = parse_rewind(cfg.rewind)
     _check_protocol(cfg, method, schedule, rewind_epoch)
     for stage in ("pretrain", "finetune"):
-        optimizer_class(cfg[stage].optimizer)
+        optimizer_class(cfg[stage].optimizer, f"{stage}.optimizer")
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["model"] = _model_spec(cfg.model)
     resolved["method"] = method_spec

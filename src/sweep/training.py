@@ -251,8 +251,9 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
-    """The optimizer class for ``name``; raises `ConfigError` naming what is accepted."""
+def optimizer_class(name: str, key: str = "optimizer") -> type[torch.optim.Optimizer]:
+    """The optimizer class for ``name``; raises `ConfigError` naming ``key`` (the setting, such
+    as ``finetune.optimizer``) and what is accepted."""
     if name in _OPTIMIZERS:
         return _OPTIMIZERS[name]
     try:
@@ -261,7 +262,7 @@ def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         raise ConfigError(
-            f"optimizer={name!r} is unknown; accepted: {' | '.join(_OPTIMIZERS)} "
+            f"{key}={name!r} is unknown; accepted: {' | '.join(_OPTIMIZERS)} "
             "| a dotted path to a torch.optim.Optimizer subclass"
         )
     return cls

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -162,6 +163,15 @@ def _check_constructs(method: PruningMethod) -> None:
     try:
         method.make(0.0)
     except TypeError as e:
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        params = inspect.signature(method.cls).parameters
+        if found and found.group(1) in method.kwargs and found.group(1) not in params:
+            arg = found.group(1)
+            accepted = ", ".join(p for p in params if p not in ("self", "args", "kwargs"))
+            raise ConfigError(
+                f"method.{arg}={method.kwargs[arg]!r} is not a setting of {method.name} "
+                f"({method.cls.__qualname__}); accepted: {accepted or 'none'}"
+            ) from None
         raise ConfigError(f"method {method.name!r}: {e}") from None
     except ValueError:
         pass  # a constructor may reject amount=0.0; the real amount is checked later
