@@ -373,6 +373,14 @@ def test_a_method_target_replaced_on_a_preset_is_named_after_it(tmp_path):
     assert (plain.method.name, plain.method.kwargs) == ("ln_structured", {"n": 1, "dim": 0})
 
 
+def test_amount_zero_as_a_count_or_a_fraction_is_one_trial(tmp_path):
+    keys = {
+        prepare(make_cfg(tmp_path, a), check_store=False).key for a in ("amount=0", "amount=0.0")
+    }
+    assert len(keys) == 1
+    assert prepare(make_cfg(tmp_path, "amount=0"), check_store=False).resolved["amount"] == 0.0
+
+
 ACCEPTED = "accepted: a float in [0, 1) (a fraction) or an int >= 0 (a count)"
 METHODS_BY_KEY = {
     "l1": ("l1", prune.L1Unstructured, {}, False),

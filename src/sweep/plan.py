@@ -112,8 +112,8 @@ def prepare(
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["model"] = _model_spec(cfg.model)
     resolved["method"] = method_spec
-    if method.cls is None:
-        resolved["amount"] = 0.0  # nothing is pruned, whatever was asked
+    if method.cls is None or resolved["amount"] == 0:
+        resolved["amount"] = 0.0  # nothing is pruned, whatever was asked (amount=0 is a count)
     if method.nm is not None:
         n, m = method.nm
         resolved["amount"] = n / m  # N:M prunes n of m, whatever was asked
