@@ -194,3 +194,18 @@ def test_mismatch_names_both_shapes_on_a_preset(cfg_factory, tmp_path):
     ):
         prepare(cfg_factory(f"model.checkpoint={file}"))
     assert not (tmp_path / "results").exists()
+
+
+def test_an_imagenet_stem_on_small_inputs_points_to_small_input(cfg_factory, tmp_path):
+    """torchvision weights trained on large images have a 7x7 stem; digits build a 3x3 one."""
+    from torchvision.models import resnet18
+
+    torch.save(resnet18(num_classes=10).state_dict(), tmp_path / "imagenet.pt")
+    tv = ["model=torchvision", "model.arch=resnet18", f"model.checkpoint={tmp_path}/imagenet.pt"]
+    with pytest.raises(ConfigError) as refused:
+        prepare(cfg_factory(*tv), check_store=False)
+    assert str(refused.value).endswith(
+        "key 'conv1.weight' has shape (64, 3, 7, 7) in the checkpoint, (64, 1, 3, 3) in the model; "
+        "accepted: the state dict of this architecture, built for this dataset's "
+        "classes and input channels, or model.small_input=false for weights trained on large images"
+    )

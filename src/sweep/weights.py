@@ -104,12 +104,17 @@ def fit(
     """
     expected = model.state_dict()
     problems = []
+    hint = ""
     for k, v in expected.items():  # in the model's order: the first problem is the earliest
         if k not in state:
             problems.append(f"the model's key {k!r} {_shape(v)} is missing from the checkpoint")
         elif tuple(state[k].shape) != tuple(v.shape):
             theirs, ours = _shape(state[k]), _shape(v)
             problems.append(f"key {k!r} has shape {theirs} in the checkpoint, {ours} in the model")
+            torchvision = type(model).__module__.startswith("torchvision.")
+            if torchvision and len(ours) == len(theirs) == 4 and theirs[2] > ours[2]:
+                # an ImageNet stem (7x7) where small inputs built a 3x3 one
+                hint = ", or model.small_input=false for weights trained on large images"
     problems += [
         f"the checkpoint's key {k!r} {_shape(v)} is not in the model"
         for k, v in state.items()
@@ -120,7 +125,7 @@ def fit(
         raise ConfigError(
             f"{key}={str(path)!r} does not fit the model: {problems[0]}{more}; "
             "accepted: the state dict of this architecture, built for this dataset's classes "
-            "and input channels"
+            f"and input channels{hint}"
         )
     model.load_state_dict(state)
 
