@@ -297,3 +297,18 @@ def test_torchrun_ranks_run_one_trial_and_rank_0_writes_it(tmp_path):
     )
     assert row["acc_dense"] == alone["acc_dense"]
     assert abs(row["acc_finetuned"] - alone["acc_finetuned"]) <= ACCURACY_TOLERANCE
+
+
+@pytest.mark.parametrize("sweep", [["amount=0.1,0.2"], ["search=tradeoff"]], ids=["grid", "optuna"])
+def test_a_sweep_under_torchrun_is_refused_before_anything_is_written(tmp_path, sweep):
+    """Every rank ran its own grid and waited on the others' collectives: a hang of
+    distributed.timeout_s (30 minutes); a study was refused only once each trial started."""
+    env = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+    result = run_cli("-m", *sweep, "progress=false", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: python -m sweep -m under torchrun (2 processes): every rank would run a sweep of "
+        "its own; accepted: python -m sweep -m ... distributed.nproc=2 (each trial starts its "
+        "ranks), or torchrun ... -m sweep for one trial"
+    ]
+    assert list(tmp_path.iterdir()) == []

@@ -46,6 +46,7 @@ def check_overrides(argv: Sequence[str]) -> None:
             stop_grace_s()
         except ConfigError as e:
             fail(str(e))
+        _refuse_a_sweep_under_torchrun()
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     try:
@@ -123,6 +124,20 @@ def check_overrides(argv: Sequence[str]) -> None:
             check_writable(path)
     except ConfigError as e:
         fail(str(e))
+
+
+def _refuse_a_sweep_under_torchrun() -> None:
+    """Each rank torchrun starts would run a sweep of its own, waiting on the others' trials."""
+    from sweep import distributed
+
+    env = distributed.launched()
+    if env is not None and not distributed.spawned():
+        fail(
+            f"python -m sweep -m under torchrun ({env.world_size} processes): every rank would "
+            "run a sweep of its own; accepted: python -m sweep -m ... distributed.nproc="
+            f"{env.world_size} (each trial starts its ranks), or torchrun ... -m sweep for one "
+            "trial"
+        )
 
 
 def summary(row: Mapping[str, Any]) -> str:

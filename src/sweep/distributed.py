@@ -108,7 +108,7 @@ def check(cfg: DictConfig) -> None:
     world = world_size(cfg)
     if world == 1:
         return
-    if env is not None and not os.environ.get(_SPAWNED_ENV) and cfg.optuna.study is not None:
+    if env is not None and not spawned() and cfg.optuna.study is not None:
         raise ConfigError(
             "an Optuna sweep under torchrun: every rank would run its own sweep; accepted: "
             "python -m sweep -m ... distributed.nproc=N (each trial spawns its ranks)"
@@ -150,6 +150,11 @@ def launched() -> Ranks | None:
         int(os.environ["WORLD_SIZE"]),
         int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
     )
+
+
+def spawned() -> bool:
+    """Whether a trial's rank 0 started this process as one of its ranks (not torchrun)."""
+    return bool(os.environ.get(_SPAWNED_ENV))
 
 
 def is_follower() -> bool:
