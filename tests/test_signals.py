@@ -1,4 +1,4 @@
-"""A sweep worker's signals (`sweep.search._signals`): at once while a trial computes, never in
+"""A sweep worker's signals (`sweep._signals`): at once while a trial computes, never in
 the middle of a storage call."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from sweep.search._signals import Interrupted, held, ignore_signals, released, signals_raise
+from sweep._signals import Interrupted, held, ignore_signals, released, signals_raise
 
 
 def _kill_self(signum: int) -> None:

@@ -795,3 +795,51 @@ def test_a_signal_fails_every_trial_of_a_fused_group(tmp_path):
     assert states(s) == ["FAIL", "FAIL", "WAITING", "WAITING"]
     assert [t.user_attrs["error"] for t in s.trials[:2]] == ["interrupted by SIGTERM"] * 2
     assert [t.user_attrs["retry_of"] for t in s.trials[2:]] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("args", "signum", "line"),
+    [
+        (
+            ["-m", "amount=0.1,0.2,0.3,0.4,0.5,0.6"],
+            signal.SIGINT,
+            "error: interrupted by SIGINT; the trials that finished are in the store: rerun with "
+            "skip_completed=true to run the rest",
+        ),
+        (
+            ["-m", "amount=0.1,0.2,0.3,0.4,0.5,0.6"],
+            signal.SIGTERM,
+            "error: interrupted by SIGTERM; the trials that finished are in the store: rerun "
+            "with skip_completed=true to run the rest",
+        ),
+        ([], signal.SIGINT, "error: interrupted by SIGINT; the trial wrote no row"),
+    ],
+    ids=["grid-ctrl-c", "grid-sigterm", "trial-ctrl-c"],
+)
+@pytest.mark.slow  # a baseline each (about 30 s)
+def test_a_signal_stops_a_grid_or_a_trial_in_one_line(tmp_path, args, signum, line):
+    """Outside Optuna, Ctrl-C printed a 100-line KeyboardInterrupt traceback, and SIGTERM ended
+    a grid with no line at all."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", *args, *FAST, "finetune.epochs=300", "progress=false"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_sigint_as_a_terminal_sets_it,
+    )
+    trials = tmp_path / "results" / "trials"
+    deadline = time.monotonic() + 120
+    # a grid: once its first trial is in the store; a trial: once its baseline is
+    ready = (lambda: any(trials.glob("*.parquet"))) if args else None
+    ready = ready or (lambda: any((tmp_path / "results" / "baselines").glob("*.pt")))
+    while not ready() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the next trial's finetuning
+    os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum
+    assert err.splitlines() == [line]
+    assert len(list(trials.glob("*.parquet"))) == (1 if args else 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 
 from sweep._console import trial_count
 from sweep._env import WORKER_ENV
+from sweep._signals import signals_raise
 from sweep.cli import check_overrides, summary
 from sweep.errors import ConfigError, fail
 
@@ -52,7 +54,22 @@ def _main(cfg: DictConfig) -> dict:
 def main() -> None:
     if WORKER_ENV not in os.environ:  # a local helper's parent checked this command line
         check_overrides(sys.argv[1:])
-    _main()
+    try:
+        with signals_raise():  # SIGTERM too: a trial's files are cleaned up on the way out
+            _main()
+    except KeyboardInterrupt as e:  # an Optuna sweep says its own line and exits itself
+        signum = getattr(e, "signum", signal.SIGINT)
+        multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+        fail(
+            f"interrupted by {signal.Signals(signum).name}; "
+            + (
+                "the trials that finished are in the store: rerun with skip_completed=true to "
+                "run the rest"
+                if multirun
+                else "the trial wrote no row"
+            ),
+            code=128 + signum,
+        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sweep._env import STORAGE_ENV
-from sweep.search._signals import held
+from sweep._signals import held
 from sweep.search._study import make_pruner, open_storage
 from sweep.training import EpochCallback
 
@@ -19,7 +19,7 @@ def job_callbacks(cfg: DictConfig) -> tuple[EpochCallback | None, Callable[[str]
     """``(reporter(cfg), record_key(cfg))``, with the job's trial looked up once.
 
     What they do in the storage, a signal does not cut short: it waits for the call's end
-    (`sweep.search._signals.held`)."""
+    (`sweep._signals.held`)."""
     ids = _trial(cfg)
     return reporter(cfg, ids), record_key(cfg, ids)
 

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from sweep._console import place_next_trial, show_progress
 from sweep._env import STORAGE_ENV, WORKER_ENV
+from sweep._signals import held, ignore_signals, released, signal_name, signals_raise
 from sweep.errors import ConfigError
 from sweep.hashing import mask_password
 from sweep.search._launch import ComposingLauncher
@@ -55,7 +56,6 @@ from sweep.search._recovery import (
     requeue_stale,
 )
 from sweep.search._settings import check_unchanged, study_settings
-from sweep.search._signals import held, ignore_signals, released, signal_name, signals_raise
 from sweep.search._space import overrides, quoted
 from sweep.search._study import (
     StudySettings,
