@@ -479,3 +479,25 @@ def test_nan_loss_exits_non_zero_with_a_failed_row(tmp_path):
     assert df[["status", "error"]].values.tolist() == [
         ["failed", "finetune: loss became nan in epoch 1"]
     ]
+
+
+def test_a_grid_with_a_failed_trial_runs_the_rest_and_exits_1(tmp_path):
+    """Scripts could not tell a grid with failed trials from a clean one: both exited 0."""
+    (tmp_path / "picky.py").write_text(
+        "from torch.nn.utils import prune\n\n\n"
+        "class Picky(prune.L1Unstructured):\n"
+        "    def compute_mask(self, t, default_mask):\n"
+        "        if self.amount > 0.5:\n"
+        "            raise RuntimeError(f'no more than half, not {self.amount}')\n"
+        "        return super().compute_mask(t, default_mask)\n"
+    )
+    grid = ["-m", "method._target_=picky.Picky", "amount=0.7,0.3", "finetune.epochs=1"]
+    result = run_cli(*grid, *FAST, "progress=false", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    rows = load_results(tmp_path / "results").sort_values("amount")
+    assert rows[["amount", "status"]].values.tolist() == [[0.3, "complete"], [0.7, "failed"]]
+    assert rows["error"].iloc[1] == "RuntimeError: no more than half, not 0.7"
+    failed = rows["trial_key"].iloc[1]
+    assert result.stderr.splitlines()[-1] == (
+        f"error: 1 trial(s) of the sweep failed ({failed}): their rows in the store say why"
+    )

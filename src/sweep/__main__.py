@@ -48,7 +48,13 @@ def _main(cfg: DictConfig) -> dict:
         print(trial_count(time.perf_counter() - started) + summary(row))
     if row["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # in a sweep the row says it; the other trials go on
+    if row["status"] == "failed" and cfg.optuna.study is None:
+        _failed.append(row["trial_key"])  # the grid's command fails once all have run
     return row
+
+
+# the trials of a grid run in this process that failed (an Optuna study counts its own)
+_failed: list[str] = []
 
 
 def main() -> None:
@@ -69,6 +75,12 @@ def main() -> None:
                 else "the trial wrote no row"
             ),
             code=128 + signum,
+        )
+    if _failed:
+        fail(
+            f"{len(_failed)} trial(s) of the sweep failed ({', '.join(_failed[:3])}"
+            f"{', ...' * (len(_failed) > 3)}): their rows in the store say why",
+            code=1,
         )
 
 
