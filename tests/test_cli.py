@@ -294,6 +294,24 @@ BAD_INPUT = [
         "dataset.verify_checksums=False is not a setting of 'sweep.data.cifar10'; accepted: root, val_fraction, split_seed, allow_unpickling_unverified_files, augment",
     ),
     (
+        ["+finetune.epoch=1", "finetune.epochs=1"],
+        "finetune.epoch is not a key of finetune; accepted: amp, batch_size, epochs, "
+        "label_smoothing, lr, momentum, optimizer, scheduler, step_gamma, step_milestones, "
+        "warmup_epochs, weight_decay",
+    ),
+    (
+        ["+latency.repeat=3"],
+        "latency.repeat is not a key of latency; accepted: batch_size, confidence, max_repeats, "
+        "measure, repeats, warmup, width",
+    ),
+    (
+        ["+foo=1"],
+        "foo is not a key in the config; accepted: amount, channels_last, compact, dataset, "
+        "device, distributed, finetune, fuse, importance, latency, method, model, optuna, "
+        "pretrain, progress, recalibrate, rewind, rewind_weights, schedule, scope, seed, "
+        "skip_completed, store, tag",
+    ),
+    (
         ["+method.flop=true"],
         "method.flop=True is not a setting of l1_unstructured (L1Unstructured); accepted: amount",
     ),

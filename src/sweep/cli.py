@@ -59,6 +59,7 @@ def check_overrides(argv: Sequence[str]) -> None:
             f"search={search.value()} runs an Optuna study of many trials and needs -m; "
             f"accepted: python -m sweep -m search={search.value()} ..."
         )
+    _refuse_added_keys(parsed)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     # Combinations the sweep will run: every swept value once, the other swept keys at their
     # first value (the whole product of a large grid would take as long to check as to start).
@@ -94,6 +95,8 @@ def check_overrides(argv: Sequence[str]) -> None:
             try:
                 composed = composed or _composer(config_name, hydra_lines)
                 cfg = composed(overrides)
+                if overrides is variants[0]:
+                    _refuse_added_top_level_keys(parsed, cfg)
                 if overrides is variants[0] and _is_optuna(cfg) and multirun:
                     from sweep.search import study_settings
 
@@ -124,6 +127,37 @@ def check_overrides(argv: Sequence[str]) -> None:
             check_writable(path)
     except ConfigError as e:
         fail(str(e))
+
+
+def _refuse_added_keys(parsed: Sequence[Any]) -> None:
+    """``+finetune.epoch=1``: Hydra's ``+`` adds a key even to a node of the schema, where
+    nothing reads it and it only changes the trial key; refused as the key without ``+`` is.
+    Open nodes (``model``, ``dataset``, ``method``, ``scope.amounts``) take any key."""
+    from sweep import config
+
+    for o in parsed:
+        if not o.is_add() or o.is_hydra_override():
+            continue
+        key = o.key_or_group
+        node, _, leaf = key.rpartition(".")
+        valid = config.keys(node) if node else None
+        if valid and leaf not in valid:
+            fail(f"{key} is not a key of {node}; accepted: {', '.join(valid)}")
+
+
+def _refuse_added_top_level_keys(parsed: Sequence[Any], cfg: DictConfig) -> None:
+    """``+foo=1``: a value no part of a trial reads. ``+group=option`` (a config group of
+    yours) adds a node, or merges into others (``# @package _global_``), and passes."""
+    from sweep import config
+
+    top = config.keys("") or []
+    for o in parsed:
+        key = o.key_or_group
+        if not o.is_add() or o.is_hydra_override() or "." in key or key in top:
+            continue
+        value = cfg.get(key)
+        if value is not None and not isinstance(value, DictConfig):
+            fail(f"{key} is not a key in the config; accepted: {', '.join(top)}")
 
 
 def _refuse_a_sweep_under_torchrun() -> None:
