@@ -110,9 +110,16 @@ def test_submitit_slurm_settings_reach_the_sbatch_script(tmp_path):
     [
         (
             ["hydra/launcher=submitit_local", "hydra.sweeper.storage=sqlite:///:memory:"],
-            "error: hydra.sweeper.storage='sqlite:///:memory:' is in memory, which the workers "
-            "that hydra/launcher=submitit_local starts cannot share; accepted: a database URL "
-            "(postgresql://, mysql://) or a sqlite:/// file on a file system every job sees",
+            "error: hydra.sweeper.storage='sqlite:///:memory:' is in memory, which each part of "
+            "a sweep (the sweeper, its jobs, its workers) would open anew and empty; accepted: a "
+            "database URL (postgresql://, mysql://) or a sqlite:/// file on a file system every "
+            "job sees",
+        ),
+        (
+            ["hydra.sweeper.storage=sqlite:///:memory:"],
+            "error: hydra.sweeper.storage='sqlite:///:memory:' is in memory, which each part of "
+            "a sweep (the sweeper, its jobs, its workers) would open anew and empty; accepted: a "
+            "database URL (postgresql://, mysql://) or a sqlite:/// file on disk",
         ),
         (
             ["hydra/launcher=submitit_slurm", "hydra.sweeper.storage=journal.log"],

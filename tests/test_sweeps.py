@@ -843,3 +843,36 @@ def test_a_signal_stops_a_grid_or_a_trial_in_one_line(tmp_path, args, signum, li
     assert proc.returncode == 128 + signum
     assert err.splitlines() == [line]
     assert len(list(trials.glob("*.parquet"))) == (1 if args else 0)
+
+
+def test_a_trial_refused_for_its_combination_says_so_on_the_console(tmp_path):
+    """Each value passes the command line's checks; agp's initial 0.3 above amount 0.2 fails
+    as its trial starts. The console showed only Hydra's 'Error executing job with overrides'
+    line, and its count skipped the trial."""
+    result = run_cli(
+        "-m",
+        "search=tradeoff",
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/sampler=grid",
+        "schedule=agp",
+        "schedule.initial=choice(0.0,0.3)",
+        "amount=choice(0.5,0.2)",
+        *FAST,
+        "finetune.epochs=1",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("[")]
+    assert [ln[: ln.index("]") + 1].split(",")[0] + "]" for ln in lines] == [
+        "[1/4]",
+        "[2/4]",
+        "[3/4]",
+        "[4/4]",
+    ]
+    [failed] = [ln for ln in lines if "FAILED" in ln]
+    assert re.fullmatch(
+        r"\[\d/4, eta [\d:]+\] trial \d: FAILED: schedule.initial=0.3 is above amount=0.2: agp "
+        r"rises from its initial sparsity to the amount; accepted: schedule.initial <= amount",
+        failed,
+    )
+    assert "Error executing job" not in result.stderr

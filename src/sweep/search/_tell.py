@@ -13,8 +13,10 @@ import logging
 from pathlib import Path
 
 import optuna
+from hydra.core.utils import JobStatus
 from optuna.trial import TrialState
 
+from sweep._console import trial_count
 from sweep.search._rows import failed_row
 from sweep.search._study import StudySettings, counts, stale_trials
 from sweep.store import encode_rows, read_layers, read_row, row_id, write_trial
@@ -36,17 +38,20 @@ def tell(
     period) stays failed: its parameters were queued again.
     """
     try:
-        try:
-            row = ret.return_value
-        except Exception as e:  # bad input only this combination has (an interval's value)
+        # bad input only this combination has (an interval's value): Hydra's `return_value`
+        # would print its own "Error executing job" line and raise it
+        if ret.status == JobStatus.FAILED:
+            e = ret._return_value
             if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-                raise  # no row can be written: the sweep stops (`OptunaSweep._work`)
+                raise e  # no row can be written: the sweep stops (`OptunaSweep._work`)
             error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             trial.set_user_attr("error", error)
             write_failed_row(store, study, trial, error)
             trial.set_user_attr("row", encode_rows([failed_row(study, trial, error)]))
             study.tell(trial, state=TrialState.FAIL)
+            print(f"{trial_count(0.0)}trial {trial.number}: FAILED: {error}")
             return TrialState.FAIL, error
+        row = ret.return_value
         rid = row_id(None, study.study_name, trial.number, uid)
         layers = read_layers(store, rid)
         trial.set_user_attr(

@@ -88,21 +88,22 @@ def check_storage(config: DictConfig, settings: StudySettings) -> None:
     is written.
 
     Raises:
-        ConfigError: Under a submitit launcher: an in-memory SQLite database (each job would
-            have its own); under ``submitit_slurm``: a storage without heartbeats (a journal
+        ConfigError: An in-memory SQLite database (each part of the sweep would have its own);
+            under ``submitit_slurm``: a storage without heartbeats (a journal
             file, the gRPC proxy, or ``heartbeat_interval=null``), on which the trial of a
             worker SLURM kills on another node would stay RUNNING.
     """
-    executor = submitit_executor(config)
+    url, executor = settings.storage, submitit_executor(config)
+    if url.partition("?")[0] in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url:
+        shared = "a file system every job sees" if executor else "disk"
+        raise ConfigError(
+            f"hydra.sweeper.storage={url!r} is in memory, which each part of a sweep (the "
+            "sweeper, its jobs, its workers) would open anew and empty; accepted: a database "
+            f"URL (postgresql://, mysql://) or a sqlite:/// file on {shared}"
+        )
     if executor is None:
         return
-    url, kind = settings.storage, f"hydra/launcher=submitit_{executor}"
-    if url.partition("?")[0] in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url:
-        raise ConfigError(
-            f"hydra.sweeper.storage={url!r} is in memory, which the workers that {kind} starts "
-            "cannot share; accepted: a database URL (postgresql://, mysql://) or a sqlite:/// "
-            "file on a file system every job sees"
-        )
+    kind = f"hydra/launcher=submitit_{executor}"
     if executor != "slurm":
         return  # one machine: a dead worker is told by its pid (`recover_interrupted`)
     if "://" not in url or url.startswith(GRPC) or settings.heartbeat_interval is None:
