@@ -312,6 +312,12 @@ BAD_INPUT = [
         "skip_completed, store, tag",
     ),
     (
+        ["method=global_unstructured", "method._target_=my_methods.EveryOther"],
+        "method._target_='my_methods.EveryOther' with a global method: it ranks with "
+        "method.pruning_method; accepted: method.pruning_method=my_methods.EveryOther (an "
+        "unstructured method), or method._target_ on a method of its own",
+    ),
+    (
         ["+method.flop=true"],
         "method.flop=True is not a setting of l1_unstructured (L1Unstructured); accepted: amount",
     ),

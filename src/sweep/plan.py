@@ -256,6 +256,12 @@ def _method_spec(node: DictConfig) -> dict[str, Any]:
     arguments that were left as they were, and is named after the new target, as a model is
     (`_model_spec`): its rows never read as the preset's."""
     spec = OmegaConf.to_container(node, resolve=True)
+    if spec.get("global") and spec.get("_target_"):
+        raise ConfigError(
+            f"method._target_={spec['_target_']!r} with a global method: it ranks with "
+            f"method.pruning_method; accepted: method.pruning_method={spec['_target_']} (an "
+            "unstructured method), or method._target_ on a method of its own"
+        )
     preset = _preset("method", str(spec.get("name")))
     if preset is None or not spec.get("_target_") or preset.get("_target_") == spec["_target_"]:
         return spec
