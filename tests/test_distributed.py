@@ -58,11 +58,28 @@ def test_rows_reach_the_study_and_read_back_as_the_store_has_them(tmp_path):
     pd.testing.assert_frame_equal(
         load_layers(storage=storage, study="tradeoff"), load_layers(store).reset_index(drop=True)
     )
-    with pytest.raises(ConfigError, match="study='nope' is not in this storage; studies there: "):
+    with pytest.raises(
+        ConfigError, match=r"^study='nope' is not in this storage; studies there: tradeoff$"
+    ):
         load_results(storage=storage, study="nope")
     rows = load_results(store)
     if not torch.cuda.is_available():
         assert rows["gpu"].isna().all() and (rows["device"] == "cpu").all()
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{}/nothere/x.db", "{}/nothere.log"])
+def test_reading_a_storage_that_is_not_there_creates_nothing(tmp_path, url):
+    """A reader's typo created an empty database, then said its study was not in it."""
+    url = url.format(tmp_path)
+    path = url.removeprefix("sqlite:///")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^storage='{re.escape(url)}': there is no file '{re.escape(path)}'; accepted: "
+        r"the storage a study ran with \(hydra.sweeper.storage; by default "
+        r"sqlite:///<store.path>/optuna.db\)$",
+    ):
+        load_results(storage=url, study="s")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(

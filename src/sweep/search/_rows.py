@@ -9,6 +9,7 @@ before writing one) reads as the failed row a store holds for it (`failed_row`).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -39,6 +40,21 @@ def failed_row(
     }
 
 
+def _check_exists(url: str) -> None:
+    """A reader opens no storage that is not there: opening a SQLite URL or a journal file
+    creates an empty one."""
+    path = url.removeprefix("sqlite:///").partition("?")[0] if url.startswith("sqlite:///") else ""
+    if "://" not in url:
+        path = url  # a journal file
+    if path and path != ":memory:" and not Path(path).is_file():
+        from sweep.hashing import mask_password
+
+        raise ConfigError(
+            f"storage={mask_password(url)!r}: there is no file {path!r}; accepted: the storage a "
+            "study ran with (hydra.sweeper.storage; by default sqlite:///<store.path>/optuna.db)"
+        )
+
+
 def study_rows(
     storage: Any, study_name: str | None, attr: str
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -49,13 +65,15 @@ def study_rows(
     if isinstance(storage, str):
         from sweep.search._study import open_storage
 
+        _check_exists(storage)
         storage = open_storage(storage)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
         raise ConfigError(
-            f"study={study_name!r} is not in this storage; studies there: {', '.join(names)}"
+            f"study={study_name!r} is not in this storage; studies there: "
+            f"{', '.join(names) or 'none'}"
         ) from None
     uid = study.user_attrs.get("uid")
     from sweep.search._study import given_back, stale_trials
