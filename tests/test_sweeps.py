@@ -278,6 +278,17 @@ def test_failures_do_not_stop_the_search_but_a_limit_does(tmp_path):
             "error: hydra.sweeper.storage='sqlite:///nonexistent/dir/x.db': folder '{tmp}/nonexistent/dir' does not exist; accepted: a file in an existing folder, or in store.path (made by the sweep)",
         ),
         (
+            ["hydra.sweeper.storage=foo://bar"],
+            "error: hydra.sweeper.storage='foo://bar' cannot be opened (Can't load plugin: "
+            "sqlalchemy.dialects:foo); accepted: sqlite:///file.db, postgresql://user:pass@host/db, "
+            "mysql://..., grpc://host:port, or a journal file path",
+        ),
+        (
+            ["hydra.sweeper.storage=sqlite://x.db"],
+            "error: hydra.sweeper.storage='sqlite://x.db' cannot be opened (Invalid SQLite URL: "
+            "sqlite://x.db); accepted:",
+        ),
+        (
             ["hydra.sweeper.storage=nonexistent/x.journal"],
             "error: hydra.sweeper.storage='nonexistent/x.journal': folder '{tmp}/nonexistent' does not exist",
         ),

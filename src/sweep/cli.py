@@ -99,8 +99,12 @@ def check_overrides(argv: Sequence[str]) -> None:
                     _refuse_added_top_level_keys(parsed, cfg)
                 if overrides is variants[0] and _is_optuna(cfg) and multirun:
                     from sweep.search import study_settings
+                    from sweep.search._study import probe_storage
 
-                    study_settings(cfg.hydra.sweeper, list(args.overrides), trial_cfg=cfg)
+                    settings, _ = study_settings(
+                        cfg.hydra.sweeper, list(args.overrides), trial_cfg=cfg
+                    )
+                    probe_storage(settings.storage)
                 with open_dict(cfg):
                     del cfg["hydra"]
                 distributed.check(cfg)

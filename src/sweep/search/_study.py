@@ -290,12 +290,38 @@ def open_storage(
             lambda: _rdb_storage(url, engine_kwargs=engine_kwargs, **heartbeat)
         )
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(
-            f"hydra.sweeper.storage={mask_password(url)!r} cannot be opened ({reason}); accepted: "
-            "sqlite:///file.db, postgresql://user:pass@host/db, mysql://..., grpc://host:port, or "
-            "a journal file path"
-        ) from None
+        raise ConfigError(_cannot_open(url, e)) from None
+
+
+def probe_storage(url: str) -> None:
+    """Connect once to a database storage and close, creating nothing, so that one that cannot
+    be opened is refused before a store is made; a SQLite file, a journal file and the gRPC
+    proxy are left to `open_storage` (opening them writes, or they check themselves).
+
+    Raises:
+        ConfigError: As `open_storage` says it.
+    """
+    if url.startswith((GRPC, "sqlite:///")) or "://" not in url:
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+        if not url.startswith("sqlite:"):  # sqlite://x.db: its URL alone is refused
+            with engine.connect():
+                pass
+        engine.dispose()
+    except Exception as e:
+        raise ConfigError(_cannot_open(url, e)) from None
+
+
+def _cannot_open(url: str, e: Exception) -> str:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (
+        f"hydra.sweeper.storage={mask_password(url)!r} cannot be opened ({reason}); accepted: "
+        "sqlite:///file.db, postgresql://user:pass@host/db, mysql://..., grpc://host:port, or "
+        "a journal file path"
+    )
 
 
 _GRPC_ACCEPTED = "accepted: grpc://host:port of a proxy started with python -m sweep.proxy"
