@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from shutil import which
 
 import optuna
 import pytest
@@ -135,9 +136,16 @@ def test_submitit_slurm_settings_reach_the_sbatch_script(tmp_path):
             "tell it; accepted: a database URL (postgresql://, mysql://, or sqlite:/// on a shared "
             "file system) with hydra.sweeper.heartbeat_interval set",
         ),
+        (
+            ["hydra/launcher=submitit_slurm"],
+            "error: hydra/launcher=submitit_slurm needs SLURM's srun and sbatch, not found on "
+            "PATH; accepted: a SLURM login node, or hydra/launcher=submitit_local on one machine",
+        ),
     ],
 )
 def test_a_storage_submitit_workers_cannot_share_is_refused(tmp_path, args, message):
+    if args == ["hydra/launcher=submitit_slurm"] and (which("srun") or which("sbatch")):
+        pytest.skip("SLURM's commands are on this machine's PATH")
     result = run_cli(*OPTUNA, "hydra.sweeper.n_jobs=2", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == message

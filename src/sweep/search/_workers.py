@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def check_storage(config: DictConfig, settings: StudySettings) -> None:
         ConfigError: An in-memory SQLite database (each part of the sweep would have its own);
             under ``submitit_slurm``: a storage without heartbeats (a journal
             file, the gRPC proxy, or ``heartbeat_interval=null``), on which the trial of a
-            worker SLURM kills on another node would stay RUNNING.
+            worker SLURM kills on another node would stay RUNNING; SLURM's commands not on
+            PATH.
     """
     url, executor = settings.storage, submitit_executor(config)
     if url.partition("?")[0] in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in url:
@@ -118,6 +120,12 @@ def check_storage(config: DictConfig, settings: StudySettings) -> None:
             "RUNNING, as only heartbeats tell it; accepted: a database URL (postgresql://, "
             "mysql://, or sqlite:/// on a shared file system) with hydra.sweeper."
             "heartbeat_interval set"
+        )
+    missing = [c for c in ("srun", "sbatch") if shutil.which(c) is None]
+    if missing:  # submitit's own "Could not detect srun" came after the study was made
+        raise ConfigError(
+            f"{kind} needs SLURM's {' and '.join(missing)}, not found on PATH; accepted: a "
+            "SLURM login node, or hydra/launcher=submitit_local on one machine"
         )
 
 
