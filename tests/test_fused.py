@@ -407,12 +407,12 @@ def test_fuse_takes_an_int_or_auto_and_is_in_no_trial_key(tmp_path, value, expec
     assert prepare(cfg).key == prepare(make_cfg(tmp_path, "fuse=1")).key
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "x", "2.5", "true"])
+@pytest.mark.parametrize("value", ["0", "-2", "x", "2.5", "true", "null"])
 def test_a_bad_fuse_is_one_line_and_writes_nothing(tmp_path, value):
     from sweep.errors import ConfigError
     from sweep.trial import prepare
 
-    shown = {"x": "'x'", "true": "True"}.get(value, value)
+    shown = {"x": "'x'", "true": "True", "null": "None"}.get(value, value)
     message = f"fuse={shown} is out of range; accepted: 1 (off) | an int K >= 2 | auto"
     with pytest.raises(ConfigError) as e:
         prepare(make_cfg(tmp_path / "results", f"fuse={value}"))

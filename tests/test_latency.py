@@ -108,3 +108,17 @@ def test_measure_takes_auto_true_or_false(cfg_factory):
         match=r"latency.measure='always' is out of range; accepted: auto \| true \| false",
     ):
         check_values(cfg_factory("latency.measure=always"))
+
+
+def test_more_repeats_than_their_cap_is_refused(cfg_factory):
+    """latency.repeats=20 with max_repeats=10 ran 20 rounds, the cap read as nothing."""
+    from sweep.config import check_values
+    from sweep.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        check_values(cfg_factory("latency.repeats=20", "latency.max_repeats=10"))
+    assert str(refused.value) == (
+        "latency.repeats=20 is above latency.max_repeats=10: the rounds run go from repeats up "
+        "to max_repeats; accepted: repeats <= max_repeats"
+    )
+    check_values(cfg_factory("latency.repeats=10", "latency.max_repeats=10"))

@@ -31,6 +31,9 @@ def _field(accepted: str, valid: Callable[[Any], bool]) -> Any:
     return field(default=MISSING, metadata={"accepted": accepted, "valid": valid})
 
 
+_NOT_NULL = {"fuse"}  # checked even when null: nothing reads a null there
+
+
 def _fuse_setting(v: Any) -> bool:
     return v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
 
@@ -167,6 +170,13 @@ def check_values(cfg: DictConfig) -> None:
     say, such as ``finetune.lr=-1``.
     """
     _check(cfg, Config, "")
+    latency = cfg.get("latency")
+    if latency is not None and latency.repeats > latency.max_repeats:
+        raise ConfigError(
+            f"latency.repeats={latency.repeats} is above latency.max_repeats="
+            f"{latency.max_repeats}: the rounds run go from repeats up to max_repeats; accepted: "
+            "repeats <= max_repeats"
+        )
 
 
 def accepted(key: str) -> str | None:
@@ -198,7 +208,11 @@ def _check(cfg: DictConfig, schema: type, prefix: str) -> None:
         value = cfg.get(f.name)
         if dataclasses.is_dataclass(f.type) and isinstance(value, DictConfig):
             _check(value, f.type, f"{prefix}{f.name}.")
-        elif "valid" in f.metadata and value is not None and not f.metadata["valid"](value):
+        elif (
+            "valid" in f.metadata
+            and (value is not None or f.name in _NOT_NULL)
+            and not f.metadata["valid"](value)
+        ):
             raise ConfigError(
                 f"{prefix}{f.name}={value!r} is out of range; accepted: {f.metadata['accepted']}"
             )
