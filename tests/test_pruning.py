@@ -534,12 +534,15 @@ def test_bad_input_is_rejected_before_any_change(method, amount, scope, message)
             ["method=global_unstructured", "method.pruning_method=l2"],
             "method.pruning_method='l2' does not import",
         ),
-        (["method=ln_structured", "+method.bogus=1"], "unexpected keyword argument 'bogus'"),
+        (
+            ["method=ln_structured", "+method.bogus=1"],
+            "method.bogus=1 is not a setting of ln_structured (LnStructured); accepted: amount, n, dim",
+        ),
         (["method=ln_structured", "method.n=abc"], f"method.n='abc' is not a norm; {NORMS}"),
         (
             ["method=global_unstructured", "+method.n=2"],
-            "method 'global_unstructured': L1Unstructured.__init__() got an unexpected keyword "
-            "argument 'n'",
+            "method.n=2 is not a setting of global_unstructured (L1Unstructured); accepted: "
+            "amount",
         ),
     ],
 )
