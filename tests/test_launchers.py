@@ -255,6 +255,10 @@ def test_grid_jobs_run_through_submitit_local_each_alone(tmp_path):
     assert len(df) == 2 and (df.status == "complete").all()
     assert sorted(df.amount) == [0.25, 0.5]
     assert (df.fused == 1).all()  # each job in its own process: nothing to fuse with
+    logs = sorted((tmp_path / "sweep").glob("*/sweep.log"))
+    assert len(logs) == 2
+    for log in logs:  # each job says why it ran alone
+        assert "fuse=2: each job runs alone under the launcher hydra_plugins." in log.read_text()
 
 
 def _start(path: Path, args: list[str]) -> subprocess.Popen:

@@ -118,6 +118,9 @@ def _optuna_row(cfg: DictConfig, callbacks: Callbacks) -> dict[str, Any] | None:
 def _grid_row(cfg: DictConfig) -> dict[str, Any] | None:
     jobs = grid_jobs()
     if jobs is None:
+        launcher = _launcher(cfg)
+        if cfg.fuse != 1 and launcher != _BASIC_LAUNCHER:  # its own process: the job says why
+            log.info("fuse=%s: each job runs alone under the launcher %s", cfg.fuse, launcher)
         return None
     number = HydraConfig.get().job.num
     if ("grid", number) in _DONE:
