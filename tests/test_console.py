@@ -84,5 +84,19 @@ def test_a_grid_counts_its_trials_with_an_eta(tmp_path):
     assert lines[-1].startswith("[3/3, eta 0:00:00] ")
 
 
+def test_a_grid_line_names_the_other_values_it_sweeps(tmp_path):
+    """Lines of jobs that differ in finetune.lr (or the seed, the model...) read alike."""
+    grid = ["-m", "finetune.lr=0.001,0.01", "amount=0.5", "seed=0,1", "method.n=1,2"]
+    run = run_cli(*grid, "method=ln_structured", *FAST, "finetune.epochs=1", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    heads = [line.split("] ", 1)[1].split(":")[0] for line in run.stdout.splitlines()]
+    assert heads == [
+        f"ln_structured amount=0.5, finetune.lr={lr}, seed={seed}, method.n={n}"
+        for lr in ("0.001", "0.01")
+        for seed in (0, 1)
+        for n in (1, 2)
+    ]
+
+
 def test_the_count_of_a_single_run_is_empty():
     assert trial_count(1.0) == ""  # no multirun: the summary line alone

@@ -541,8 +541,7 @@ def test_bad_input_is_rejected_before_any_change(method, amount, scope, message)
         (["method=ln_structured", "method.n=abc"], f"method.n='abc' is not a norm; {NORMS}"),
         (
             ["method=global_unstructured", "+method.n=2"],
-            "method.n=2 is not a setting of global_unstructured (L1Unstructured); accepted: "
-            "amount",
+            "method.n=2 is not a setting of global_unstructured (L1Unstructured); accepted: amount",
         ),
     ],
 )

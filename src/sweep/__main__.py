@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from sweep._console import trial_count
+from sweep._console import swept_here, trial_count
 from sweep._env import WORKER_ENV
 from sweep._signals import signals_raise
 from sweep.cli import check_overrides, summary
@@ -45,7 +45,7 @@ def _main(cfg: DictConfig) -> dict:
             raise  # the sweeper fails this trial with the reason and goes on
         fail(str(e))
     if "store_file" in row:  # not a DDP trial's rank other than 0: rank 0 prints its line
-        print(trial_count(time.perf_counter() - started) + summary(row))
+        print(trial_count(time.perf_counter() - started) + summary(row, swept_here()))
     if row["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # in a sweep the row says it; the other trials go on
     if row["status"] == "failed" and cfg.optuna.study is None:

@@ -128,6 +128,31 @@ def grid_jobs() -> list[list[str]] | None:
     return _SWEEP.get("jobs") if _SWEEP.get("grid") else None
 
 
+# what the trial line names anyway (`sweep.cli.summary`)
+_NAMED = {"method", "amount", "method.importance", "schedule", "rewind"}
+
+
+def swept_here() -> list[str]:
+    """``key=value`` of this grid job for each key whose value differs between the grid's
+    jobs, but for those the trial line names anyway: what tells apart the lines of jobs of one
+    method and amount (``finetune.lr=0.01``); empty outside a grid."""
+    jobs = grid_jobs()
+    if not jobs:
+        return []
+    from hydra.core.hydra_config import HydraConfig
+
+    number = HydraConfig.get().job.num
+    if number >= len(jobs):
+        return []
+    values = [dict(o.lstrip("+~").split("=", 1) for o in job if "=" in o) for job in jobs]
+    return [
+        f"{key}={value}"
+        for key, value in values[number].items()
+        if len({v.get(key) for v in values}) > 1
+        if key not in _NAMED and not key.startswith("scope.amounts")
+    ]
+
+
 def _grid_place() -> tuple[int, int | None, int] | None:
     if not _SWEEP.get("grid"):
         return None

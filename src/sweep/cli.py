@@ -178,9 +178,10 @@ def _refuse_a_sweep_under_torchrun() -> None:
         )
 
 
-def summary(row: Mapping[str, Any]) -> str:
+def summary(row: Mapping[str, Any], also: Sequence[str] = ()) -> str:
     """One line: method, amount, sparsity, accuracy dense -> pruned [-> recalibrated] ->
-    finetuned, time, and the trial key (``sweep.load_model(key)`` gives its model back)."""
+    finetuned, time, and the trial key (``sweep.load_model(key)`` gives its model back);
+    ``also``: settings to name after the amount (a grid's other swept values)."""
     amount = row["amount"]
     head = (
         f"{row['method']} amount={amount:.4g}"
@@ -195,6 +196,7 @@ def summary(row: Mapping[str, Any]) -> str:
         head += f", schedule={row['schedule']}"
     if row.get("rewind") not in (None, "none"):
         head += f", rewind={row['rewind']}"
+    head += "".join(f", {setting}" for setting in also)
     if row["status"] == "failed":
         return f"{head}: FAILED: {row['error']} ({row['time_total_s']:.1f} s)"
     stages = ["dense", "pruned", "recalibrated", "finetuned"]
