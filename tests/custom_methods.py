@@ -26,3 +26,7 @@ class Leading(prune.BasePruningMethod):
         mask = default_mask.clone()
         mask.view(-1)[: int(self.amount * t.numel())] = 0
         return mask
+
+
+class Ln(prune.LnStructured):
+    """A user's subclass of a built-in method: takes the built-in's arguments (n, dim)."""

@@ -300,6 +300,12 @@ BAD_INPUT = [
         "warmup_epochs, weight_decay",
     ),
     (
+        ["++finetune.epoch=1"],
+        "finetune.epoch is not a key of finetune; accepted: amp, batch_size, epochs, "
+        "label_smoothing, lr, momentum, optimizer, scheduler, step_gamma, step_milestones, "
+        "warmup_epochs, weight_decay",
+    ),
+    (
         ["+latency.repeat=3"],
         "latency.repeat is not a key of latency; accepted: batch_size, confidence, max_repeats, "
         "measure, repeats, warmup, width",

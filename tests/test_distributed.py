@@ -67,6 +67,15 @@ def test_rows_reach_the_study_and_read_back_as_the_store_has_them(tmp_path):
         assert rows["gpu"].isna().all() and (rows["device"] == "cpu").all()
 
 
+def test_a_journal_under_home_is_read_where_it_is(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "x.log").write_bytes(b"")  # an empty journal: no study yet
+    with pytest.raises(
+        ConfigError, match=r"^study='s' is not in this storage; studies there: none$"
+    ):
+        load_results(storage="~/x.log", study="s")
+
+
 @pytest.mark.parametrize("url", ["sqlite:///{}/nothere/x.db", "{}/nothere.log"])
 def test_reading_a_storage_that_is_not_there_creates_nothing(tmp_path, url):
     """A reader's typo created an empty database, then said its study was not in it."""

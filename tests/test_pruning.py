@@ -371,6 +371,11 @@ def test_a_method_target_replaced_on_a_preset_is_named_after_it(tmp_path):
     assert plans[1].method.kwargs == {}  # LnStructured's n and dim left behind
     plain = prepare(make_cfg(tmp_path, "method=ln_structured", "method.n=1"), check_store=False)
     assert (plain.method.name, plain.method.kwargs) == ("ln_structured", {"n": 1, "dim": 0})
+    # a subclass of the preset's class takes its arguments: they stay, as set or not
+    sub = ["method=ln_structured", "method._target_=tests.custom_methods.Ln"]
+    for extra, kwargs in (([], {"n": 2, "dim": 0}), (["method.n=1"], {"n": 1, "dim": 0})):
+        plan = prepare(make_cfg(tmp_path, *sub, *extra), check_store=False)
+        assert (plan.method.name, plan.method.kwargs) == ("Ln", kwargs)
 
 
 def test_amount_zero_as_a_count_or_a_fraction_is_one_trial(tmp_path):

@@ -67,15 +67,32 @@ def test_a_released_block_inside_a_held_one_raises_at_once():
 
 
 def test_ignored_signals_stay_ignored_and_clear_what_was_held():
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     try:
         with signals_raise(), held():
             _kill_self(signal.SIGTERM)
             ignore_signals()  # failing the trials: nothing more is raised
             _kill_self(signal.SIGTERM)
-        assert signal.getsignal(signal.SIGTERM) == previous
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # for good
         with signals_raise():  # a worker whose parent ignores SIGTERM
             _kill_self(signal.SIGTERM)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+
+
+def test_an_ignore_inside_the_block_holds_after_it():
+    """`ignore_signals` is for good: the sweeper ignores a second Ctrl-C while it fails its
+    trials, then exits through an outer `signals_raise` (python -m sweep's own), which put the
+    default handlers back, and a second signal then cut the way out short."""
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        with signals_raise():
+            with signals_raise():
+                ignore_signals()
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])

@@ -814,14 +814,14 @@ def test_a_signal_fails_every_trial_of_a_fused_group(tmp_path):
         (
             ["-m", "amount=0.1,0.2,0.3,0.4,0.5,0.6"],
             signal.SIGINT,
-            "error: interrupted by SIGINT; the trials that finished are in the store: rerun with "
-            "skip_completed=true to run the rest",
+            "error: interrupted by SIGINT; what finished is in the store: rerun the command to "
+            "go on (a grid reruns only what the store lacks with skip_completed=true)",
         ),
         (
             ["-m", "amount=0.1,0.2,0.3,0.4,0.5,0.6"],
             signal.SIGTERM,
-            "error: interrupted by SIGTERM; the trials that finished are in the store: rerun "
-            "with skip_completed=true to run the rest",
+            "error: interrupted by SIGTERM; what finished is in the store: rerun the command "
+            "to go on (a grid reruns only what the store lacks with skip_completed=true)",
         ),
         ([], signal.SIGINT, "error: interrupted by SIGINT; the trial wrote no row"),
     ],

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import nullcontext
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -60,8 +61,11 @@ _failed: list[str] = []
 def main() -> None:
     if WORKER_ENV not in os.environ:  # a local helper's parent checked this command line
         check_overrides(sys.argv[1:])
+    # SIGTERM too: a trial's files are cleaned up on the way out. Not in a torchrun rank:
+    # one blocked in a collective must die at torchrun's SIGTERM, as it did
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     try:
-        with signals_raise():  # SIGTERM too: a trial's files are cleaned up on the way out
+        with nullcontext() if torchrun else signals_raise():
             _main()
     except KeyboardInterrupt as e:  # an Optuna sweep says its own line and exits itself
         signum = getattr(e, "signum", signal.SIGINT)
@@ -69,8 +73,8 @@ def main() -> None:
         fail(
             f"interrupted by {signal.Signals(signum).name}; "
             + (
-                "the trials that finished are in the store: rerun with skip_completed=true to "
-                "run the rest"
+                "what finished is in the store: rerun the command to go on (a grid reruns only "
+                "what the store lacks with skip_completed=true)"
                 if multirun
                 else "the trial wrote no row"
             ),

@@ -52,7 +52,8 @@ def signals_raise() -> Iterator[None]:
         yield
     finally:
         for signum, before in previous.items():
-            signal.signal(signum, before)
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # `ignore_signals` is for good
+                signal.signal(signum, before)
         _caught.clear()
 
 

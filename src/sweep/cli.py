@@ -140,7 +140,7 @@ def _refuse_added_keys(parsed: Sequence[Any]) -> None:
     from sweep import config
 
     for o in parsed:
-        if not o.is_add() or o.is_hydra_override():
+        if not (o.is_add() or o.is_force_add()) or o.is_hydra_override():
             continue
         key = o.key_or_group
         node, _, leaf = key.rpartition(".")
@@ -157,7 +157,9 @@ def _refuse_added_top_level_keys(parsed: Sequence[Any], cfg: DictConfig) -> None
     top = config.keys("") or []
     for o in parsed:
         key = o.key_or_group
-        if not o.is_add() or o.is_hydra_override() or "." in key or key in top:
+        if not (o.is_add() or o.is_force_add()) or o.is_hydra_override() or "." in key:
+            continue
+        if key in top:
             continue
         value = cfg.get(key)
         if value is not None and not isinstance(value, DictConfig):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +21,7 @@ from torch import nn
 
 from sweep import config, weights
 from sweep._build import BUILD_FACTS, build_model, call_target
+from sweep._imports import locate
 from sweep.data import Dataset, DataSplit, Split
 from sweep.devices import resolve_device
 from sweep.errors import ConfigError
@@ -253,8 +255,8 @@ def _model_spec(node: DictConfig) -> dict[str, Any]:
 def _method_spec(node: DictConfig) -> dict[str, Any]:
     """The resolved ``method`` node; a preset whose ``_target_`` the user replaced (``method.
     _target_=my_methods.EveryOther`` on the default ``l1_unstructured``) drops the preset's own
-    arguments that were left as they were, and is named after the new target, as a model is
-    (`_model_spec`): its rows never read as the preset's."""
+    arguments that were left as they were and the new class does not take, and is named after
+    the new target, as a model is (`_model_spec`): its rows never read as the preset's."""
     spec = OmegaConf.to_container(node, resolve=True)
     if spec.get("global") and spec.get("_target_"):
         raise ConfigError(
@@ -265,9 +267,26 @@ def _method_spec(node: DictConfig) -> dict[str, Any]:
     preset = _preset("method", str(spec.get("name")))
     if preset is None or not spec.get("_target_") or preset.get("_target_") == spec["_target_"]:
         return spec
-    kept = {k: v for k, v in spec.items() if k in _KEPT or k not in preset or preset[k] != v}
+    takes = _arguments_of(spec["_target_"])
+    kept = {
+        k: v
+        for k, v in spec.items()
+        if k in _KEPT or k not in preset or preset[k] != v or takes is None or k in takes
+    }
     kept["name"] = str(spec["_target_"]).rsplit(".", 1)[-1]
     return kept
+
+
+def _arguments_of(target: str) -> set[str] | None:
+    """The constructor arguments of the class ``target`` names; ``None`` when it takes any
+    (``**kwargs``) or cannot be read (`PruningMethod.from_config` then says why)."""
+    try:
+        parameters = inspect.signature(locate(target)).parameters.values()
+    except Exception:
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
 
 
 def _preset(group: str, name: str) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from sweep._console import grid_jobs
@@ -119,7 +120,8 @@ def _grid_row(cfg: DictConfig) -> dict[str, Any] | None:
     jobs = grid_jobs()
     if jobs is None:
         launcher = _launcher(cfg)
-        if cfg.fuse != 1 and launcher != _BASIC_LAUNCHER:  # its own process: the job says why
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        if multirun and cfg.fuse != 1 and launcher != _BASIC_LAUNCHER:  # its own process
             log.info("fuse=%s: each job runs alone under the launcher %s", cfg.fuse, launcher)
         return None
     number = HydraConfig.get().job.num

@@ -46,7 +46,9 @@ def _check_exists(url: str) -> None:
     path = url.removeprefix("sqlite:///").partition("?")[0] if url.startswith("sqlite:///") else ""
     if "://" not in url:
         path = url  # a journal file
-    if path and path != ":memory:" and not Path(path).is_file():
+    if "uri=true" in url or path.startswith("file:"):
+        return  # SQLite's own URI form: sqlite:///file:x.db?mode=ro&uri=true
+    if path and path != ":memory:" and not Path(path).expanduser().is_file():
         from sweep.hashing import mask_password
 
         raise ConfigError(
