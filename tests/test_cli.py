@@ -306,6 +306,11 @@ BAD_INPUT = [
         "warmup_epochs, weight_decay",
     ),
     (
+        ["+latency.extra.repeat=3"],
+        "latency.extra is not a key of latency; accepted: batch_size, confidence, max_repeats, "
+        "measure, repeats, warmup, width",
+    ),
+    (
         ["+latency.repeat=3"],
         "latency.repeat is not a key of latency; accepted: batch_size, confidence, max_repeats, "
         "measure, repeats, warmup, width",

@@ -142,11 +142,12 @@ def _refuse_added_keys(parsed: Sequence[Any]) -> None:
     for o in parsed:
         if not (o.is_add() or o.is_force_add()) or o.is_hydra_override():
             continue
-        key = o.key_or_group
-        node, _, leaf = key.rpartition(".")
-        valid = config.keys(node) if node else None
-        if valid and leaf not in valid:
-            fail(f"{key} is not a key of {node}; accepted: {', '.join(valid)}")
+        parts = o.key_or_group.split(".")
+        for depth in range(1, len(parts)):  # +finetune.foo.bar=1: foo is not finetune's
+            node, leaf = ".".join(parts[:depth]), parts[depth]
+            valid = config.keys(node)
+            if valid and leaf not in valid:
+                fail(f"{node}.{leaf} is not a key of {node}; accepted: {', '.join(valid)}")
 
 
 def _refuse_added_top_level_keys(parsed: Sequence[Any], cfg: DictConfig) -> None:
