@@ -83,21 +83,33 @@ def _unknown_setting(
 ) -> str | None:
     """The error for a config key the target does not take (``+dataset.verify_checksums=false``,
     a key an older version had), or ``None`` when the call failed for another reason."""
-    found = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
-    if not isinstance(cause, TypeError) or found is None:
+    if not isinstance(cause, TypeError):
         return None
     node = spec
     for part in key.split(".")[1:]:  # dataset.dataset: the node under spec["dataset"]
         node = node.get(part, {})
-    arg, obj = found.group(1), _locate(target, key, "")
-    if arg not in node or _takes(obj, arg):
-        return None  # raised inside the target's own code
+    refused = unexpected_setting(_locate(target, key, ""), node, cause)
+    if refused is None:
+        return None
+    arg, params = refused
+    accepted = ", ".join(params) if params else "the target's own arguments"
+    return f"{key}.{arg}={node[arg]!r} is not a setting of {target!r}; accepted: {accepted}"
+
+
+def unexpected_setting(
+    obj: Any, settings: Mapping[str, Any], cause: BaseException
+) -> tuple[str, list[str]] | None:
+    """(the setting, ``obj``'s arguments) when ``cause`` is calling ``obj`` with one of
+    ``settings`` it does not take; ``None`` when the call failed for another reason (a
+    ``TypeError`` raised inside ``obj``'s own code)."""
+    found = re.search(r"unexpected keyword argument '(\w+)'", str(cause))
+    if found is None or found.group(1) not in settings or _takes(obj, found.group(1)):
+        return None
     try:
         params = [p.name for p in inspect.signature(obj).parameters.values()]
     except (TypeError, ValueError):
         params = []
-    accepted = ", ".join(params) if params else "the target's own arguments"
-    return f"{key}.{arg}={node[arg]!r} is not a setting of {target!r}; accepted: {accepted}"
+    return found.group(1), params
 
 
 def _locate(target: object, group: str, accepted: str) -> Any:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,10 +162,11 @@ def _check_constructs(method: PruningMethod) -> None:
     try:
         method.make(0.0)
     except TypeError as e:
-        found = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        params = inspect.signature(method.cls).parameters
-        if found and found.group(1) in method.kwargs and found.group(1) not in params:
-            arg = found.group(1)
+        from sweep._build import unexpected_setting
+
+        refused = unexpected_setting(method.cls, method.kwargs, e)
+        if refused is not None:
+            arg, params = refused
             accepted = ", ".join(p for p in params if p not in ("self", "args", "kwargs"))
             raise ConfigError(
                 f"method.{arg}={method.kwargs[arg]!r} is not a setting of {method.name} "
