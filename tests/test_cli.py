@@ -227,7 +227,7 @@ BAD_INPUT = [
     (["latency.repeats=0"], "latency.repeats=0 is out of range; accepted: an int >= 1"),
     (
         ["finetune.scheduler=linear"],
-        "finetune.scheduler='linear' is out of range; accepted: constant | cosine | step",
+        "finetune.scheduler='linear' is not valid; accepted: constant | cosine | step",
     ),
     (
         ["finetune.step_milestones=[0.5,1.5]"],

@@ -66,10 +66,11 @@ def test_progress_true_forces_bars_and_auto_needs_a_terminal(capsys, monkeypatch
 def test_progress_accepts_true_false_or_auto(tmp_path, value):
     cfg = make_cfg(tmp_path, f"progress={value}")
     shown = {"yes": "'yes'", "1": "1"}[value]
+    wrong = {"yes": "is not valid", "1": "is out of range"}[value]
     with pytest.raises(ConfigError) as e:
         config.check_values(cfg)
     assert str(e.value) == (
-        f"progress={shown} is out of range; accepted: true | false | auto "
+        f"progress={shown} {wrong}; accepted: true | false | auto "
         "(bars on a terminal or in a notebook only)"
     )
 

@@ -413,7 +413,8 @@ def test_a_bad_fuse_is_one_line_and_writes_nothing(tmp_path, value):
     from sweep.trial import prepare
 
     shown = {"x": "'x'", "true": "True", "null": "None"}.get(value, value)
-    message = f"fuse={shown} is out of range; accepted: 1 (off) | an int K >= 2 | auto"
+    wrong = "is out of range" if value in ("0", "-2", "2.5") else "is not valid"
+    message = f"fuse={shown} {wrong}; accepted: 1 (off) | an int K >= 2 | auto"
     with pytest.raises(ConfigError) as e:
         prepare(make_cfg(tmp_path / "results", f"fuse={value}"))
     assert str(e.value) == message

@@ -105,7 +105,7 @@ def test_measure_takes_auto_true_or_false(cfg_factory):
 
     with pytest.raises(
         ConfigError,
-        match=r"latency.measure='always' is out of range; accepted: auto \| true \| false",
+        match=r"latency.measure='always' is not valid; accepted: auto \| true \| false",
     ):
         check_values(cfg_factory("latency.measure=always"))
 

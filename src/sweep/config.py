@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, ListConfig
 
 from sweep._console import PROGRESS
 from sweep.errors import ConfigError
@@ -214,8 +214,16 @@ def _check(cfg: DictConfig, schema: type, prefix: str) -> None:
             and not f.metadata["valid"](value)
         ):
             raise ConfigError(
-                f"{prefix}{f.name}={value!r} is out of range; accepted: {f.metadata['accepted']}"
+                f"{prefix}{f.name}={value!r} {_what_is_wrong(value)}; "
+                f"accepted: {f.metadata['accepted']}"
             )
+
+
+def _what_is_wrong(value: Any) -> str:
+    """``is out of range`` for numbers outside their bounds, else ``is not valid``."""
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    return "is out of range" if values and numbers else "is not valid"
 
 
 def _describe(kind: Any) -> str:
