@@ -323,6 +323,27 @@ BAD_INPUT = [
         "skip_completed, store, tag",
     ),
     (
+        ["+foo={a:1}"],
+        "foo is not a key in the config; accepted: amount, channels_last, compact, dataset, "
+        "device, distributed, finetune, fuse, importance, latency, method, model, optuna, "
+        "pretrain, progress, recalibrate, rewind, rewind_weights, schedule, scope, seed, "
+        "skip_completed, store, tag",
+    ),
+    (
+        ["+foo=null"],
+        "foo is not a key in the config; accepted: amount, channels_last, compact, dataset, "
+        "device, distributed, finetune, fuse, importance, latency, method, model, optuna, "
+        "pretrain, progress, recalibrate, rewind, rewind_weights, schedule, scope, seed, "
+        "skip_completed, store, tag",
+    ),
+    (
+        ["++foo={a:1}"],
+        "foo is not a key in the config; accepted: amount, channels_last, compact, dataset, "
+        "device, distributed, finetune, fuse, importance, latency, method, model, optuna, "
+        "pretrain, progress, recalibrate, rewind, rewind_weights, schedule, scope, seed, "
+        "skip_completed, store, tag",
+    ),
+    (
         ["method=global_unstructured", "method._target_=my_methods.EveryOther"],
         "method._target_='my_methods.EveryOther' with a global method: it ranks with "
         "method.pruning_method; accepted: method.pruning_method=my_methods.EveryOther (an "

@@ -151,8 +151,9 @@ def _refuse_added_keys(parsed: Sequence[Any]) -> None:
 
 
 def _refuse_added_top_level_keys(parsed: Sequence[Any], cfg: DictConfig) -> None:
-    """``+foo=1``: a value no part of a trial reads. ``+group=option`` (a config group of
-    yours) adds a node, or merges into others (``# @package _global_``), and passes."""
+    """``+foo=1``, ``+foo={a: 1}``, ``+foo=null``: a value no part of a trial reads.
+    ``+group=option`` (a config group of yours, ``# @package _global_``) merges its keys into
+    the config and passes."""
     from sweep import config
 
     top = config.keys("") or []
@@ -162,8 +163,13 @@ def _refuse_added_top_level_keys(parsed: Sequence[Any], cfg: DictConfig) -> None
             continue
         if key in top:
             continue
+        raw = o.value()
+        given = raw.list if o.is_choice_sweep() else [raw]
         value = cfg.get(key)
-        if value is not None and not isinstance(value, DictConfig):
+        # A group's option is a name: a mapping or null given here is a value, as 1 is.
+        if any(not isinstance(v, str) for v in given) or (
+            value is not None and not isinstance(value, DictConfig)
+        ):
             fail(f"{key} is not a key in the config; accepted: {', '.join(top)}")
 
 
