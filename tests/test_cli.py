@@ -55,21 +55,23 @@ def test_default_trial_then_another_method_reuses_the_baseline(tmp_path):
     ]
 
 
+TRIAL_ROW = {
+    "method": "l1_unstructured",
+    "amount": 0.5,
+    "status": "complete",
+    "sparsity": 0.5,
+    "acc_dense": 0.9,
+    "acc_pruned": 0.8,
+    "acc_finetuned": 0.85,
+    "time_total_s": 1.0,
+    "trial_key": "k",
+}
+
+
 def test_the_trial_line_names_per_layer_amounts():
     from sweep.cli import summary
 
-    row = {
-        "method": "l1_unstructured",
-        "amount": 0.0,
-        "status": "complete",
-        "sparsity": 0.5,
-        "acc_dense": 0.9,
-        "acc_pruned": 0.8,
-        "acc_finetuned": 0.85,
-        "time_total_s": 1.0,
-        "trial_key": "k",
-        "scope.amounts": None,
-    }
+    row = {**TRIAL_ROW, "amount": 0.0, "scope.amounts": None}
     few = summary({**row, "scope.amounts.block2.conv": 0.52137, "scope.amounts.Linear": 0.1})
     assert few.startswith(
         "l1_unstructured amount=0, scope.amounts block2.conv=0.5214, Linear=0.1: complete"
@@ -82,6 +84,22 @@ def test_the_trial_line_names_per_layer_amounts():
     other = {**row, "method.importance": "taylor", "schedule": "agp", "rewind": "epoch:2"}
     assert summary(other).startswith(
         "l1_unstructured amount=0, importance=taylor, schedule=agp, rewind=epoch:2: complete"
+    )
+
+
+def test_the_trial_line_gives_a_measured_speedup_with_its_interval():
+    from sweep.cli import summary
+
+    row = {**TRIAL_ROW, "store_file": "f"}
+    unmeasured = "accuracy dense -> pruned -> finetuned 0.900 -> 0.800 -> 0.850, 1.0 s [trial k: f]"
+    assert summary(row).endswith(unmeasured)
+    assert summary({**row, "speedup": float("nan"), "latency_noisy": None}).endswith(unmeasured)
+    timed = {**row, "speedup": 1.934, "speedup_low": 1.881, "speedup_high": 1.9702}
+    assert summary({**timed, "latency_noisy": False}).endswith(
+        "0.850, speedup 1.93 [1.88, 1.97], 1.0 s [trial k: f]"
+    )
+    assert summary({**timed, "latency_noisy": True}).endswith(
+        "0.850, speedup 1.93 [1.88, 1.97] noisy, 1.0 s [trial k: f]"
     )
 
 

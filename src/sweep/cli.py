@@ -215,9 +215,19 @@ def summary(row: Mapping[str, Any], also: Sequence[str] = ()) -> str:
     acc = " -> ".join(f"{row[f'acc_{s}']:.3f}" for s in shown)
     return (
         f"{head}: {row['status']}, sparsity {row['sparsity']:.3f}, "
-        f"accuracy {' -> '.join(shown)} {acc}, {row['time_total_s']:.1f} s "
+        f"accuracy {' -> '.join(shown)} {acc}{_speedup(row)}, {row['time_total_s']:.1f} s "
         f"[trial {row['trial_key']}: {row.get('store_file', 'not stored')}]"
     )
+
+
+def _speedup(row: Mapping[str, Any]) -> str:
+    """``, speedup 1.93 [1.88, 1.97]`` where the trial measured latency, ``noisy`` after it
+    where its interval stayed wider than ``latency.width``."""
+    speedup = row.get("speedup")
+    if not isinstance(speedup, int | float) or speedup != speedup:
+        return ""
+    text = f", speedup {speedup:.3g} [{row['speedup_low']:.3g}, {row['speedup_high']:.3g}]"
+    return text + " noisy" if row.get("latency_noisy") else text
 
 
 def _per_layer(row: Mapping[str, Any]) -> str:

@@ -70,19 +70,11 @@ def tell_row(
 ) -> tuple[TrialState, str]:
     """Tell ``trial`` (live, or by number) the outcome its ``row`` says; ``set_attr(key,
     value)`` sets its user attributes (``error``)."""
-    number = trial if isinstance(trial, int) else trial.number
     if row["status"] == "complete":
         values = [row.get(o) for o in settings.objectives]
         if all(isinstance(v, int | float) and v == v for v in values):
-            if row.get("latency_noisy") and any(map(reads_latency, settings.objectives)):
-                log.warning(
-                    "trial %d: its latency is noisy (speedup %.3g, between %.3g and %.3g): the "
-                    "sampler learns from it all the same; the row says latency_noisy",
-                    number,
-                    row["speedup"],
-                    row["speedup_low"],
-                    row["speedup_high"],
-                )
+            # a noisy latency is told all the same: the trial warned, its row says
+            # latency_noisy, and the study's closing table counts such trials
             _finish(study, trial, values)
             return TrialState.COMPLETE, ""
         error = f"objective(s) {list(settings.objectives)} missing from the row"
