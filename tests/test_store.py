@@ -394,21 +394,35 @@ def test_clean_removes_old_leftovers_of_killed_writers_only(tmp_path):
     _aged(tmp_path / "trials" / "kept.parquet")
     _aged(tmp_path / "layers" / "kept.parquet")
     old = [
-        _aged(tmp_path / "trials" / ".a.parquet.x1.tmp"),
-        _aged(tmp_path / "layers" / ".b.parquet.x2.tmp"),
-        _aged(tmp_path / "baselines" / ".k.pt.x3.tmp"),
-        _aged(tmp_path / "layers" / "orphan.parquet"),
+        _aged(tmp_path / "trials" / ".a.parquet.x1abc_90.tmp"),
+        _aged(tmp_path / "layers" / ".b.parquet.x2abc_90.tmp"),
+        _aged(tmp_path / "baselines" / ".k.pt.x3abc_90.tmp"),
+        _aged(tmp_path / "layers" / "0123456789abcdef.parquet"),
+        _aged(tmp_path / "models" / "tradeoff-660487e95cd1-00003.pt"),
+        _aged(tmp_path / "models" / "l1-00007.pt"),
     ]
     young = [
-        _aged(tmp_path / "trials" / ".c.parquet.x4.tmp", seconds=60),
-        _aged(tmp_path / "layers" / "running.parquet", seconds=60),
+        _aged(tmp_path / "trials" / ".c.parquet.x4abc_90.tmp", seconds=60),
+        _aged(tmp_path / "layers" / "fedcba9876543210.parquet", seconds=60),
+    ]
+    # files of the user's own, however old: not named as the store names its files
+    own = [
+        _aged(tmp_path / "models" / "best.pt"),
+        _aged(tmp_path / "layers" / "feature_stats.parquet"),
+        _aged(tmp_path / "trials" / ".notes.tmp"),
     ]
     assert clean(tmp_path) == sorted(old)
-    assert not any(p.exists() for p in old) and all(p.exists() for p in young)
+    assert not any(p.exists() for p in old) and all(p.exists() for p in young + own)
     assert clean(tmp_path, older_than_s=30) == sorted(young)
     assert load_results(tmp_path).trial_key.tolist() == ["kept"]
     assert load_layers(tmp_path).trial_key.tolist() == ["kept"]
     assert clean(tmp_path / "nowhere") == []
+
+
+def test_clean_leaves_a_folder_that_is_not_a_store_alone(tmp_path):
+    mine = [_aged(tmp_path / "models" / "0123456789abcdef.pt"), _aged(tmp_path / "x.parquet")]
+    assert clean(tmp_path) == []
+    assert all(p.exists() for p in mine)
 
 
 def test_rewriting_a_trial_without_layers_drops_its_old_layers(tmp_path):

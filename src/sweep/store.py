@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -421,7 +422,9 @@ def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
     without a row.
 
     Readers already ignore both; this only keeps them from piling up. Files younger than
-    ``older_than_s`` stay, since they may belong to a writer still running.
+    ``older_than_s`` stay, since they may belong to a writer still running, and so does every
+    file not named as the store names its own (``models/best.pt``). A folder without
+    ``trials/`` is not a store: nothing in it is touched.
 
     Args:
         path: The store folder.
@@ -435,23 +438,30 @@ def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
         [PosixPath('results/trials/.l1-00003.parquet.k2j4x9.tmp')]
     """
     root = Path(path)
+    if not (root / "trials").is_dir():
+        return []  # not a store: nothing here was written by prune-sweep
     cutoff = time.time() - older_than_s
     rows = {p.stem for p in _listing(root / "trials")}
     leftovers = [
         entry
         for folder in ("trials", "layers", "models", "baselines", _INDEX)
         for entry in _entries(root / folder)
-        if entry.name.startswith(".") and entry.name.endswith(".tmp")
+        if _TEMPORARY.fullmatch(entry.name)
     ]
+    # only files named as the store names them: a file of the user's own stays, whatever it is
     leftovers += [
         entry
         for entry in _entries(root / "models")
-        if entry.name.endswith(".pt") and entry.name.removesuffix(".pt") not in rows
+        if entry.name.endswith(".pt")
+        and _ROW_ID.fullmatch(stem := entry.name.removesuffix(".pt"))
+        and stem not in rows
     ]
     leftovers += [
         entry
         for entry in _entries(root / "layers")
-        if _is_row_file(entry.name) and entry.name.removesuffix(".parquet") not in rows
+        if _is_row_file(entry.name)
+        and _ROW_ID.fullmatch(stem := entry.name.removesuffix(".parquet"))
+        and stem not in rows
     ]
     removed = []
     for entry in leftovers:
@@ -462,6 +472,11 @@ def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
         except FileNotFoundError:  # another cleaner got there first
             continue
     return sorted(removed)
+
+
+# what `row_id` names (a trial key, or <study>[-<uid>]-<number>) and `atomic_write`'s temporaries
+_ROW_ID = re.compile(r"[0-9a-f]{16}|.+-[0-9]{5,}")
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # mkstemp's 8 random characters
 
 
 def check_writable(path: str | os.PathLike, *, name: str = "store.path") -> None:
