@@ -254,9 +254,10 @@ def test_pareto_front_three_objectives_and_errors():
         2,
     ]
     assert analysis.pareto_front(df, {"a": "max", "c": "max"}).index.tolist() == [1, 2]
-    with pytest.raises(ValueError, match="objective 'd' is not a column"):
+    with pytest.raises(ConfigError) as e:
         analysis.pareto_front(df, {"d": "max"})
-    with pytest.raises(ValueError, match=re.escape("direction 'up' for 'a'; accepted: max | min")):
+    assert str(e.value) == "objective 'd' is not a numeric column of the results; accepted: a, b, c"
+    with pytest.raises(ConfigError, match=re.escape("direction 'up' for 'a'; accepted: max | min")):
         analysis.pareto_front(df, {"a": "up"})
 
 
@@ -280,6 +281,25 @@ def test_aggregate_across_seeds(store):
     assert lat.latency_ms_hi == pytest.approx(1.048, abs=1e-3)  # not a fraction: not clipped
     with pytest.raises(ConfigError, match=re.escape("band='ci99'; accepted: std | ci95")):
         analysis.aggregate(two, band="ci99")
+
+
+def test_a_trial_stored_twice_counts_once_by_its_latest_row(tmp_path):
+    """A grid's row and a study's row of one config share a trial_key: one trial, not two
+    seeds. The latest row counts (the study's, run later)."""
+    store = tmp_path / "results"
+    _trial(store, 0, acc_finetuned=0.9)
+    _trial(store, 1, seed=1, acc_finetuned=0.8, baseline_key="small_cnn-digits-1")
+    again = load_results(store).iloc[0].to_dict()
+    assert again["trial_key"] == "t000"
+    again.update(acc_finetuned=0.5, started_at=again["started_at"] + pd.Timedelta(hours=1))
+    write_trial(store, again, row_id="tradeoff-660487e95cd1-00000")
+    df = load_results(store)
+    assert len(df) == 3
+    assert analysis.complete(df)["acc_finetuned"].tolist() == [0.8, 0.5]
+    point = analysis.aggregate(df).iloc[0]
+    assert (point.n, point.acc_finetuned) == (2, pytest.approx(0.65))
+    within = analysis.highest_sparsity_within(df, tolerance=0.5).iloc[0]
+    assert (within.n, within.acc_finetuned) == (2, pytest.approx(0.65))
 
 
 def test_highest_sparsity_within_tolerance(store):
@@ -807,8 +827,88 @@ def test_metric_refusal_lists_the_numeric_metrics(store):
     with pytest.raises(ConfigError) as e:
         analysis.tradeoff(load_results(store), "nonexistent_metric")
     accepted = str(e.value).split("accepted: ")[1].split(", ")
-    assert {"acc_finetuned", "acc_pruned", "sparsity", "amount"} <= set(accepted)
+    assert {"acc_finetuned", "acc_pruned"} <= set(accepted)
     assert not {"method", "status", "trial_key", "error"} & set(accepted)  # text columns
+    assert not {"sparsity", "amount"} & set(accepted)  # the axis, and the grouping
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda df: analysis.tradeoff(df, "sparsity"),
+            "y='sparsity' is an axis of its own here; accepted: acc_dense, ",
+        ),
+        (
+            lambda df: analysis.aggregate(df, "amount", x="amount"),
+            "y='amount' is an axis of its own here; accepted: acc_dense, ",
+        ),
+        (
+            lambda df: analysis.highest_sparsity_within(df, metric="acc_dense"),
+            "metric='acc_dense' is an axis of its own here; accepted: acc_finetuned, ",
+        ),
+        (
+            lambda df: analysis.aggregate(df, "acc_finetune"),
+            "y='acc_finetune' is not a numeric column of the results; accepted: acc_dense, ",
+        ),
+        (
+            lambda df: analysis.aggregate(df, "method.name"),
+            "y='method.name' is not a numeric column of the results; accepted: acc_dense, ",
+        ),
+        (
+            lambda df: analysis.aggregate(df.assign(latency_ms=np.nan), "latency_ms"),
+            "y='latency_ms' has no value in any of the 12 complete trial(s)",
+        ),
+        (
+            lambda df: analysis.aggregate(df, by="methd"),
+            "by='methd': 'methd' is not a column of the results (did you mean 'method'?); "
+            "accepted: columns of sweep.load_results, such as method, model, finetune.epochs",
+        ),
+        (
+            lambda df: analysis.plot_pareto(df, {"acc_finetune": "max", "sparsity": "max"}),
+            "objective 'acc_finetune' is not a numeric column of the results; accepted: ",
+        ),
+        (
+            lambda df: analysis.plot_pareto(
+                df.assign(latency_ms=np.nan), {"latency_ms": "min", "acc_finetuned": "max"}
+            ),
+            "objective='latency_ms' has no value in any of the 12 complete trial(s)",
+        ),
+        (
+            lambda df: analysis.pareto_front(df, {"method": "max"}),
+            "objective 'method' is not a numeric column of the results; accepted: ",
+        ),
+        (
+            lambda df: analysis.pareto_front(df, {}),
+            "objectives={}; accepted: a mapping of columns to max | min",
+        ),
+        (
+            lambda df: analysis.tradeoff("results"),
+            "df is a str, not a DataFrame; accepted: the rows of sweep.load_results(...)",
+        ),
+    ],
+)
+def test_analysis_refuses_what_it_cannot_draw_in_one_line(store, call, message):
+    with pytest.raises(ConfigError) as e:
+        call(load_results(store))
+    assert str(e.value).startswith(message)
+
+
+def test_amounts_that_are_counts_are_not_drawn_as_percentages():
+    from matplotlib.ticker import PercentFormatter
+
+    df = pd.DataFrame({"status": "complete", "method": "l1", "amount": [0.5, 1, 100],
+                       "sparsity": [0.5, 0.01, 0.6], "acc_finetuned": [0.9, 0.95, 0.8]})  # fmt: skip
+    counts = analysis.tradeoff(df, x="amount").axes[0]
+    assert not isinstance(counts.xaxis.get_major_formatter(), PercentFormatter)
+    assert isinstance(counts.yaxis.get_major_formatter(), PercentFormatter)
+    fractions = analysis.tradeoff(df[df.amount < 1], x="amount").axes[0]
+    assert isinstance(fractions.xaxis.get_major_formatter(), PercentFormatter)
+
+
+def test_sparsity_against_the_amount_asked_is_a_curve(store):
+    points = analysis.aggregate(load_results(store), "sparsity", x="amount")
+    assert points["sparsity"].tolist() == points["amount"].tolist()
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,14 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, Percen
 
 from sweep.analysis._tables import (
     SUBJECT,
+    _aggregate,
     _by,
     _groups,
     _is_none,
     _pairs,
     _varies,
-    aggregate,
     check_metric,
+    check_objectives,
     complete,
     compression_ratio,
     dense_levels,
@@ -99,12 +100,12 @@ def tradeoff(
     """
     if x not in ("sparsity", "amount"):
         raise ConfigError(f"x={x!r} is not an axis; accepted: sparsity, amount")
-    check_metric(df, y, "y")
+    check_metric(df, y, "y", (x, "amount"))
     by = _by(df, by)
     done = complete(df)
     done["_label"] = setting_labels(done, by)
     none = _is_none(done)
-    points = aggregate(done[~none], y, x=x, by=[*by, "_label"], band=band)
+    points = _aggregate(done[~none], y, x=x, by=[*by, "_label"], band=band)
     fig = Figure(figsize=(7.5, 4.8), layout="constrained")
     ax = fig.subplots()
     colors = method_colors(points["_label"].unique())
@@ -129,7 +130,7 @@ def tradeoff(
         ax.set_xlabel("Compression ratio (1 / density, log scale)")
     else:
         ax.set_xlabel(LABELS.get(x, x))
-        _percent(ax.xaxis, x)
+        _percent(ax.xaxis, x, points[x])
     ax.set_ylabel(LABELS.get(y, y))
     _percent(ax.yaxis, y)
     ax.grid(alpha=0.3)
@@ -172,7 +173,13 @@ def plot_pareto(
     """
     objectives = dict(objectives or {"sparsity": "max", "acc_finetuned": "max"})
     if len(objectives) != 2:
-        raise ValueError(f"plot_pareto draws two objectives; got {list(objectives)}")
+        raise ConfigError(
+            f"objectives={objectives!r}: plot_pareto draws two; accepted: two columns -> "
+            "max | min, the horizontal axis first"
+        )
+    check_objectives(df, objectives)
+    for column in objectives:
+        check_metric(df, column, "objective", ())
     (xcol, xdir), (ycol, _) = objectives.items()
     by = _by(df, by)
     done = complete(df)
@@ -481,8 +488,9 @@ def _seeds(n: pd.Series) -> str:
     return f"{count} seed{'s' * (hi != 1)}"
 
 
-def _percent(axis, column: str) -> None:
-    if column in _FRACTIONS:
+def _percent(axis, column: str, values: pd.Series | None = None) -> None:
+    """Ticks as percentages for a fraction; not where ``values`` hold a count (amount=100)."""
+    if column in _FRACTIONS and (values is None or bool((values.dropna() <= 1).all())):
         axis.set_major_formatter(PercentFormatter(1.0))
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -189,6 +190,14 @@ def aggregate(
         >>> aggregate(df)[["method", "sparsity", "acc_finetuned", "n"]].to_dict("records")
         [{'method': 'l1', 'sparsity': 0.5, 'acc_finetuned': 0.75, 'n': 2}]
     """
+    if x not in ("sparsity", "amount"):
+        raise ConfigError(f"x={x!r} is not an axis; accepted: sparsity, amount")
+    check_metric(df, y, "y", (x, "amount"))
+    return _aggregate(df, y, x=x, by=by, band=band)
+
+
+def _aggregate(df: pd.DataFrame, y: str, *, x: str, by: Any, band: str) -> pd.DataFrame:
+    """`aggregate`, its arguments checked by the caller (`tradeoff`: its rows may be none)."""
     if band not in ("std", "ci95"):
         raise ConfigError(f"band={band!r}; accepted: std | ci95")
     by = _by(df, by)
@@ -210,11 +219,12 @@ def aggregate(
 def pareto_front(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame:
     """The rows no other row beats: at least as good in every objective and better in one.
 
-    Rows with a missing objective value are left out; rows with identical objective values
-    are all kept (none dominates the other).
+    Only complete trials count, as in `complete`: rows of a layer sensitivity analysis are left
+    out, and a trial stored twice counts once. Rows with a missing objective value are left
+    out; rows with identical objective values are all kept (none dominates the other).
 
     Args:
-        df: Any rows, typically `sweep.load_results`.
+        df: Rows of `sweep.load_results` (a frame with no ``status`` counts as all complete).
         objectives: Column -> ``max`` or ``min`` (``maximize``/``minimize`` also accepted).
 
     Returns:
@@ -225,21 +235,14 @@ def pareto_front(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFram
         >>> pareto_front(df, {"acc": "max", "sparsity": "max"}).index.tolist()
         [0, 1]
     """
-    if not objectives:
-        raise ValueError("objectives is empty; accepted: a mapping of columns to max | min")
-    for column, direction in objectives.items():
-        if column not in df.columns:
-            raise ValueError(
-                f"objective {column!r} is not a column; columns are {list(df.columns)}"
-            )
-        if direction not in _DIRECTIONS:
-            raise ValueError(f"direction {direction!r} for {column!r}; accepted: max | min")
+    check_objectives(df, objectives)
+    for column in objectives:
         if len(df) and df[column].isna().all():
             raise ConfigError(
                 f"objective {column!r} has no value in any of the {len(df)} rows; accepted: a "
                 f"column the trials measured{_MEASURED_WHEN.get(column, '')}"
             )
-    rows = df.dropna(subset=list(objectives))
+    rows = _complete_rows(df).dropna(subset=list(objectives))
     # negate minimised objectives so that larger is better everywhere
     values = np.column_stack(
         [rows[c].to_numpy(float) * _DIRECTIONS[d] for c, d in objectives.items()]
@@ -281,7 +284,7 @@ def highest_sparsity_within(
         [{'method': 'l1', 'sparsity': 0.5, 'n': 1}]
     """
     tolerance = check_tolerance(tolerance)
-    check_metric(df, metric, "metric")
+    check_metric(df, metric, "metric", ("amount", "sparsity", "acc_dense"))
     by = _by(df, by)
     done = complete(df)
     done = done[~_is_none(done)]
@@ -412,19 +415,36 @@ def check_tolerance(tolerance: float | str, name: str = "tolerance") -> float:
 TOLERANCE_ACCEPTED = "a number in [0, 1]"
 
 
-def check_metric(df: pd.DataFrame, metric: str, name: str) -> None:
-    """`ConfigError` unless ``metric`` is a numeric column of ``df`` with complete rows."""
-    if metric not in df.columns or not pd.api.types.is_numeric_dtype(df[metric].dtype):
-        numeric = sorted(
-            c
-            for c in df.columns
-            if (c in METRIC_COLUMNS or c in ("amount", "sparsity"))
-            and pd.api.types.is_numeric_dtype(df[c].dtype)
-        )
+def check_objectives(df: pd.DataFrame, objectives: Mapping[str, str]) -> None:
+    """`ConfigError` unless ``objectives`` maps numeric columns of ``df`` to max | min."""
+    if not isinstance(objectives, Mapping) or not objectives:
         raise ConfigError(
-            f"{name}={metric!r} is not a numeric column of the results; accepted: "
-            f"{', '.join(numeric) or 'the metric columns of sweep.load_results'}"
+            f"objectives={objectives!r}; accepted: a mapping of columns to max | min, such as "
+            "{'acc_finetuned': 'max', 'sparsity': 'max'}"
         )
+    check_frame(df)
+    for column, direction in objectives.items():
+        _check_numeric(df, column, f"objective {column!r}", ())
+        if direction not in _DIRECTIONS:
+            raise ConfigError(f"direction {direction!r} for {column!r}; accepted: max | min")
+
+
+def check_frame(df: Any, name: str = "df") -> None:
+    """`ConfigError` unless ``df`` is a DataFrame (of `sweep.load_results`)."""
+    if not isinstance(df, pd.DataFrame):
+        raise ConfigError(
+            f"{name} is a {type(df).__name__}, not a DataFrame; accepted: the rows of "
+            "sweep.load_results(...)"
+        )
+
+
+def check_metric(
+    df: pd.DataFrame, metric: str, name: str, taken: Sequence[str] = ("amount", "sparsity")
+) -> None:
+    """`ConfigError` unless ``metric`` is a numeric column of ``df`` with complete rows, other
+    than the columns ``taken`` (an axis, or the grouping) by the function checking it."""
+    check_frame(df)
+    _check_numeric(df, metric, f"{name}={metric!r}", taken)
     done = complete(df)
     if not len(done):
         raise ConfigError(
@@ -438,6 +458,25 @@ def check_metric(df: pd.DataFrame, metric: str, name: str) -> None:
         )
 
 
+def _check_numeric(df: pd.DataFrame, column: str, label: str, taken: Sequence[str]) -> None:
+    if column in df.columns and column not in taken and pd.api.types.is_numeric_dtype(df[column]):
+        return
+    numeric = sorted(
+        c
+        for c in df.columns
+        if (c in METRIC_COLUMNS or c in ("amount", "sparsity"))
+        and c not in taken
+        and pd.api.types.is_numeric_dtype(df[c].dtype)
+    )
+    if not numeric:  # not rows of load_results: any number
+        numeric = [c for c in df.columns if c not in taken and pd.api.types.is_numeric_dtype(df[c])]
+    what = "an axis of its own here" if column in taken else "not a numeric column of the results"
+    raise ConfigError(
+        f"{label} is {what}; accepted: "
+        f"{', '.join(numeric) or 'the metric columns of sweep.load_results'}"
+    )
+
+
 _LATENCY = (
     " (latency is measured with compact=true, latency.measure=true, or an objective that "
     "reads it such as -m search=latency)"
@@ -448,7 +487,9 @@ _MEASURED_WHEN = {c: _LATENCY for c in METRIC_COLUMNS if c.startswith(("latency_
 def complete(df: pd.DataFrame) -> pd.DataFrame:
     """The complete trials, as the analysis groups them.
 
-    Only `ordinary` rows count: those of a layer sensitivity analysis are left out. Method
+    Only `ordinary` rows count: those of a layer sensitivity analysis are left out. A trial
+    stored twice (one ``trial_key``: a grid's row and a study's, or a study that asked the same
+    values twice) counts once, by its latest row, so it never reads as two seeds. Method
     ``none`` rows carry amount 0 (older ones recorded the amount they were asked for,
     which they ignore) and ``device`` is the device type (``cuda:1`` -> ``cuda``).
 
@@ -464,14 +505,34 @@ def complete(df: pd.DataFrame) -> pd.DataFrame:
         >>> complete(df)[["amount", "device"]].to_dict("records")
         [{'amount': 0.0, 'device': 'cuda'}]
     """
-    done = ordinary(df)
-    done = done[done["status"].isin(["complete"])] if "status" in done.columns else done
-    done = done.copy()
+    done = _complete_rows(df).copy()
     if {"method", "amount"} <= set(done.columns):
         done["amount"] = done["amount"].where(~done["method"].isin(["none"]), 0.0)
     if "device" in done.columns:
         done["device"] = done["device"].map(lambda d: d.split(":")[0] if isinstance(d, str) else d)
     return done
+
+
+def _complete_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows `complete` counts, as they are in ``df``."""
+    done = ordinary(df)
+    done = done[done["status"].isin(["complete"])] if "status" in done.columns else done
+    return _once_per_trial(done)
+
+
+def _once_per_trial(done: pd.DataFrame) -> pd.DataFrame:
+    """``done`` with the latest row of each ``trial_key`` only (rows without one all stay)."""
+    if "trial_key" not in done.columns or not done["trial_key"].duplicated().any():
+        return done
+    order = np.arange(len(done))  # positions, oldest first: the index may repeat labels
+    if "started_at" in done.columns:
+        order = done["started_at"].reset_index(drop=True).sort_values(kind="stable").index
+        order = order.to_numpy()
+    keys = pd.Series(done["trial_key"].to_numpy()[order])
+    again = (keys.notna() & keys.duplicated(keep="last")).to_numpy()
+    dropped = np.zeros(len(done), dtype=bool)
+    dropped[order[again]] = True
+    return done[~dropped]
 
 
 def ordinary(df: pd.DataFrame) -> pd.DataFrame:
@@ -558,7 +619,16 @@ def _is_none(df: pd.DataFrame) -> pd.Series:
 def _by(df: pd.DataFrame, by: str | Sequence[str] | None) -> list[str]:
     if by is None:
         return ["method", *varying(df)]
-    return [by] if isinstance(by, str) else list(by)
+    columns = [by] if isinstance(by, str) else list(by)
+    for column in columns:
+        if column not in df.columns:
+            close = difflib.get_close_matches(str(column), map(str, df.columns), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"by={by!r}: {column!r} is not a column of the results{hint}; accepted: "
+                "columns of sweep.load_results, such as method, model, finetune.epochs"
+            )
+    return columns
 
 
 def _varies(df: pd.DataFrame, column: str) -> bool:
