@@ -154,6 +154,35 @@ def test_highest_amount_within_the_tolerance():
         sensitivity.run(make_cfg(Path("unused")), [0.5, 1.0])
 
 
+def test_a_table_of_several_analyses_is_refused_not_averaged():
+    """Two methods' drops at one layer and amount averaged are neither's: the l1 analysis
+    alone keeps 0.9, ln's 0.5; averaged they read 0.5."""
+    rows = [
+        ("l1_unstructured", 0.5, 0.99),
+        ("l1_unstructured", 0.9, 0.99),
+        ("ln_structured", 0.5, 0.985),
+        ("ln_structured", 0.9, 0.6),
+    ]
+    table = pd.DataFrame(rows, columns=["method", "amount", "acc_recalibrated"])
+    table = table.assign(layer="block3.conv", acc_dense=0.99, model="small_cnn", dataset="digits")
+    message = (
+        "table holds 2 analyses (method=l1_unstructured; method=ln_structured); accepted: the "
+        "rows of one, such as table[(table.method == 'l1_unstructured')]"
+    )
+    for call in (sensitivity.highest_within, analysis.plot_sensitivity):
+        with pytest.raises(ConfigError) as e:
+            call(table, 0.01)
+        assert str(e.value) == message
+    one = table[(table.method == "l1_unstructured")]
+    assert sensitivity.highest_within(one, 0.01).amount.tolist() == [0.9]
+    with pytest.raises(ConfigError) as e:
+        sensitivity.highest_within(table.drop(columns="layer"), 0.01)
+    assert str(e.value) == (
+        "table has no layer column: it is not a sensitivity table; accepted: the rows of "
+        "sweep.sensitivity.run(...) or sweep.sensitivity.load(...)"
+    )
+
+
 def test_a_method_without_an_amount_is_refused_before_any_trial(tmp_path):
     """N:M and a user's method without an amount pruned every layer at every amount of the
     grid: 20 trials of one same model, and a table of amounts that mean nothing."""

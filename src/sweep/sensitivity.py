@@ -18,6 +18,7 @@ In Python::
     from sweep import sensitivity
     table = sensitivity.run(cfg)                   # one row per layer and amount
     table = sensitivity.load("results")            # the same rows, read back from a store
+    table = table[table.model == "small_cnn"]      # one analysis (of one model and method)
     sensitivity.highest_within(table, 0.01)        # one row per layer
 """
 
@@ -39,7 +40,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sweep._console import show_progress
-from sweep.analysis import SENSITIVITY_TAG, check_tolerance, plot_sensitivity
+from sweep.analysis import SENSITIVITY_TAG, check_one_analysis, check_tolerance, plot_sensitivity
 from sweep.cli import check_overrides
 from sweep.errors import ConfigError, fail
 from sweep.store import load_layers, load_results
@@ -220,9 +221,8 @@ def load(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """The rows of every sensitivity analysis in a store, as `run` returned them.
 
     A store may hold several analyses (models, methods, seeds); filter on ``model``,
-    ``dataset`` and ``method`` (or ``trial_key``) before `highest_within` or
-    `sweep.analysis.plot_sensitivity`, which average whatever they are given per layer and
-    amount.
+    ``dataset`` and ``method`` before `highest_within` or `sweep.analysis.plot_sensitivity`,
+    which refuse a table of several (and average seeds per layer and amount).
 
     Args:
         path: The store folder (default ``results``).
@@ -233,7 +233,7 @@ def load(path: str | os.PathLike | None = None) -> pd.DataFrame:
 
     Example:
         >>> table = load("results")  # doctest: +SKIP
-        >>> highest_within(table[table.model == "small_cnn"], 0.01)  # doctest: +SKIP
+        >>> highest_within(table[table.method == "l1_unstructured"], 0.01)  # doctest: +SKIP
     """
     df = load_results(path)
     rows = df[df["tag"].isin([TAG])] if "tag" in df.columns else df.iloc[:0]
@@ -277,7 +277,8 @@ def highest_within(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.Data
         unless 0.0 was measured).
 
     Raises:
-        ConfigError: ``tolerance`` outside [0, 1].
+        ConfigError: ``tolerance`` outside [0, 1], or a table of several analyses (models,
+            datasets or methods: `sweep.analysis.check_one_analysis`).
 
     Example:
         >>> table = pd.DataFrame({"layer": ["fc1", "fc1", "fc2", "fc2"], "amount": [0.5, 0.9] * 2,
@@ -286,6 +287,7 @@ def highest_within(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.Data
         [{'layer': 'fc1', 'amount': 0.5}, {'layer': 'fc2', 'amount': 0.0}]
     """
     tolerance = check_tolerance(tolerance)
+    check_one_analysis(table)
     done = table[table["status"].isin(["complete"])] if "status" in table.columns else table
     points = (
         done.groupby(["layer", "amount"], sort=False)[["acc_dense", "acc_recalibrated"]]

@@ -22,6 +22,7 @@ from sweep.analysis._plots import plot_layer_sparsity, plot_pareto, plot_sensiti
 from sweep.analysis._tables import (
     SENSITIVITY_TAG,
     aggregate,
+    check_one_analysis,
     check_tolerance,
     complete,
     compression_ratio,
@@ -39,6 +40,7 @@ from sweep.analysis._tables import (
 __all__ = [
     "SENSITIVITY_TAG",
     "aggregate",
+    "check_one_analysis",
     "check_tolerance",
     "complete",
     "compression_ratio",

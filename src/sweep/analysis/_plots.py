@@ -18,6 +18,7 @@ from sweep.analysis._tables import (
     _varies,
     check_metric,
     check_objectives,
+    check_one_analysis,
     complete,
     compression_ratio,
     dense_levels,
@@ -363,6 +364,7 @@ def plot_sensitivity(
         >>> [t.get_text() for t in plot_sensitivity(table).axes[0].get_legend().get_texts()]
         ['fc1', 'fc2', 'dense baseline (99.0%)']
     """
+    check_one_analysis(table)
     done = table[table["status"].isin(["complete"])] if "status" in table.columns else table
     layers = list(dict.fromkeys(table["layer"]))
     # several seeds (or reruns) of one layer and amount: their mean, as every curve here

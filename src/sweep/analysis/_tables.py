@@ -458,6 +458,34 @@ def check_metric(
         )
 
 
+def check_one_analysis(table: Any, name: str = "table") -> None:
+    """`ConfigError` unless ``table`` holds the rows of one layer sensitivity analysis: a
+    DataFrame with ``layer`` and ``amount``, of one model, dataset and method (seeds may
+    differ: they are averaged). Two methods' drops averaged per layer are neither's."""
+    check_frame(table, name)
+    missing = [c for c in ("layer", "amount") if c not in table.columns]
+    if missing:
+        raise ConfigError(
+            f"{name} has no {missing[0]} column: it is not a sensitivity table; accepted: the "
+            "rows of sweep.sensitivity.run(...) or sweep.sensitivity.load(...)"
+        )
+    columns = [c for c in (*SUBJECT, "method") if c in table.columns]
+    analyses = table[columns].drop_duplicates() if columns else table.iloc[:0]
+    if len(analyses) > 1:
+        columns = [c for c in columns if analyses[c].nunique(dropna=False) > 1]
+        analyses = analyses[columns]
+        shown = "; ".join(
+            ", ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True))
+            for row in analyses.itertuples(index=False, name=None)
+        )
+        first = dict(zip(columns, next(analyses.itertuples(index=False, name=None)), strict=True))
+        query = " & ".join(f"({name}.{c} == {v!r})" for c, v in first.items())
+        raise ConfigError(
+            f"{name} holds {len(analyses)} analyses ({shown}); accepted: the rows of one, such "
+            f"as {name}[{query}]"
+        )
+
+
 def _check_numeric(df: pd.DataFrame, column: str, label: str, taken: Sequence[str]) -> None:
     if column in df.columns and column not in taken and pd.api.types.is_numeric_dtype(df[column]):
         return
