@@ -484,6 +484,24 @@ def test_loader_settings_and_the_folder_of_fingerprinted_data_split_no_curve(tmp
     assert "dataset.root" in analysis.varying(load_results(store))
 
 
+def test_a_checkpoint_copied_elsewhere_and_ddp_settings_split_no_curve(tmp_path):
+    """One checkpoint file under two paths (its SHA-256 in the key), and a DDP timeout (not
+    in the key): one setting. Another checkpoint's bytes are another setting."""
+    store = tmp_path / "results"
+    weights = {"model__checkpoint_sha256": "ab12", "baseline_key": "ckpt-ab12"}
+    _trial(store, 0, **weights, model__checkpoint="ck1/w.pt", rewind_weights="r1/w.pt")
+    _trial(
+        store, 1, **weights, model__checkpoint="ck2/w.pt", amount=0.7, distributed__timeout_s=900
+    )
+    _trial(store, 2, **weights, model__checkpoint="ck2/w.pt", amount=0.6, rewind_weights="r2/w.pt")
+    df = load_results(store).assign(rewind_weights_sha256="cd34")
+    assert analysis.varying(df) == []
+    assert len(analysis.highest_sparsity_within(df)) == 1
+    _trial(store, 3, model__checkpoint_sha256="ef56", model__checkpoint="ck3/w.pt")
+    df = load_results(store).assign(rewind_weights_sha256="cd34")
+    assert analysis.varying(df) == ["model.checkpoint_sha256"]
+
+
 def test_finetune_epochs_are_two_settings_not_two_seeds(tmp_path):
     store = tmp_path / "results"
     _trial(store, 0)  # python -m sweep

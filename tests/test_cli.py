@@ -204,6 +204,17 @@ BAD_INPUT = [
         "model.widht is not a key of model; accepted: _target_, checkpoint, name, width",
     ),
     (
+        [
+            "-m",
+            "search=accuracy_at_sparsity",
+            "hydra.sweeper.params={method: {choices: [l1_unstructured]}, amount: {choices: [0.5]}}",
+        ],
+        "hydra.sweeper.params={method: {choices: [l1_unstructured]}, amount: {choices: [0.5]}}: "
+        "hydra.sweeper.params.amount.choices is not valid (Key 'choices' is not in struct): a "
+        "mapping merges into the preset's amount rather than replacing it; accepted: "
+        "amount=choice(a,b) or amount=interval(low,high) on the command line, which replace it",
+    ),
+    (
         ["-m", "search=tradeoff", "hydra.sweeper.n_trial=5"],
         "hydra.sweeper.n_trial is not a key of hydra.sweeper; accepted: _target_, allow_repeats, "
         "directions, grace_period, heartbeat_interval, layerwise, max_failures, n_jobs, n_trials,",

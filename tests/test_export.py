@@ -6,6 +6,7 @@ import subprocess
 import sys
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 
@@ -59,14 +60,45 @@ def test_load_model_gives_the_rows_accuracy(cfg_factory, tmp_path, kind):
 
 def test_a_row_loads_its_model_from_its_own_store(cfg_factory, tmp_path, monkeypatch):
     """The notebook's folder is not the store's: ``load_model(best)`` reads the store that
-    ``load_results`` read, sorted, filtered or not; a plain dict falls back to ``results``."""
+    ``load_results`` read, sorted, filtered or not, or as a one-row frame; a plain dict, or
+    ``run_trial``'s row, the store its trial wrote to."""
     row = run_trial(cfg_factory(f"store.path={tmp_path / 'elsewhere'}"))
     monkeypatch.chdir(tmp_path)
-    best = load_results("elsewhere").sort_values("acc_finetuned").iloc[-1]
-    model = load_model(best)
-    assert sum(int((p != 0).sum()) for p in model.parameters()) == row["params_nonzero"]
-    with pytest.raises(ConfigError, match=r"results/models/.*does not exist"):
-        load_model(best.to_dict())
+    df = load_results("elsewhere")
+    best = df.sort_values("acc_finetuned").iloc[-1]
+    nonzero = row["params_nonzero"]
+    for given in (best, df.iloc[[0]], best.to_dict(), row):
+        model = load_model(given)
+        assert sum(int((p != 0).sum()) for p in model.parameters()) == nonzero
+    moved = {**best.to_dict(), "store.path": "results"}  # relative to another folder
+    with pytest.raises(ConfigError) as e:
+        load_model(moved)
+    assert str(e.value) == (
+        f"model file 'results/{row['model_file']}' does not exist; accepted: path= the store "
+        f"the trial {row['trial_key']!r} was run with"
+    )
+    assert load_model(moved, tmp_path / "elsewhere") is not None
+    with pytest.raises(ConfigError, match=r"^a DataFrame of 2 rows is not one trial; accepted: "):
+        load_model(pd.concat([df, df]))
+
+
+def test_a_store_under_home_is_where_home_is(cfg_factory, tmp_path, monkeypatch):
+    """``store.path='~/st'`` and ``~`` in the Python API mean the home folder, never a folder
+    named ``~`` in the working directory; export's ``.pth`` loads back."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    row = run_trial(cfg_factory("store.path='~/st'", "store.baselines='~/st/baselines'"))
+    assert row["store_file"] == str(
+        tmp_path / "home" / "st" / "trials" / f"{row['trial_key']}.parquet"
+    )
+    assert (tmp_path / "home" / "st" / row["model_file"]).is_file()
+    assert not (tmp_path / "~").exists()
+    df = load_results("~/st")
+    assert df.trial_key.tolist() == [row["trial_key"]]
+    out = export(row["trial_key"], "~/pruned.pth", path="~/st")
+    assert out == tmp_path / "home" / "pruned.pth"
+    for given in (df.iloc[0], "~/pruned.pth", str(out)):
+        assert isinstance(load_model(given), torch.nn.Module)
 
 
 def test_sparse_dense_and_no_kept_model(cfg_factory, tmp_path):

@@ -185,6 +185,19 @@ def test_single_objective_may_use_a_trial_pruner():
     assert not s.multi_objective
 
 
+def test_a_sqlite_storage_under_home_is_in_the_home_folder(tmp_path, monkeypatch):
+    """The default storage of store.path='~/st' is sqlite:///~/st/optuna.db: SQLAlchemy made
+    a folder named ~ in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    spec = settings(storage="sqlite:///~/st/optuna.db")
+    url = StudySettings.from_config(spec, SearchSpace.from_config(SPACE)).storage
+    assert url == f"sqlite:///{tmp_path}/home/st/optuna.db"
+    optuna.create_study(storage=open_storage("sqlite:///~/st/optuna.db"), study_name="s")
+    assert (tmp_path / "home" / "st" / "optuna.db").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 def test_journal_lock_points_at_the_journal_from_a_relative_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     storage = open_storage("results/optuna.journal")

@@ -419,6 +419,19 @@ def test_clean_removes_old_leftovers_of_killed_writers_only(tmp_path):
     assert clean(tmp_path / "nowhere") == []
 
 
+def test_a_folder_holding_stores_is_not_read_as_an_empty_store(tmp_path):
+    write_trial(tmp_path / "a" / "results", {"trial_key": "k"})
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FileNotFoundError) as e:
+        load_results(tmp_path)
+    assert str(e.value) == (
+        f"{str(tmp_path)!r} is not a results store (it has no trials/ folder); accepted: a store "
+        f"inside it: {tmp_path / 'a' / 'results'}"
+    )
+    (tmp_path / "empty").mkdir()  # a folder made for a store, nothing run yet
+    assert len(load_results(tmp_path / "empty")) == 0
+
+
 def test_clean_leaves_a_folder_that_is_not_a_store_alone(tmp_path):
     mine = [_aged(tmp_path / "models" / "0123456789abcdef.pt"), _aged(tmp_path / "x.parquet")]
     assert clean(tmp_path) == []

@@ -68,7 +68,7 @@ def load_or_train(
             cached.
     """
     key = baseline_key(settings)
-    folder = Path(cache_dir)
+    folder = Path(cache_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     weights, facts = weights_file(folder, key), folder / f"{key}.json"
     snapshot = None if rewind_epoch is None else folder / f"{key}.epoch{rewind_epoch}.pt"
@@ -155,7 +155,7 @@ def _stamps(weights: Path, facts: Path, model: nn.Module) -> tuple:
 
 def weights_file(cache_dir: str | os.PathLike, key: str) -> Path:
     """Where `load_or_train` keeps the weights of the baseline ``key``."""
-    return Path(cache_dir) / f"{key}.pt"
+    return Path(cache_dir).expanduser() / f"{key}.pt"
 
 
 def _snapshot(

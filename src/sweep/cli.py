@@ -114,7 +114,7 @@ def check_overrides(argv: Sequence[str]) -> None:
                 if e.missing_cfg_file == config_name:
                     fail(_missing_primary(args, config_name))
                 group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
-                value = _override_value(overrides, group)
+                value = _override_value(overrides, group) or group
                 if e.options:
                     fail(f"{group}={value!r} is unknown; accepted: {', '.join(sorted(e.options))}")
                 fail(str(e).strip().splitlines()[0])
@@ -367,12 +367,12 @@ def _composer(config_name: str, hydra_overrides: list[str]) -> Callable[[list[st
     return Composer.create(loader, config_name, hydra_overrides, whole) or whole
 
 
-def _override_value(overrides: Sequence[str], group: str) -> str:
+def _override_value(overrides: Sequence[str], group: str) -> str | None:
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
         if key == group:
             return value
-    return group
+    return None
 
 
 def _is_optuna(cfg: DictConfig) -> bool:
@@ -388,6 +388,21 @@ def _composition_error(e: ConfigCompositionException, overrides: Sequence[str]) 
     if not full_key:
         return _first_line(e)
     value = _override_value(overrides, full_key)
+    if value is None:  # a key inside the value of an override: params={amount: {...}}
+        given = next(
+            (o for o in overrides if full_key.startswith(f"{o.lstrip('+~').partition('=')[0]}.")),
+            full_key,
+        )
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        space = "hydra.sweeper.params."
+        if full_key.startswith(space) and "." in full_key.removeprefix(space):
+            param = full_key.removeprefix(space).rpartition(".")[0]
+            return (
+                f"{given}: {full_key} is not valid ({reason}): a mapping merges into the "
+                f"preset's {param} rather than replacing it; accepted: {param}=choice(a,b) or "
+                f"{param}=interval(low,high) on the command line, which replace it"
+            )
+        return f"{given}: {full_key} is not valid ({reason})"
     if isinstance(cause, ConfigAttributeError):
         node, _, _ = full_key.rpartition(".")
         valid = config.keys(node) or _present_keys(overrides, full_key, node)

@@ -79,7 +79,7 @@ def save_model(
     record["state"] = (
         sparse.pack(state) if packed else {k: v.detach().cpu() for k, v in state.items()}
     )
-    path = Path(file)
+    path = Path(file).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: torch.save(record, f))
     return path
@@ -128,10 +128,10 @@ def load_model(
     """The pruned, finetuned model of a trial, rebuilt from the store, in eval mode.
 
     Args:
-        trial: A trial key (``df.trial_key``), a row of `sweep.load_results` (a Series or
-            dict), or the path of a model file.
+        trial: A trial key (``df.trial_key``), a row of `sweep.load_results` (a Series, a
+            one-row DataFrame or a dict), or the path of a model file (``.pt``, ``.pth``).
         path: The store folder; default: for a row, the folder `sweep.load_results` read it
-            from, else ``results``.
+            from, else the store its trial wrote to (``store.path``), else ``results``.
         device: Where to put the model.
 
     Raises:
@@ -150,8 +150,18 @@ def kept_file(trial: str | Mapping[str, Any], path: str | os.PathLike | None = N
     Raises:
         ConfigError: No such trial in the store, or it kept no model.
     """
+    import pandas as pd
+
     from sweep.store import DEFAULT_PATH, load_results
 
+    if isinstance(trial, pd.DataFrame):  # df[df.trial_key == key], or df.iloc[[0]]
+        if len(trial) != 1:
+            raise ConfigError(
+                f"a DataFrame of {len(trial)} rows is not one trial; accepted: one row of "
+                "sweep.load_results (df.iloc[0], or a one-row frame), a trial key, or the path "
+                "of a model file"
+            )
+        trial = trial.iloc[0]
     if not isinstance(trial, str | os.PathLike | Mapping) and not hasattr(trial, "get"):
         raise ConfigError(
             f"trial={trial!r} is not a trial; accepted: a trial key (str, the trial_key column), "
@@ -159,16 +169,14 @@ def kept_file(trial: str | Mapping[str, Any], path: str | os.PathLike | None = N
         )
     if isinstance(trial, os.PathLike):
         trial = str(trial)
-    if isinstance(trial, str) and Path(trial).suffix == ".pt":
-        if not Path(trial).is_file():
+    if isinstance(trial, str) and Path(trial).suffix in SUFFIXES["pt"]:  # export's .pth too
+        if not Path(trial).expanduser().is_file():
             raise ConfigError(
                 f"model file {trial!r} does not exist; accepted: the path of a model file, a trial "
                 "key (str, the trial_key column) or a row of sweep.load_results"
             )
-        return Path(trial)
-    if path is None:  # a row knows the store it was read from
-        path = getattr(trial, "attrs", {}).get("store", DEFAULT_PATH)
-    store = Path(path)
+        return Path(trial).expanduser()
+    store = Path(path if path is not None else _store_of(trial) or DEFAULT_PATH).expanduser()
     if isinstance(trial, str):
         df = load_results(store)
         rows = df[df["trial_key"] == trial] if "trial_key" in df else df.iloc[:0]
@@ -192,7 +200,27 @@ def kept_file(trial: str | Mapping[str, Any], path: str | os.PathLike | None = N
             f"trial {row.get('trial_key')!r} kept no model (status {row.get('status')}); "
             "complete trials keep theirs unless store.models=none"
         )
+    if not (store / file).is_file():
+        raise ConfigError(
+            f"model file {str(store / file)!r} does not exist; accepted: path= the store the "
+            f"trial {row.get('trial_key')!r} was run with"
+        )
     return store / file
+
+
+def _store_of(trial: Any) -> str | None:
+    """The store a row comes from: the one `sweep.load_results` read it from, else the one
+    its trial wrote (``run_trial``'s row, a row of a study's storage: ``store.path``)."""
+    if isinstance(trial, str):
+        return None
+    read_from = getattr(trial, "attrs", {}).get("store")
+    if read_from is not None:
+        return read_from
+    written = trial.get("store_file")  # run_trial's row: <store>/trials/<row id>.parquet
+    if isinstance(written, str) and Path(written).is_absolute():
+        return str(Path(written).parent.parent)
+    configured = trial.get("store.path")
+    return configured if isinstance(configured, str) else None
 
 
 def _not_in_store(trial: str, store: Path, keys: list[str]) -> str:
@@ -226,7 +254,7 @@ def export(
         raise ConfigError(f"--format={format!r} is not supported; accepted: pt | onnx")
     if format == "onnx" and importlib.util.find_spec("onnx") is None:
         raise ConfigError("--format=onnx needs the onnx package; accepted: pip install onnx")
-    target = Path(out)
+    target = Path(out).expanduser()
     if target.suffix not in SUFFIXES[format]:
         raise ConfigError(
             f"--out={str(out)!r} does not end in {' or '.join(SUFFIXES[format])}, the suffix of "

@@ -59,7 +59,9 @@ def load_results(
     df = store.load_results(path, strict=strict)
     # where the rows' files are (model_file...), for `sweep.load_model(row)`: pandas keeps
     # ``attrs`` through sorting, filtering and taking a row
-    df.attrs["store"] = str(Path(path if path is not None else store.DEFAULT_PATH).resolve())
+    df.attrs["store"] = str(
+        Path(path if path is not None else store.DEFAULT_PATH).expanduser().resolve()
+    )
     return df
 
 

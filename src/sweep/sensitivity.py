@@ -328,7 +328,7 @@ def save_amounts(amounts: Mapping[str, float], path: str | os.PathLike, note: st
     Example:
         >>> save_amounts({"block2.conv": 0.6}, "results/sensitivity/amounts.yaml")  # doctest: +SKIP
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     body = OmegaConf.to_yaml({"scope": {"amounts": {str(k): float(v) for k, v in amounts.items()}}})
     comments = "".join(f"# {line}\n".replace("# \n", "#\n") for line in note.splitlines())
@@ -414,11 +414,11 @@ def _command(
     except ConfigError as e:
         fail(str(e))
     result = highest_within(table, tolerance)
-    folder = Path(cfg.store.path) / FOLDER
+    folder = Path(cfg.store.path).expanduser() / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     plot = folder / PLOT_FILE
     plot_sensitivity(table, tolerance).savefig(plot, dpi=120)
-    apply = _apply_command(cfg.store.path, overrides)
+    apply = _apply_command(str(folder.parent), overrides)
     saved = save_amounts(
         dict(zip(result["layer"], result["amount"], strict=True)),
         folder / AMOUNTS_FILE,

@@ -247,7 +247,7 @@ def write_trial(
         OSError: The store cannot be written (full disk, no permission); the message names the
             file, and no partial file is left.
     """
-    root = Path(path)
+    root = Path(path).expanduser()
     row_id = row_id or str(row["trial_key"])
     (root / "trials").mkdir(parents=True, exist_ok=True)
     (root / "layers").mkdir(parents=True, exist_ok=True)
@@ -280,7 +280,7 @@ def index_written(*paths: str | os.PathLike) -> None:
     Never raises and never warns (the index is a cache; a damaged file is reported by the load
     that skips it).
     """
-    roots = {os.path.abspath(p) for p in paths} | _WRITTEN
+    roots = {os.path.abspath(os.path.expanduser(p)) for p in paths} | _WRITTEN
     _WRITTEN.clear()
     log.addFilter(_drop)
     try:
@@ -306,7 +306,7 @@ def read_row(
     Fixed columns have their declared types (see the module docstring). A damaged or foreign
     file counts as absent, with a warning; with ``strict`` it raises ``ValueError``.
     """
-    target = Path(path) / "trials" / f"{row_id}.parquet"
+    target = Path(path).expanduser() / "trials" / f"{row_id}.parquet"
     table = _read_file(target, strict)
     if table is None or not table.num_rows:
         return None
@@ -389,7 +389,7 @@ def layers_frame(table: pa.Table | None) -> pd.DataFrame:
 
 def read_layers(path: str | os.PathLike, row_id: str) -> list[dict[str, Any]]:
     """The per-layer rows stored with row ``row_id`` (none when it has none)."""
-    table = _read_file(Path(path) / "layers" / f"{row_id}.parquet", strict=False)
+    table = _read_file(Path(path).expanduser() / "layers" / f"{row_id}.parquet", strict=False)
     return [] if table is None else table.to_pylist()
 
 
@@ -437,7 +437,7 @@ def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
         >>> clean("results", older_than_s=24 * 3600)  # doctest: +SKIP
         [PosixPath('results/trials/.l1-00003.parquet.k2j4x9.tmp')]
     """
-    root = Path(path)
+    root = Path(path).expanduser()
     if not (root / "trials").is_dir():
         return []  # not a store: nothing here was written by prune-sweep
     cutoff = time.time() - older_than_s
@@ -497,7 +497,7 @@ def check_writable(path: str | os.PathLike, *, name: str = "store.path") -> None
         >>> check_writable("/etc/passwd")  # doctest: +SKIP
         sweep.errors.ConfigError: store.path='/etc/passwd' is a file; accepted: a folder ...
     """
-    root = Path(path)
+    root = Path(path).expanduser()
     value = f"{name}={str(path)!r}"
     try:
         blocking = next((p for p in (root, *root.parents) if p.exists()), None)
@@ -521,11 +521,21 @@ def check_writable(path: str | os.PathLike, *, name: str = "store.path") -> None
 
 
 def _existing(path: str | os.PathLike | None) -> Path:
-    root = Path(path or DEFAULT_PATH)
+    root = Path(path or DEFAULT_PATH).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(
             f"no results store at {str(root)!r}: run a trial first (python -m sweep) "
             "or pass the store folder (store.path of the runs)"
+        )
+    if not (root / "trials").is_dir() and any(root.iterdir()):
+        # a folder with things of its own but no trials/: not a store (a project's folder
+        # holding several), rather than a store with no trials
+        found = [*root.glob("*/trials"), *root.glob("*/*/trials")]
+        inside = sorted(str(p.parent) for p in found if p.is_dir())
+        raise FileNotFoundError(
+            f"{str(root)!r} is not a results store (it has no trials/ folder); accepted: "
+            + (f"a store inside it: {', '.join(inside[:3])}" if inside else "the store folder")
+            + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
         )
     return root
 

@@ -21,6 +21,7 @@ import reprlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -620,7 +621,7 @@ def _keep(
         return None
     relative = f"models/{rid}.pt"
     save_model(
-        f"{cfg.store.path}/{relative}",
+        Path(cfg.store.path).expanduser() / relative,
         model,
         spec=plan.resolved["model"],
         inputs=_facts(plan.data),

@@ -39,8 +39,16 @@ _BOOKKEEPING = frozenset(
         "status",
     }
 )
-# store.path, optuna.study, version.torch; latency.* say how latency was measured, not the model
-_BOOKKEEPING_GROUPS = ("store.", "optuna.", "version.", "latency.")
+# store.path, optuna.study, version.torch; latency.* say how latency was measured, not the model;
+# distributed.* how a trial's ranks were started (as in hashing.NOT_IN_KEY)
+_BOOKKEEPING_GROUPS = ("store.", "optuna.", "version.", "latency.", "distributed.")
+# Files known by their content where the trial key holds a digest of it: the same bytes under
+# another path are the same trial (column -> the column of its digest)
+_BY_CONTENT = {
+    "dataset.root": "dataset.fingerprint",
+    "model.checkpoint": "model.checkpoint_sha256",
+    "rewind_weights": "rewind_weights_sha256",
+}
 # loader settings: how fast the batches come, never which (left out of trial keys too)
 _HOW_NOT_WHAT = frozenset(f"{group}.{key}" for group, key in HOW_NOT_WHAT)
 # Metric names a later version may add before METRIC_COLUMNS lists them (top level only:
@@ -54,9 +62,10 @@ def varying(df: pd.DataFrame) -> list[str]:
     Found from the data, so a key a later version adds splits curves without a code change.
     Left out: ``method`` (it names the curve), ``amount`` (the horizontal axis), ``seed`` (what
     a curve averages over), bookkeeping (``store.*``, ``optuna.*``, ``version.*``,
-    ``latency.*``, ``progress``, ``trial_key``, timing...), loader settings
-    (``dataset.num_workers``...), ``dataset.root`` where every trial's data has a fingerprint
-    (the trial key then holds the content, not the folder), and every metric. A key of the
+    ``latency.*``, ``distributed.*``, ``progress``, ``trial_key``, timing...), loader settings
+    (``dataset.num_workers``...), the paths of files known by their content (``dataset.root``
+    with a fingerprint, ``model.checkpoint`` and ``rewind_weights`` with their SHA-256: the
+    trial key holds the content, not the path), and every metric. A key of the
     ``method``, ``schedule``, ``model`` or ``dataset`` group (``method.n``, ``model.width``) is
     left out when each name has one value of it: it then says nothing the name does not.
     ``device`` counts by its type (``cuda:0`` and ``cuda:1`` are one setting, as in the trial
@@ -80,7 +89,7 @@ def varying(df: pd.DataFrame) -> list[str]:
     for column in done.columns:
         if _is_bookkeeping(column) or not _varies(done, column):
             continue
-        if column == "dataset.root" and _fingerprinted(done):
+        if column in _BY_CONTENT and _known_by_content(done, column):
             continue
         group = column.split(".")[0]
         if "." in column and group in ("method", "schedule", *SUBJECT) and group in done.columns:
@@ -671,10 +680,12 @@ def _is_bookkeeping(column: str) -> bool:
     return column in METRIC_COLUMNS or ("." not in column and bool(_METRIC_NAME.search(column)))
 
 
-def _fingerprinted(df: pd.DataFrame) -> bool:
-    # data known by its content: the same files under another folder are the same trial
-    column = "dataset.fingerprint"
-    return column in df.columns and bool(df[column].notna().all())
+def _known_by_content(df: pd.DataFrame, column: str) -> bool:
+    """Whether every row that names a file in ``column`` has the digest of its content."""
+    digest = _BY_CONTENT[column]
+    if digest not in df.columns:
+        return False
+    return bool(df.loc[df[column].notna(), digest].notna().all())
 
 
 def _pairs(values: Mapping[str, Any], keys: Sequence[str]) -> str:

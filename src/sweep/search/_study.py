@@ -62,7 +62,7 @@ class StudySettings:
         directions = tuple(node.get("directions") or ())
         settings = cls(
             study_name=str(node.get("study_name") or ""),
-            storage=str(node.get("storage") or ""),
+            storage=_home_expanded(str(node.get("storage") or "")),
             n_trials=node.get("n_trials"),
             n_jobs=_n_jobs(node.get("n_jobs"), node.get("workers_per_gpu", 1)),
             objectives=objectives,
@@ -220,6 +220,15 @@ def _n_jobs(value: Any, workers_per_gpu: Any) -> Any:
     return max(1, visible_gpus() * workers_per_gpu)
 
 
+def _home_expanded(url: str) -> str:
+    """``sqlite:///~/st/optuna.db`` (the default under ``store.path='~/st'``) with the home
+    folder in its path: SQLAlchemy would make a folder named ``~``."""
+    if url.startswith("sqlite:///~"):
+        path, query, rest = url.removeprefix("sqlite:///").partition("?")
+        return f"sqlite:///{os.path.expanduser(path)}{query}{rest}"
+    return url
+
+
 def check_storage_folder(url: str, store: str | os.PathLike) -> None:
     """Refuse a SQLite database or a journal file whose folder does not exist, unless it is the
     store's folder (or inside it), which the sweep makes: any other missing folder is a typo,
@@ -256,6 +265,7 @@ def open_storage(
     On a database, ``heartbeat_interval`` turns on Optuna's heartbeat: a trial with no heartbeat
     for ``grace_period`` seconds is stale, and `optuna.storages.fail_stale_trials` fails it and
     calls ``on_stale(study, frozen_trial)``. Journal files have no heartbeat."""
+    url = _home_expanded(url)
     heartbeat = {}
     if heartbeat_interval is not None:
         heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period}

@@ -127,7 +127,7 @@ class OptunaSweep:
             # in-process jobs and helpers read the real URL here; nothing written holds it
             os.environ[STORAGE_ENV] = settings.storage
             _scrub_storage(self.config, settings.storage)
-            store = Path(self.config.store.path)
+            store = Path(self.config.store.path).expanduser()
             storage = open_storage(
                 settings.storage,
                 settings.heartbeat_interval,
