@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import os
@@ -970,6 +971,24 @@ def test_report_out_that_is_a_file_is_refused(tmp_path, monkeypatch, capsys):
         "error: --out='notes.md' is a file; accepted: a folder (created if missing)"
     ]
     assert (tmp_path / "notes.md").read_text() == "mine"
+
+
+def test_a_report_folder_it_cannot_write_is_one_line(store, tmp_path, monkeypatch, capsys):
+    """A read-only --out (simulated: the tests may run as root, whom modes do not stop)."""
+    from matplotlib.figure import Figure
+
+    from sweep import report
+
+    def refused(self, file, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+
+    monkeypatch.setattr(Figure, "savefig", refused)
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--store", str(store), "--out", str(tmp_path / "rep")])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: cannot write {tmp_path / 'rep' / 'tradeoff.png'}: Permission denied"
+    ]
 
 
 def test_report_names_an_unreadable_row_file_once(store, tmp_path, caplog):

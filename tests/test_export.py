@@ -154,6 +154,29 @@ def test_export_round_trip(cfg_factory, tmp_path, monkeypatch):
     assert _accuracy(cfg, model) == row["acc_finetuned"]
 
 
+def test_an_out_it_cannot_write_is_one_line(cfg_factory, tmp_path, monkeypatch, capsys):
+    """A read-only --out folder (simulated: the tests may run as root, whom modes do not stop)
+    ends in one line, exit 1, and nothing half-written."""
+    import errno
+    import os
+    import tempfile
+
+    from sweep.export import main
+
+    row = run_trial(cfg_factory())
+    (tmp_path / "ro").mkdir()
+
+    def refused(*args, dir=None, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), dir)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    out = tmp_path / "ro" / "pruned.pt"
+    assert main([row["trial_key"], "--out", str(out), "--store", str(tmp_path / "results")]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: cannot write {out}: ")
+    assert list((tmp_path / "ro").iterdir()) == []
+
+
 def test_export_refuses_unknown_format(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "sweep.export", "abc", "--out", "x", "--format", "tflite"],

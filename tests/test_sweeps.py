@@ -649,6 +649,33 @@ def test_a_full_disk_stops_the_sweep_in_one_line_leaving_nothing_running(tmp_pat
     pd.testing.assert_frame_equal(load_results(storage=storage, study="tradeoff"), rows)
 
 
+@pytest.mark.parametrize(
+    ("args", "done"),
+    [(["-m", "amount=0.3,0.6"], "what finished is in the store; "), ([], "")],
+    ids=["grid", "trial"],
+)
+def test_a_full_disk_stops_a_grid_or_a_trial_in_one_line(tmp_path, args, done):
+    """Only an Optuna sweep said so in one line: a grid or a single trial printed Hydra's
+    "Error executing job" and a 60-line traceback."""
+    (tmp_path / "full_disk.py").write_text(FULL_DISK)
+    result = subprocess.run(
+        [sys.executable, "full_disk.py", *args, *FAST],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "Error executing job" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"error: no space left on device writing results/baselines/\w+\.pt; {done}free space "
+        "and rerun the command",
+        last,
+    ), last
+
+
 def _two_workers_mid_trial(tmp_path, *args: str, env=None) -> tuple[subprocess.Popen, int]:
     """A 2-worker sweep in its own process group (as a terminal runs it), once both workers
     run a trial; returns it and the helper worker's pid."""

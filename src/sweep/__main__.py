@@ -5,6 +5,7 @@ python -m sweep method=ln_structured amount=0.5
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -45,6 +46,17 @@ def _main(cfg: DictConfig) -> dict:
         if cfg.optuna.study is not None:
             raise  # the sweeper fails this trial with the reason and goes on
         fail(str(e))
+    except OSError as e:
+        if e.errno != errno.ENOSPC or cfg.optuna.study is not None:
+            raise  # an Optuna sweep says its own line, failing and requeueing what ran
+        done = (
+            "what finished is in the store; " if HydraConfig.get().mode == RunMode.MULTIRUN else ""
+        )
+        fail(
+            f"no space left on device writing {e.filename or cfg.store.path}; {done}free space "
+            "and rerun the command",
+            code=1,
+        )
     if "store_file" in row:  # not a DDP trial's rank other than 0: rank 0 prints its line
         print(trial_count(time.perf_counter() - started) + summary(row, swept_here()))
     if row["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:

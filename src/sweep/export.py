@@ -323,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:  # FileNotFoundError: no store there
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only folder, a full disk: nothing half-written is left
+        print(f"error: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
     size = target.stat().st_size
     print(f"wrote {target} ({size / 1e6:.2f} MB, {args.format})")
     if args.format == "pt":

@@ -62,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         df, layers = _read(args.store)
     finally:
         store_log.removeFilter(once)
-    written = write_report(df, layers, Path(args.out), tolerance, args.store)
+    try:
+        written = write_report(df, layers, Path(args.out), tolerance, args.store)
+    except OSError as e:  # a read-only folder, a full disk
+        fail(f"cannot write {e.filename or args.out}: {e.strerror or e}", code=1)
     print(f"wrote {', '.join(p.name for p in written)} to {Path(args.out)}/")
 
 
