@@ -613,28 +613,26 @@ runpy.run_module("sweep", run_name="__main__")
 '''
 
 
-def test_a_full_disk_stops_the_sweep_in_one_line_leaving_nothing_running(tmp_path):
-    """Issue 22: the baseline's torch.save hits a full disk. It was a traceback, torch's
-    inline_container.cc message, a trial left RUNNING with no row; now one line, the trial failed
-    as interrupted (queued again for the next run), the store and the study in agreement."""
-    import pandas as pd
-
+def _on_a_full_disk(tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m sweep ARGS FAST`` in ``tmp_path`` where writing a ``.pt`` file hits ENOSPC."""
     (tmp_path / "full_disk.py").write_text(FULL_DISK)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "full_disk.py",
-            "-m",
-            "search=tradeoff",
-            "hydra.sweeper.n_trials=2",
-            *FAST,
-        ],
+    return subprocess.run(
+        [sys.executable, "full_disk.py", *args, *FAST],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
         timeout=300,
     )
+
+
+def test_a_full_disk_stops_the_sweep_in_one_line_leaving_nothing_running(tmp_path):
+    """Issue 22: the baseline's torch.save hits a full disk. It was a traceback, torch's
+    inline_container.cc message, a trial left RUNNING with no row; now one line, the trial failed
+    as interrupted (queued again for the next run), the store and the study in agreement."""
+    import pandas as pd
+
+    result = _on_a_full_disk(tmp_path, "-m", "search=tradeoff", "hydra.sweeper.n_trials=2")
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert re.fullmatch(r"error: no space left on device writing results/baselines/\w+\.pt", last)
@@ -657,15 +655,7 @@ def test_a_full_disk_stops_the_sweep_in_one_line_leaving_nothing_running(tmp_pat
 def test_a_full_disk_stops_a_grid_or_a_trial_in_one_line(tmp_path, args, done):
     """Only an Optuna sweep said so in one line: a grid or a single trial printed Hydra's
     "Error executing job" and a 60-line traceback."""
-    (tmp_path / "full_disk.py").write_text(FULL_DISK)
-    result = subprocess.run(
-        [sys.executable, "full_disk.py", *args, *FAST],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        timeout=300,
-    )
+    result = _on_a_full_disk(tmp_path, *args)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and "Error executing job" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
