@@ -103,6 +103,23 @@ def test_the_trial_line_gives_a_measured_speedup_with_its_interval():
     )
 
 
+def test_a_grid_cleans_what_killed_writers_left_in_its_store(tmp_path):
+    """Only an Optuna sweep did: after a killed grid, orphan models stayed for good."""
+    import os
+    import time
+
+    models = tmp_path / "results" / "models"
+    models.mkdir(parents=True)
+    (tmp_path / "results" / "trials").mkdir()
+    orphan, mine = models / "0123456789abcdef.pt", models / "best.pt"
+    for file in (orphan, mine):
+        file.write_bytes(b"x")
+        os.utime(file, (time.time() - 7200, time.time() - 7200))
+    result = run_cli("-m", "amount=0.3", *FAST, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not orphan.exists() and mine.exists()
+
+
 def test_users_own_method_runs_without_editing_the_package(tmp_path):
     shutil.copy(Path(__file__).parent / "custom_methods.py", tmp_path / "my_methods.py")
     result = run_cli(
@@ -584,5 +601,5 @@ def test_a_grid_with_a_failed_trial_runs_the_rest_and_exits_1(tmp_path):
     assert rows["error"].iloc[1] == "RuntimeError: no more than half, not 0.7"
     failed = rows["trial_key"].iloc[1]
     assert result.stderr.splitlines()[-1] == (
-        f"error: 1 trial(s) of the sweep failed ({failed}): their rows in the store say why"
+        f"error: 1 trial(s) of the sweep failed ({failed}): the lines above say why, sweep.log has the tracebacks"
     )

@@ -110,7 +110,33 @@ def test_nan_baseline_in_the_cache_is_never_complete(cfg_factory, tmp_path):
     error = "dense model: outputs are not finite (nan)"
     assert (row["status"], row["error"], row["baseline_trained"]) == ("failed", error, False)
     assert "acc_dense" not in row
-    assert _stored(tmp_path) == [("failed", error)]
+    # the row of the first run, before the cache went bad, stays: a failed rerun loses nothing
+    assert _stored(tmp_path) == [("complete", None)]
+    row = run_trial(cfg_factory("finetune.epochs=0", "amount=0.3"))  # another trial, same cache
+    assert (row["status"], row["error"]) == ("failed", error)
+    assert sorted(_stored(tmp_path), key=str) == [("complete", None), ("failed", error)]
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "garbage facts"])
+def test_an_unreadable_baseline_cache_is_trained_again(cfg_factory, tmp_path, caplog, damage):
+    """A truncated .pt (torch's "PytorchStreamReader failed reading zip archive") or a
+    garbage .json failed every trial of the baseline, without naming the file."""
+    first = run_trial(cfg_factory("finetune.epochs=0"))
+    [weights] = _baselines(tmp_path)
+    if damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    else:
+        weights.with_suffix(".json").write_text("{not json")
+    row = run_trial(cfg_factory("finetune.epochs=0", "amount=0.3"))
+    assert (row["status"], row["baseline_trained"]) == ("complete", True)
+    assert row["acc_dense"] == first["acc_dense"]  # the same seed trains the same baseline
+    [warning] = [m for m in caplog.messages if "cannot be read" in m]
+    assert warning.startswith(
+        f"dense baseline cache {weights} or {weights.stem}.json cannot be read ("
+    )
+    assert warning.endswith("): trained again and replaced")
+    again = run_trial(cfg_factory("finetune.epochs=0", "amount=0.4"))
+    assert again["baseline_trained"] is False  # the replaced cache reads
 
 
 def test_forward_raising_in_pretraining_is_a_failed_row(cfg_factory, tmp_path, caplog):

@@ -438,8 +438,33 @@ def test_clean_leaves_a_folder_that_is_not_a_store_alone(tmp_path):
     assert all(p.exists() for p in mine)
 
 
+def test_a_rerun_that_fails_never_replaces_a_complete_row(tmp_path, caplog):
+    """A grid rerun (skip_completed=false) that failed on a damaged file or out of memory
+    replaced the complete row and deleted its model: nothing that ran may be lost."""
+    complete = {"trial_key": "a", "status": "complete", "model_file": "models/a.pt"}
+    write_trial(tmp_path, complete, [{"layer": "fc", "numel": 4, "nonzero": 2}])
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "a.pt").write_bytes(b"weights")
+    failed = {"trial_key": "a", "status": "failed", "error": "RuntimeError: out of memory"}
+    assert write_trial(tmp_path, failed) == tmp_path / "trials" / "a.parquet"
+    rows = load_results(tmp_path)
+    assert rows[["status", "model_file"]].values.tolist() == [["complete", "models/a.pt"]]
+    assert load_layers(tmp_path)["layer"].tolist() == ["fc"]
+    assert (tmp_path / "models" / "a.pt").read_bytes() == b"weights"
+    assert (
+        f"trial a failed; the complete row already in the store stays, with its model: {tmp_path}/trials/a.parquet"
+        in caplog.messages
+    )
+    # a failed row replaces a failed one, and a complete row replaces anything
+    write_trial(tmp_path, {"trial_key": "b", "status": "failed", "error": "x"})
+    write_trial(tmp_path, {"trial_key": "b", "status": "failed", "error": "y"})
+    write_trial(tmp_path, {**complete, "acc_finetuned": 0.5})
+    rows = load_results(tmp_path).set_index("trial_key")
+    assert rows.loc["b", "error"] == "y" and rows.loc["a", "acc_finetuned"] == 0.5
+
+
 def test_rewriting_a_trial_without_layers_drops_its_old_layers(tmp_path):
-    write_trial(tmp_path, {"trial_key": "a", "status": "complete"}, [{"layer": "fc"}])
+    write_trial(tmp_path, {"trial_key": "a", "status": "failed"}, [{"layer": "fc"}])
     write_trial(tmp_path, {"trial_key": "a", "status": "failed"})
     assert len(load_layers(tmp_path)) == 0
     assert not (tmp_path / "layers" / "a.parquet").exists()

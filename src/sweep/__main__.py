@@ -39,6 +39,8 @@ def _main(cfg: DictConfig) -> dict:
         from sweep.search import job_callbacks as callbacks
 
         on_epoch, on_start = callbacks(cfg)
+    if cfg.optuna.study is None and HydraConfig.get().mode == RunMode.MULTIRUN:
+        _clean_once(cfg.store.path)  # an Optuna sweep cleans its store as it starts
     started = time.perf_counter()
     try:
         row = fused_row(cfg, callbacks) or run_trial(cfg, on_epoch=on_epoch, on_start=on_start)
@@ -68,6 +70,17 @@ def _main(cfg: DictConfig) -> dict:
 
 # the trials of a grid run in this process that failed (an Optuna study counts its own)
 _failed: list[str] = []
+# the stores a grid run in this process has cleaned
+_cleaned: set[str] = set()
+
+
+def _clean_once(store: str) -> None:
+    """What killed writers left in ``store`` over an hour ago, removed once per grid."""
+    from sweep.store import clean
+
+    if store not in _cleaned:
+        _cleaned.add(store)
+        clean(store)
 
 
 def main() -> None:
@@ -95,7 +108,8 @@ def main() -> None:
     if _failed:
         fail(
             f"{len(_failed)} trial(s) of the sweep failed ({', '.join(_failed[:3])}"
-            f"{', ...' * (len(_failed) > 3)}): their rows in the store say why",
+            f"{', ...' * (len(_failed) > 3)}): the lines above say why, sweep.log has the "
+            "tracebacks",
             code=1,
         )
 

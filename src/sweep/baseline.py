@@ -82,15 +82,15 @@ def load_or_train(
         log.info("dense baseline %s loaded from %s (as read before)", key, weights)
         return {**loaded[2], "trained": False}
     with locked(folder / f"{key}.lock"):
-        if weights.exists() and facts.exists():
+        stamps = _stamps(weights, facts, model)
+        cached = _read_cache(weights, facts, model) if weights.exists() and facts.exists() else None
+        if cached is not None:
+            state, info = cached
             rewind = {}
             if snapshot is not None:
                 rewind["rewind_state"] = _snapshot(model, data, settings, rewind_epoch, snapshot)
-            stamps = _stamps(weights, facts, model)
-            state = torch.load(weights, map_location=_device(model), weights_only=True)
             model.load_state_dict(state)
             log.info("dense baseline %s loaded from %s", key, weights)
-            info = json.loads(facts.read_text())
             _LOADED.clear()  # one baseline kept: a sweep's trials share theirs
             _LOADED[key] = (stamps, state, info)
             return {**info, "trained": False, **rewind}
@@ -130,6 +130,29 @@ def load_or_train(
         log.info("dense baseline %s trained in %.1f s, saved to %s", key, info["time_s"], weights)
         rewind = {} if snapshot is None else {"rewind_state": _load(snapshot, model)}
         return {**info, "trained": True, **rewind}
+
+
+def _read_cache(
+    weights: Path, facts: Path, model: nn.Module
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The cached weights and facts; ``None``, with a warning, where either cannot be read (a
+    damaged disk, a file edited by hand): the baseline is then trained again and replaced,
+    rather than failing every trial that needs it."""
+    try:
+        state = torch.load(weights, map_location=_device(model), weights_only=True)
+        info = json.loads(facts.read_text())
+        if not isinstance(state, dict) or not isinstance(info, dict):
+            raise ValueError("not a state dict and its facts")
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        log.warning(
+            "dense baseline cache %s or %s cannot be read (%s): trained again and replaced",
+            weights,
+            facts.name,
+            reason,
+        )
+        return None
+    return state, info
 
 
 # The baseline this process loaded last: its files' stamps when read, its weights and facts.

@@ -241,7 +241,9 @@ def write_trial(
         layers: Per-layer rows; ``trial_key`` is added to each.
         row_id: File name stem; defaults to ``row["trial_key"]``. Writing the same id again
             replaces that row (a rerun of the same trial) and its layers, it never duplicates
-            them.
+            them; but a row that did not complete never replaces a complete one (a rerun that
+            failed, out of memory or on a damaged file, loses nothing that ran): that one,
+            its layers and its model stay, with a warning.
 
     Raises:
         OSError: The store cannot be written (full disk, no permission); the message names the
@@ -249,6 +251,15 @@ def write_trial(
     """
     root = Path(path).expanduser()
     row_id = row_id or str(row["trial_key"])
+    target = root / "trials" / f"{row_id}.parquet"
+    if row.get("status") != "complete" and _status(target) == "complete":
+        log.warning(
+            "trial %s %s; the complete row already in the store stays, with its model: %s",
+            row_id,
+            row.get("status"),
+            target,
+        )
+        return target
     (root / "trials").mkdir(parents=True, exist_ok=True)
     (root / "layers").mkdir(parents=True, exist_ok=True)
     layers_file = root / "layers" / f"{row_id}.parquet"
@@ -256,7 +267,6 @@ def write_trial(
         table = pa.Table.from_pylist([{"trial_key": row["trial_key"], **r} for r in layers])
         atomic_write(layers_file, lambda f: pq.write_table(table, f))
     table = pa.Table.from_pylist([{k: _scalar(v) for k, v in row.items()}])
-    target = root / "trials" / f"{row_id}.parquet"
     atomic_write(target, lambda f: pq.write_table(table, f))
     if not layers:
         # The replaced row's layers would otherwise pass for this row's (same trial key).
@@ -265,6 +275,16 @@ def write_trial(
         (root / "models" / f"{row_id}.pt").unlink(missing_ok=True)  # likewise its model
     _WRITTEN.add(os.path.abspath(root))
     return target
+
+
+def _status(file: Path) -> str | None:
+    """The ``status`` of the row in ``file``; ``None`` when there is none, or it is unreadable."""
+    if not file.exists():
+        return None
+    table = _read_file(file, strict=False, columns=["status"])
+    if table is None or not table.num_rows or "status" not in table.column_names:
+        return None
+    return table.column("status")[0].as_py()
 
 
 # The stores this process wrote rows to since `index_written` last brought their index up to date.
