@@ -613,9 +613,11 @@ runpy.run_module("sweep", run_name="__main__")
 '''
 
 
-def _on_a_full_disk(tmp_path: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
+def _on_a_full_disk(
+    tmp_path: pathlib.Path, *args: str, script: str = FULL_DISK
+) -> subprocess.CompletedProcess:
     """``python -m sweep ARGS FAST`` in ``tmp_path`` where writing a ``.pt`` file hits ENOSPC."""
-    (tmp_path / "full_disk.py").write_text(FULL_DISK)
+    (tmp_path / "full_disk.py").write_text(script)
     return subprocess.run(
         [sys.executable, "full_disk.py", *args, *FAST],
         cwd=tmp_path,
@@ -643,6 +645,36 @@ def test_a_full_disk_stops_the_sweep_in_one_line_leaving_nothing_running(tmp_pat
     assert s.trials[1].user_attrs["retry_of"] == 0
     rows = load_results(tmp_path / "results")
     assert rows.error.tolist() == [last.removeprefix("error: ")]
+    storage = f"sqlite:///{tmp_path}/results/optuna.db"
+    pd.testing.assert_frame_equal(load_results(storage=storage, study="tradeoff"), rows)
+
+
+def test_a_trial_stored_before_the_disk_filled_is_told_not_run_again(tmp_path):
+    """fuse=2: the group's job fails writing the second model (trial 1's); trial 1's own job
+    then runs it alone and stores it complete. The full disk failed and queued it again all
+    the same, so that the next run stored it twice. Now it is told from its row."""
+    import pandas as pd
+
+    second = FULL_DISK.replace(
+        'return Full(file) if ".pt." in os.readlink(f"/proc/self/fd/{fd}") else file',
+        'kept.append("/models/." in os.readlink(f"/proc/self/fd/{fd}"))\n'
+        "    return Full(file) if kept[-1] and sum(kept) == 2 else file",
+    ).replace("real_fdopen = os.fdopen", "real_fdopen = os.fdopen\nkept = []")
+    assert second != FULL_DISK
+    result = _on_a_full_disk(
+        tmp_path, "-m", "search=tradeoff", "hydra.sweeper.n_trials=2", "fuse=2", script=second
+    )
+    assert result.returncode == 1, result.stderr
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: no space left on device writing results/models/tradeoff-")
+    )
+    s = study(tmp_path)
+    assert states(s) == ["FAIL", "COMPLETE", "WAITING"]
+    assert s.trials[2].user_attrs["retry_of"] == 0
+    rows = load_results(tmp_path / "results")
+    assert rows[["optuna.trial", "status"]].values.tolist() == [[0, "failed"], [1, "complete"]]
     storage = f"sqlite:///{tmp_path}/results/optuna.db"
     pd.testing.assert_frame_equal(load_results(storage=storage, study="tradeoff"), rows)
 

@@ -169,10 +169,21 @@ def finish_from_row(study: optuna.Study, number: int, store: Path, settings: Stu
     return True
 
 
-def interrupt(study: optuna.Study, trial: optuna.Trial, store: Path, error: str) -> None:
+def interrupt(
+    study: optuna.Study, trial: optuna.Trial, store: Path, error: str, settings: StudySettings
+) -> None:
     """Fail ``trial``, which its worker stops running for a reason outside it (a full disk, a
     signal), as interrupted: it uses no budget, its parameters are queued again for the next
-    run, and nothing is left RUNNING. Its failed row goes to the store if the store takes it."""
+    run, and nothing is left RUNNING. Its failed row goes to the store if the store takes it.
+
+    A trial whose job stored its row before the stop (a member of a fused group written
+    before another's write failed, a signal just after the write) is told from that row
+    instead (`finish_from_row`): failed and queued again, it would run and be stored twice."""
+    try:
+        if finish_from_row(study, trial.number, store, settings):
+            return
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # finished meanwhile by another worker
     frozen = study._storage.get_trial(trial._trial_id)
     try:
         trial.set_user_attr("interrupted", True)

@@ -315,7 +315,7 @@ class OptunaSweep:
                                 raise
                             reason = f"no space left on device writing {e.filename or store}"
                             for other, _ in running.values():
-                                interrupt(study, other, store, reason)
+                                interrupt(study, other, store, reason, settings)
                             return results, reason
                         running.pop(trial.number)
                         # without the job's configs: a long search would keep thousands alive
@@ -325,7 +325,7 @@ class OptunaSweep:
                     ignore_signals()
                     for trial, beating in running.values():
                         beating.close()
-                        interrupt(study, trial, store, f"interrupted by {signal_name(e)}")
+                        interrupt(study, trial, store, f"interrupted by {signal_name(e)}", settings)
                     raise
                 # in a row across every worker of the study, not only this one's trials
                 failures = failures_in_a_row(study) if states[-1][0] == TrialState.FAIL else 0
