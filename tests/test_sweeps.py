@@ -613,6 +613,32 @@ runpy.run_module("sweep", run_name="__main__")
 '''
 
 
+def test_a_config_file_edited_between_runs_of_a_study_is_refused(tmp_path):
+    """The resume check compared the command line only: a group file of the user's whose
+    finetune.weight_decay changed mixed trials of two recipes in one study."""
+    conf = tmp_path / "my_conf" / "exp"
+    conf.mkdir(parents=True)
+    (conf / "a.yaml").write_text("# @package _global_\nfinetune:\n  weight_decay: 0.0\n")
+    sweep = ["-m", "--config-dir", str(tmp_path / "my_conf"), "search=tradeoff", "+exp=a"]
+    first = run_cli(*sweep, "hydra.sweeper.n_trials=1", *OPTUNA_FAST, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    (conf / "a.yaml").write_text("# @package _global_\nfinetune:\n  weight_decay: 0.01\n")
+    refused = run_cli(*sweep, "hydra.sweeper.n_trials=2", *OPTUNA_FAST, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "error: study 'tradeoff' was run with finetune.weight_decay=0.0 (its composed config); "
+        "this run has finetune.weight_decay=0.01: a config file changed between runs; accepted: "
+        "the study's "
+        "config (put the file back as it was), or another hydra.sweeper.study_name for a new "
+        "study"
+    )
+    assert len(study(tmp_path).trials) == 1
+    (conf / "a.yaml").write_text("# @package _global_\nfinetune:\n  weight_decay: 0.0\n")
+    again = run_cli(*sweep, "hydra.sweeper.n_trials=2", *OPTUNA_FAST, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert states(study(tmp_path)) == ["COMPLETE", "COMPLETE"]
+
+
 def _on_a_full_disk(
     tmp_path: pathlib.Path, *args: str, script: str = FULL_DISK
 ) -> subprocess.CompletedProcess:

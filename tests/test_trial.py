@@ -390,3 +390,74 @@ def test_a_baseline_whose_batchnorm_statistics_lag_is_told_so(cfg_factory, tmp_p
     )
     scored = float(warned.split("it scores ")[1].split("%")[0])
     assert scored > 50
+
+
+USER_MODEL = """from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        width = in_channels * image_size**2
+        self.body = nn.Sequential(
+            nn.Flatten(), nn.Linear(width, 32), nn.ReLU(), nn.Linear(32, 32), nn.Linear(32, num_classes)
+        )
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+USER_METHOD = """from torch.nn.utils import prune
+
+
+class EveryOther(prune.BasePruningMethod):
+    PRUNING_TYPE = "unstructured"
+
+    def compute_mask(self, t, default_mask):
+        mask = default_mask.clone()
+        mask.view(-1)[::2] = 0
+        return mask
+"""
+
+
+def _edited(tmp_path: Path, module: str, text: str) -> None:
+    """``module``'s file now holds ``text``, and the next import reads it (as a new process)."""
+    (tmp_path / f"{module}.py").write_text(text)
+    sys.modules.pop(module, None)
+
+
+def test_editing_your_own_class_makes_a_new_trial_and_baseline(tmp_path, monkeypatch):
+    """The same config over edited code kept its trial key and its baseline key: the cached
+    ReLU net's weights were loaded into the Tanh net, and skip_completed served the old rows.
+    Now a user's model, method or dataset is keyed by its file's content (its path is not)."""
+    from tests.conftest import make_cfg
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _edited(tmp_path, "mynet", USER_MODEL)
+    _edited(tmp_path, "mymethod", USER_METHOD)
+    user = ["model._target_=mynet.Net", "method._target_=mymethod.EveryOther"]
+    store = tmp_path / "results"
+    first = run_trial(make_cfg(store, *user, "skip_completed=true"))
+    assert first["baseline_trained"] is True
+    assert first["sparsity"] == 0.5
+    again = run_trial(make_cfg(store, *user, "skip_completed=true"))
+    assert again["trial_key"] == first["trial_key"]  # unchanged code: the stored row
+    assert again["store_file"] == "already in the store"
+
+    _edited(tmp_path, "mynet", USER_MODEL.replace("nn.ReLU()", "nn.Tanh()"))
+    tanh = run_trial(make_cfg(store, *user, "skip_completed=true"))
+    assert tanh["trial_key"] != first["trial_key"]
+    assert tanh["baseline_key"] != first["baseline_key"] and tanh["baseline_trained"] is True
+    assert tanh["model.code_sha256"] != first["model.code_sha256"]
+    assert tanh["method.code_sha256"] == first["method.code_sha256"]
+
+    _edited(tmp_path, "mymethod", USER_METHOD.replace("[::2]", "[::4]"))
+    quarter = run_trial(make_cfg(store, *user, "skip_completed=true"))
+    assert quarter["trial_key"] != tanh["trial_key"]
+    assert quarter["baseline_key"] == tanh["baseline_key"]  # the method is not the baseline's
+    assert quarter["sparsity"] == 0.25
+    assert len(load_results(store)) == 3
+
+    # prune-sweep's own classes carry no digest: their keys are as they were
+    builtin = run_trial(make_cfg(store))
+    assert "model.code_sha256" not in builtin and "method.code_sha256" not in builtin

@@ -6,9 +6,14 @@ from the config its row recorded.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import inspect
 import re
+import sys
+import sysconfig
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -18,12 +23,14 @@ from torch import nn
 from sweep._imports import locate
 from sweep.errors import ConfigError
 
-__all__ = ["BUILD_FACTS", "MODEL_SETTINGS", "build_model", "call_target"]
+__all__ = ["BUILD_FACTS", "CODE_KEY", "MODEL_SETTINGS", "build_model", "call_target", "code_digest"]
 
 # What a model builder may learn about its inputs from the dataset.
 BUILD_FACTS = ("num_classes", "in_channels", "image_size")
 # Keys of a model node that are prune-sweep's, not the builder's.
-MODEL_SETTINGS = ("name", "checkpoint", "checkpoint_sha256")
+MODEL_SETTINGS = ("name", "checkpoint", "checkpoint_sha256", "code_sha256")
+# The key `code_digest` is recorded under in a model, method or dataset node.
+CODE_KEY = "code_sha256"
 
 
 def build_model(spec: Mapping[str, Any], facts: Mapping[str, int]) -> nn.Module:
@@ -119,6 +126,74 @@ def _locate(target: object, group: str, accepted: str) -> Any:
         raise ConfigError(
             f"{group}._target_={target!r} does not import ({e}); accepted: {accepted}"
         ) from None
+
+
+def code_digest(spec: Mapping[str, Any]) -> str | None:
+    """The first 16 hex digits of a SHA-256 of the source files of the user's own code that
+    ``spec`` (a resolved model, method or dataset node) names: its ``_target_``, nested
+    ``_target_`` values and a global method's ``pruning_method``. ``None`` when all of it is
+    prune-sweep's, an installed library's or Python's.
+
+    A trial and its baseline are keyed by it, as a checkpoint is by its content: editing the
+    class makes new trials and a new baseline, never the old ones served as current. The file
+    that defines each class or function counts, not the modules it imports.
+    """
+    files = sorted({f for t in _targets(spec) if (f := _user_file(t)) is not None})
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(_file_digest(str(file), *_stamp(file)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _targets(spec: Mapping[str, Any]) -> list[str]:
+    found = [v for k, v in spec.items() if k in ("_target_", "pruning_method")]
+    for v in spec.values():
+        if isinstance(v, Mapping):
+            found += _targets(v)
+    return [t for t in found if isinstance(t, str) and "." in t]
+
+
+def _user_file(target: str) -> Path | None:
+    """The source file defining ``target`` when it is the user's own code."""
+    try:
+        obj = locate(target)
+    except ImportError:
+        return None  # the build says why
+    module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None  # defined in __main__ or a notebook: no file to read
+    path = Path(file).resolve()
+    return None if _is_library(path) else path
+
+
+def _is_library(path: Path) -> bool:
+    if any(part in ("site-packages", "dist-packages") for part in path.parts):
+        return True
+    return any(path.is_relative_to(root) for root in _LIBRARY_ROOTS)
+
+
+_LIBRARY_ROOTS = tuple(
+    Path(p).resolve()
+    for p in {
+        str(Path(__file__).parent),  # prune-sweep's own, installed or not
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["platstdlib"],
+    }
+)
+
+
+def _stamp(file: Path) -> tuple[int, int]:
+    stat = file.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(file: str, mtime_ns: int, size: int) -> str:
+    # read once per version of the file: a sweep's trials share their code
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
 
 
 def _nested_targets(spec: Mapping[str, Any], prefix: str) -> list[tuple[str, Any]]:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sweep import config, weights
-from sweep._build import BUILD_FACTS, build_model, call_target
+from sweep._build import BUILD_FACTS, CODE_KEY, build_model, call_target, code_digest
 from sweep._imports import locate
 from sweep.data import Dataset, DataSplit, Split
 from sweep.devices import resolve_device
@@ -114,6 +114,11 @@ def prepare(
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["model"] = _model_spec(cfg.model)
     resolved["method"] = method_spec
+    for group in ("model", "method", "dataset"):
+        # the user's own classes by what their files say: an edit is a new trial and baseline
+        digest = code_digest(resolved[group])
+        if digest is not None:
+            resolved[group][CODE_KEY] = digest
     if method.cls is None or resolved["amount"] == 0:
         resolved["amount"] = 0.0  # nothing is pruned, whatever was asked (amount=0 is a count)
     if method.nm is not None:

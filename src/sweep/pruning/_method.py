@@ -13,7 +13,7 @@ from sweep.errors import ConfigError
 from sweep.pruning._nm import NMSparsity
 
 # Keys of a method config that describe it rather than being constructor arguments.
-_RESERVED = {"name", "_target_", "global", "pruning_method", "importance"}
+_RESERVED = {"name", "_target_", "global", "pruning_method", "importance", "code_sha256"}
 _GLOBAL_CRITERIA = {"l1": prune.L1Unstructured, "random": prune.RandomUnstructured}
 # The `p` of torch.norm that LnStructured passes on; 'nuc' only works on 3-D weights (checked
 # per tensor by plan_pruning).

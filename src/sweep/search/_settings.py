@@ -11,7 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from sweep.errors import ConfigError
-from sweep.hashing import NOT_IN_KEY
+from sweep.hashing import HOW_NOT_WHAT, NOT_IN_KEY, dotted
 from sweep.search._layerwise import layer_params
 from sweep.search._space import SearchSpace
 from sweep.search._study import StudySettings, check_gpu_count, check_storage_folder
@@ -60,8 +60,15 @@ def study_settings(
     return settings, fixed
 
 
-def check_unchanged(study: optuna.Study, settings: StudySettings, fixed: Sequence[str]) -> None:
-    """Refuse to resume a study with other objectives, directions or fixed overrides.
+def check_unchanged(
+    study: optuna.Study,
+    settings: StudySettings,
+    fixed: Sequence[str],
+    composed: DictConfig | None = None,
+) -> None:
+    """Refuse to resume a study with other objectives, directions or fixed overrides, or with
+    a composed config (``composed``, the job's) that differs in a value no parameter sweeps:
+    a config file of the user's edited between runs (``finetune.epochs`` in ``+exp=a``).
 
     Its trials would not be comparable (the study would judge new rows by other measures, or
     mix finetuning budgets); the first worker records what the study runs with.
@@ -78,6 +85,8 @@ def check_unchanged(study: optuna.Study, settings: StudySettings, fixed: Sequenc
             f"{list(settings.directions)}; accepted: the study's directions, {new_study}"
         )
     wanted = {"objectives": list(settings.objectives), "fixed": _computing(fixed)}
+    if composed is not None:
+        wanted["composed"] = _composed_values(composed, settings)
     recorded = study.user_attrs.get("settings")
     if recorded is None:
         study.set_user_attr("settings", wanted)
@@ -87,15 +96,70 @@ def check_unchanged(study: optuna.Study, settings: StudySettings, fixed: Sequenc
             f"study {name!r} has objectives {recorded['objectives']}; this run asks "
             f"{wanted['objectives']}; accepted: the study's objectives, {new_study}"
         )
-    old, new = recorded["fixed"], wanted["fixed"]
+    for part, (absent, template) in _CHANGED.items():
+        if part not in wanted:
+            continue
+        if part not in recorded:  # a study from before this check: what it runs with now
+            study.set_user_attr("settings", {**recorded, part: wanted[part]})
+            return
+        difference = _first_difference(recorded[part], wanted[part], absent)
+        if difference:
+            before, now = difference
+            raise ConfigError(
+                f"study {name!r} was run with {template.format(before=before, now=now)}, "
+                f"{new_study}"
+            )
+
+
+# What a resumed study compares: the name of a key neither side has, and the refusal
+_CHANGED = {
+    "fixed": (" override", "{before}; this run has {now}; accepted: the study's overrides"),
+    "composed": (
+        "",
+        "{before} (its composed config); this run has {now}: a config file changed between "
+        "runs; accepted: the study's config (put the file back as it was)",
+    ),
+}
+
+
+def _first_difference(
+    old: dict[str, str], new: dict[str, str], what: str
+) -> tuple[str, str] | None:
+    """``("key=old", "key=new")`` for the first key whose value differs (``no key<what>`` on
+    the side without it), or ``None``."""
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
-            before = f"{key}={old[key]}" if key in old else f"no {key} override"
-            now = f"{key}={new[key]}" if key in new else f"no {key} override"
-            raise ConfigError(
-                f"study {name!r} was run with {before}; this run has {now}; "
-                f"accepted: the study's overrides, {new_study}"
+            before = f"{key}={old[key]}" if key in old else f"no {key}{what}"
+            now = f"{key}={new[key]}" if key in new else f"no {key}{what}"
+            return before, now
+    return None
+
+
+def _composed_values(composed: DictConfig, settings: StudySettings) -> dict[str, str]:
+    """The values of ``composed`` that change what a trial computes and that no parameter
+    sweeps, as text: not where it writes or how it looks (`NOT_IN_KEY`), not how its data is
+    loaded, nor where a file lies whose content the trial key holds."""
+    node = {}
+    for key in composed:
+        if key in (*NOT_IN_KEY, "hydra"):
+            continue
+        try:
+            value = composed[key]
+            node[key] = (
+                OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
             )
+        except Exception:  # an interpolation only a job resolves (${hydra:job.num}): not compared
+            continue
+    flat = dotted(node)
+    swept = [p.name for p in settings.space.params]
+    paths = ("dataset.root", "model.checkpoint", "rewind_weights")
+    return {
+        key: str(value)
+        for key, value in flat.items()
+        if not any(key == s or key.startswith(f"{s}.") for s in swept)
+        and tuple(key.split(".", 1)) not in HOW_NOT_WHAT
+        and key not in paths
+    }
 
 
 def _computing(fixed: Sequence[str]) -> dict[str, str]:

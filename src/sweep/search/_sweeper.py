@@ -139,7 +139,7 @@ class OptunaSweep:
             study = create_study(settings, storage, seed_offset=0)
             lock = partial(study_lock, storage, settings.storage, settings.study_name)
             with lock():
-                check_unchanged(study, settings, fixed)
+                check_unchanged(study, settings, fixed, self.config)
         except ConfigError as e:
             fail(str(e))
         offset = register_worker(study, lock)
