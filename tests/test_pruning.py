@@ -362,10 +362,13 @@ def test_a_method_target_replaced_on_a_preset_is_named_after_it(tmp_path):
     ]
     assert [p.method.name for p in plans] == ["EveryOther", "EveryOther", "every_other"]
     assert [p.resolved["method"]["name"] for p in plans] == [p.method.name for p in plans]
+    from sweep._build import code_digest
+
     assert plans[0].resolved["method"] == {
         "name": "EveryOther",
         "_target_": "tests.custom_methods.EveryOther",
         "importance": "magnitude",
+        "code_sha256": code_digest({"_target_": "tests.custom_methods.EveryOther"}),
     }
     assert plans[1].key == plans[0].key != plans[2].key  # the same method, the same trial
     assert plans[1].method.kwargs == {}  # LnStructured's n and dim left behind

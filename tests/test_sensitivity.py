@@ -212,6 +212,30 @@ def test_saved_amounts_set_the_layers_of_a_trial(tmp_path):
     assert again["trial_key"] == row["trial_key"] and again["store_file"] == "already in the store"
 
 
+@pytest.mark.parametrize(
+    ("amounts", "file", "message"),
+    [
+        ({"block2.conv": 1.5}, "a.yaml", "amounts['block2.conv']=1.5 is not a fraction in [0, 1)"),
+        ({"block2.conv": -3}, "a.yaml", "amounts['block2.conv']=-3 is not a fraction in [0, 1)"),
+        ({"c": float("nan")}, "a.yaml", "amounts['c']=nan is not a fraction in [0, 1)"),
+        ({"c": "x"}, "a.yaml", "amounts['c']='x' is not a fraction in [0, 1)"),
+        ({"c": 0.5}, "a.txt", "path="),
+        ([0.5], "a.yaml", "amounts is a list; accepted: a mapping of layer names"),
+    ],
+)
+def test_saved_amounts_are_checked_before_anything_is_written(tmp_path, amounts, file, message):
+    with pytest.raises(ConfigError) as e:
+        sensitivity.save_amounts(amounts, tmp_path / "conf" / "sensitivity" / file)
+    assert str(e.value).startswith(message)
+    assert not (tmp_path / "conf").exists()
+
+
+def test_the_table_of_highest_within_saves_as_it_is(tmp_path):
+    best = pd.DataFrame({"layer": ["fc1", "fc2"], "numel": [10, 20], "amount": [0.5, 0.0]})
+    path = sensitivity.save_amounts(best, tmp_path / "amounts.yaml")
+    assert "fc1: 0.5\n" in path.read_text() and "fc2: 0.0\n" in path.read_text()
+
+
 def test_trade_off_analysis_leaves_sensitivity_rows_out(measured, tmp_path):
     store, _ = measured
     trial = run_trial(make_cfg(store, *MODEL, "amount=0.5"))  # one ordinary trial beside them

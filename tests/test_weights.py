@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from sweep._build import code_digest
 from sweep.cli import check_overrides
 from sweep.errors import ConfigError
 from sweep.trial import prepare, run_trial
@@ -25,10 +26,17 @@ def _untrained(tmp_path, name="ckpt.pt", wrap=None, seed=0):
     return file
 
 
+USER_CODE = code_digest({"_target_": "tests.custom_models.UserNet"})
+
+
 def test_user_model_on_a_preset_drops_the_presets_arguments(cfg_factory):
     plan = prepare(cfg_factory(*USER), check_store=False)
     # small_cnn's width is not UserNet's; the dataset facts it does not take are not passed
-    assert plan.resolved["model"] == {"_target_": "tests.custom_models.UserNet", "name": "UserNet"}
+    assert plan.resolved["model"] == {
+        "_target_": "tests.custom_models.UserNet",
+        "name": "UserNet",
+        "code_sha256": USER_CODE,  # the user's file, by its content
+    }
     assert isinstance(plan.model, UserNet) and plan.model.head.out_features == 10
     plan = prepare(cfg_factory(*USER, "+model.hidden=8"), check_store=False)
     assert plan.model.head.in_features == 8
@@ -49,7 +57,11 @@ def test_user_model_named_by_the_user_drops_the_presets_arguments_too(
     # issue 22: with model.name=mynet the preset's width reached Net.__init__ (TypeError)
     plan = prepare(cfg_factory(*preset, *USER, f"model.name={named}"), check_store=False)
     name = "UserNet" if named == "small_cnn" else named
-    assert plan.resolved["model"] == {"_target_": "tests.custom_models.UserNet", "name": name}
+    assert plan.resolved["model"] == {
+        "_target_": "tests.custom_models.UserNet",
+        "name": name,
+        "code_sha256": USER_CODE,
+    }
     assert dropped not in plan.resolved["model"] and isinstance(plan.model, UserNet)
     # an argument the user sets is kept, as without model.name
     plan = prepare(cfg_factory(*USER, "model.name=mynet", "+model.hidden=8"), check_store=False)

@@ -28,6 +28,7 @@ import argparse
 import copy
 import logging
 import math
+import numbers
 import os
 import shlex
 import sys
@@ -313,22 +314,47 @@ def highest_within(table: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.Data
     return pd.DataFrame(rows, columns=["layer", "numel", "amount", "acc_recalibrated", "drop"])
 
 
-def save_amounts(amounts: Mapping[str, float], path: str | os.PathLike, note: str = "") -> Path:
+def save_amounts(
+    amounts: Mapping[str, float] | pd.DataFrame, path: str | os.PathLike, note: str = ""
+) -> Path:
     """Write per-layer amounts as a Hydra config that sets ``scope.amounts`` (package
     ``_global_``): ``python -m sweep --config-dir DIR +GROUP=NAME`` applies ``DIR/GROUP/NAME.yaml``.
 
     Args:
-        amounts: Layer name -> amount (`highest_within`'s ``layer`` and ``amount``).
+        amounts: Layer name -> amount, a fraction in [0, 1); or `highest_within`'s table (its
+            ``layer`` and ``amount`` columns).
         path: The ``.yaml`` file (its folder is created).
         note: Comment lines written under the package header.
 
     Returns:
         ``path``.
 
+    Raises:
+        ConfigError: An amount that is not a fraction in [0, 1), or a path that is not a
+            ``.yaml`` file; nothing is written.
+
     Example:
         >>> save_amounts({"block2.conv": 0.6}, "results/sensitivity/amounts.yaml")  # doctest: +SKIP
     """
+    if isinstance(amounts, pd.DataFrame) and {"layer", "amount"} <= set(amounts.columns):
+        amounts = dict(zip(amounts["layer"], amounts["amount"], strict=True))
+    if not isinstance(amounts, Mapping):
+        raise ConfigError(
+            f"amounts is a {type(amounts).__name__}; accepted: a mapping of layer names to "
+            "fractions in [0, 1), or the table of highest_within"
+        )
+    for layer, amount in amounts.items():
+        if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 <= amount < 1:
+            raise ConfigError(
+                f"amounts[{layer!r}]={amount!r} is not a fraction in [0, 1); accepted: a "
+                "fraction of each layer, such as 0.6"
+            )
     path = Path(path).expanduser()
+    if path.suffix not in (".yaml", ".yml"):
+        raise ConfigError(
+            f"path={str(path)!r} is not a .yaml file; accepted: DIR/GROUP/NAME.yaml, applied "
+            "with python -m sweep --config-dir DIR +GROUP=NAME"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     body = OmegaConf.to_yaml({"scope": {"amounts": {str(k): float(v) for k, v in amounts.items()}}})
     comments = "".join(f"# {line}\n".replace("# \n", "#\n") for line in note.splitlines())

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -335,8 +336,13 @@ def compression_ratio(sparsity: float | np.ndarray | pd.Series):
     Example:
         >>> compression_ratio(0.9)
         10.000000000000002
+        >>> compression_ratio(1.0)  # nothing left
+        inf
     """
-    return 1.0 / (1.0 - sparsity)
+    density = 1.0 - sparsity
+    if isinstance(density, int | float):
+        return math.inf if density == 0 else 1.0 / density
+    return 1.0 / density
 
 
 def layer_sparsity(
