@@ -80,6 +80,10 @@ def test_a_row_loads_its_model_from_its_own_store(cfg_factory, tmp_path, monkeyp
     assert load_model(moved, tmp_path / "elsewhere") is not None
     with pytest.raises(ConfigError, match=r"^a DataFrame of 2 rows is not one trial; accepted: "):
         load_model(pd.concat([df, df]))
+    with pytest.raises(ConfigError) as e:
+        load_model(best, device="cpuu")
+    assert str(e.value) == "device='cpuu' is not a device; accepted: auto | cpu | cuda | cuda:N"
+    assert next(load_model(best, device="auto").parameters()).device.type in ("cpu", "cuda")
 
 
 def test_a_store_under_home_is_where_home_is(cfg_factory, tmp_path, monkeypatch):

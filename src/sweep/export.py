@@ -89,7 +89,8 @@ def read_model(file: str | os.PathLike, *, device: str | torch.device = "cpu") -
     """Rebuild the model in a kept-model (or exported ``.pt``) file, in eval mode.
 
     Raises:
-        ConfigError: The file is missing or not in this format, or its builder fails.
+        ConfigError: The file is missing or not in this format, its builder fails, or
+            ``device`` is not one here (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
     """
     path = Path(file)
     if not path.is_file():
@@ -98,6 +99,10 @@ def read_model(file: str | os.PathLike, *, device: str | torch.device = "cpu") -
 
     from sweep import sparse
     from sweep._build import build_model
+    from sweep.devices import resolve_device
+
+    if not isinstance(device, torch.device):
+        device = resolve_device(str(device))  # device='cpuu': one line, before any read
 
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
