@@ -117,7 +117,9 @@ def test_nan_baseline_in_the_cache_is_never_complete(cfg_factory, tmp_path):
     assert sorted(_stored(tmp_path), key=str) == [("complete", None), ("failed", error)]
 
 
-@pytest.mark.parametrize("damage", ["truncated weights", "garbage facts"])
+@pytest.mark.parametrize(
+    "damage", ["truncated weights", "garbage facts", "weights that do not fit"]
+)
 def test_an_unreadable_baseline_cache_is_trained_again(cfg_factory, tmp_path, caplog, damage):
     """A truncated .pt (torch's "PytorchStreamReader failed reading zip archive") or a
     garbage .json failed every trial of the baseline, without naming the file."""
@@ -125,6 +127,8 @@ def test_an_unreadable_baseline_cache_is_trained_again(cfg_factory, tmp_path, ca
     [weights] = _baselines(tmp_path)
     if damage == "truncated weights":
         weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "weights that do not fit":
+        torch.save({"block1.conv.weight": torch.zeros(1)}, weights)
     else:
         weights.with_suffix(".json").write_text("{not json")
     row = run_trial(cfg_factory("finetune.epochs=0", "amount=0.3"))

@@ -198,6 +198,32 @@ def test_a_sqlite_storage_under_home_is_in_the_home_folder(tmp_path, monkeypatch
     assert not (tmp_path / "~").exists()
 
 
+def test_a_resumed_study_compares_its_composed_config_but_not_an_upgrades_settings():
+    from omegaconf import OmegaConf
+
+    from sweep.errors import ConfigError
+    from sweep.search._settings import check_unchanged
+
+    spec = StudySettings.from_config(settings(), SearchSpace.from_config(SPACE))
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    ran = {"finetune": {"weight_decay": 0.0}, "latency": {"width": 0.1}, "store": {"path": "a"}}
+    check_unchanged(study, spec, [], OmegaConf.create(ran))
+    check_unchanged(study, spec, [], OmegaConf.create({**ran, "store": {"path": "b"}}))
+    # an older prune-sweep had no latency.width: the study resumes
+    recorded = study.user_attrs["settings"]
+    del recorded["composed"]["latency.width"]
+    study.set_user_attr("settings", recorded)
+    check_unchanged(study, spec, [], OmegaConf.create(ran))
+    with pytest.raises(ConfigError) as e:
+        check_unchanged(
+            study, spec, [], OmegaConf.create({**ran, "finetune": {"weight_decay": 0.1}})
+        )
+    assert str(e.value).startswith(
+        "study 's' was run with finetune.weight_decay=0.0 (its composed config); this run has "
+        "finetune.weight_decay=0.1: a config file or your code changed between runs; "
+    )
+
+
 def test_journal_lock_points_at_the_journal_from_a_relative_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     storage = open_storage("results/optuna.journal")

@@ -393,13 +393,14 @@ def test_clean_removes_old_leftovers_of_killed_writers_only(tmp_path):
     write_trial(tmp_path, {"trial_key": "kept"}, [{"layer": "fc"}])
     _aged(tmp_path / "trials" / "kept.parquet")
     _aged(tmp_path / "layers" / "kept.parquet")
+    study_row = {"trial_key": "k1", "status": "complete"}
+    write_trial(tmp_path, study_row, row_id="tradeoff-660487e95cd1-00001")
     old = [
         _aged(tmp_path / "trials" / ".a.parquet.x1abc_90.tmp"),
         _aged(tmp_path / "layers" / ".b.parquet.x2abc_90.tmp"),
         _aged(tmp_path / "baselines" / ".k.pt.x3abc_90.tmp"),
         _aged(tmp_path / "layers" / "0123456789abcdef.parquet"),
-        _aged(tmp_path / "models" / "tradeoff-660487e95cd1-00003.pt"),
-        _aged(tmp_path / "models" / "l1-00007.pt"),
+        _aged(tmp_path / "models" / "tradeoff-660487e95cd1-00003.pt"),  # its study has rows
     ]
     young = [
         _aged(tmp_path / "trials" / ".c.parquet.x4abc_90.tmp", seconds=60),
@@ -408,13 +409,15 @@ def test_clean_removes_old_leftovers_of_killed_writers_only(tmp_path):
     # files of the user's own, however old: not named as the store names its files
     own = [
         _aged(tmp_path / "models" / "best.pt"),
+        _aged(tmp_path / "models" / "ckpt-step-10000.pt"),
+        _aged(tmp_path / "models" / "resnet50-20240115.pt"),
         _aged(tmp_path / "layers" / "feature_stats.parquet"),
         _aged(tmp_path / "trials" / ".notes.tmp"),
     ]
     assert clean(tmp_path) == sorted(old)
     assert not any(p.exists() for p in old) and all(p.exists() for p in young + own)
     assert clean(tmp_path, older_than_s=30) == sorted(young)
-    assert load_results(tmp_path).trial_key.tolist() == ["kept"]
+    assert load_results(tmp_path).trial_key.tolist() == ["kept", "k1"]
     assert load_layers(tmp_path).trial_key.tolist() == ["kept"]
     assert clean(tmp_path / "nowhere") == []
 
@@ -430,6 +433,8 @@ def test_a_folder_holding_stores_is_not_read_as_an_empty_store(tmp_path):
     )
     (tmp_path / "empty").mkdir()  # a folder made for a store, nothing run yet
     assert len(load_results(tmp_path / "empty")) == 0
+    (tmp_path / "baselines").mkdir()  # a store whose first baseline is training: a store
+    assert len(load_results(tmp_path)) == 0
 
 
 def test_clean_leaves_a_folder_that_is_not_a_store_alone(tmp_path):

@@ -627,10 +627,9 @@ def test_a_config_file_edited_between_runs_of_a_study_is_refused(tmp_path):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1] == (
         "error: study 'tradeoff' was run with finetune.weight_decay=0.0 (its composed config); "
-        "this run has finetune.weight_decay=0.01: a config file changed between runs; accepted: "
-        "the study's "
-        "config (put the file back as it was), or another hydra.sweeper.study_name for a new "
-        "study"
+        "this run has finetune.weight_decay=0.01: a config file or your code changed between "
+        "runs; accepted: the study's config and code (put the file back as it was), or another "
+        "hydra.sweeper.study_name for a new study"
     )
     assert len(study(tmp_path).trials) == 1
     (conf / "a.yaml").write_text("# @package _global_\nfinetune:\n  weight_decay: 0.0\n")

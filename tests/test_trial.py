@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -426,7 +427,7 @@ def _edited(tmp_path: Path, module: str, text: str) -> None:
     sys.modules.pop(module, None)
 
 
-def test_editing_your_own_class_makes_a_new_trial_and_baseline(tmp_path, monkeypatch):
+def test_editing_your_own_class_makes_a_new_trial_and_baseline(tmp_path, monkeypatch, caplog):
     """The same config over edited code kept its trial key and its baseline key: the cached
     ReLU net's weights were loaded into the Tanh net, and skip_completed served the old rows.
     Now a user's model, method or dataset is keyed by its file's content (its path is not)."""
@@ -449,7 +450,20 @@ def test_editing_your_own_class_makes_a_new_trial_and_baseline(tmp_path, monkeyp
     assert tanh["trial_key"] != first["trial_key"]
     assert tanh["baseline_key"] != first["baseline_key"] and tanh["baseline_trained"] is True
     assert tanh["model.code_sha256"] != first["model.code_sha256"]
+    tanh_file = (tmp_path / "mynet.py").read_bytes()
+    assert tanh["model.code_sha256"] == hashlib.sha256(tanh_file).hexdigest()[:16]
     assert tanh["method.code_sha256"] == first["method.code_sha256"]
+
+    # the first trial's model, kept from the ReLU net, loads into the Tanh net: said so
+    from sweep import load_model
+
+    load_model(first["trial_key"], store)
+    assert any("was kept from other code of mynet.Net" in m for m in caplog.messages)
+    # edited while a sweep runs: the class that runs is the one imported, and so is its key
+    (tmp_path / "mynet.py").write_text(USER_MODEL.replace("nn.ReLU()", "nn.GELU()"))
+    running = run_trial(make_cfg(store, *user, "skip_completed=true"))
+    assert running["trial_key"] == tanh["trial_key"]
+    _edited(tmp_path, "mynet", USER_MODEL.replace("nn.ReLU()", "nn.Tanh()"))
 
     _edited(tmp_path, "mymethod", USER_METHOD.replace("[::2]", "[::4]"))
     quarter = run_trial(make_cfg(store, *user, "skip_completed=true"))
@@ -461,3 +475,30 @@ def test_editing_your_own_class_makes_a_new_trial_and_baseline(tmp_path, monkeyp
     # prune-sweep's own classes carry no digest: their keys are as they were
     builtin = run_trial(make_cfg(store))
     assert "model.code_sha256" not in builtin and "method.code_sha256" not in builtin
+
+
+def test_a_class_defined_in_a_notebook_is_keyed_by_its_source(monkeypatch):
+    """A notebook's module has no file: Jupyter keeps each cell's source where inspect reads
+    it, and a cell run again with an edited class gives another digest."""
+    import linecache
+    import types
+
+    from sweep._build import code_digest
+
+    notebook = types.ModuleType("notebook_main")
+    monkeypatch.setitem(sys.modules, "notebook_main", notebook)
+    digests = []
+    for cell, activation in enumerate(("ReLU", "Tanh", "Tanh")):
+        source = (
+            "from torch import nn\n\n"
+            "class Net(nn.Module):\n"
+            "    def __init__(self, num_classes):\n"
+            "        super().__init__()\n"
+            f"        self.act = nn.{activation}()\n"
+        )
+        name = f"<cell {cell}>"
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        exec(compile(source, name, "exec"), notebook.__dict__)
+        digests.append(code_digest({"_target_": "notebook_main.Net"}))
+    assert None not in digests
+    assert digests[0] != digests[1] == digests[2]  # the cell's code, wherever it ran

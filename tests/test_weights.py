@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
-from sweep._build import code_digest
 from sweep.cli import check_overrides
 from sweep.errors import ConfigError
 from sweep.trial import prepare, run_trial
@@ -26,7 +27,10 @@ def _untrained(tmp_path, name="ckpt.pt", wrap=None, seed=0):
     return file
 
 
-USER_CODE = code_digest({"_target_": "tests.custom_models.UserNet"})
+# the first 16 hex digits of `sha256sum tests/custom_models.py`
+USER_CODE = hashlib.sha256((Path(__file__).parent / "custom_models.py").read_bytes()).hexdigest()[
+    :16
+]
 
 
 def test_user_model_on_a_preset_drops_the_presets_arguments(cfg_factory):

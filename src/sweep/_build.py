@@ -6,7 +6,6 @@ from the config its row recorded.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import re
@@ -129,22 +128,26 @@ def _locate(target: object, group: str, accepted: str) -> Any:
 
 
 def code_digest(spec: Mapping[str, Any]) -> str | None:
-    """The first 16 hex digits of a SHA-256 of the source files of the user's own code that
-    ``spec`` (a resolved model, method or dataset node) names: its ``_target_``, nested
-    ``_target_`` values and a global method's ``pruning_method``. ``None`` when all of it is
-    prune-sweep's, an installed library's or Python's.
+    """The first 16 hex digits of the SHA-256 of the user's own code that ``spec`` (a resolved
+    model, method or dataset node) names: its ``_target_``, nested ``_target_`` values and a
+    global method's ``pruning_method``. ``None`` when all of it is prune-sweep's, an installed
+    library's or Python's.
+
+    One file gives its own SHA-256 (``sha256sum my_models.py``); several, the SHA-256 of their
+    digests. A class defined in a notebook or ``__main__`` counts by its source text where
+    Python can read it. A module counts as it was when this process first saw it: the code that
+    runs, whatever the file says after an edit made while a sweep runs.
 
     A trial and its baseline are keyed by it, as a checkpoint is by its content: editing the
     class makes new trials and a new baseline, never the old ones served as current. The file
     that defines each class or function counts, not the modules it imports.
     """
-    files = sorted({f for t in _targets(spec) if (f := _user_file(t)) is not None})
-    if not files:
+    digests = sorted({d for t in _targets(spec) if (d := _user_code(t)) is not None})
+    if not digests:
         return None
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(_file_digest(str(file), *_stamp(file)).encode())
-    return digest.hexdigest()[:16]
+    if len(digests) == 1:
+        return digests[0][:16]
+    return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
 def _targets(spec: Mapping[str, Any]) -> list[str]:
@@ -155,18 +158,68 @@ def _targets(spec: Mapping[str, Any]) -> list[str]:
     return [t for t in found if isinstance(t, str) and "." in t]
 
 
-def _user_file(target: str) -> Path | None:
-    """The source file defining ``target`` when it is the user's own code."""
+def _user_code(target: str) -> str | None:
+    """The SHA-256 (hex) of the code defining ``target`` when it is the user's own."""
     try:
         obj = locate(target)
     except ImportError:
         return None  # the build says why
     module = sys.modules.get(getattr(obj, "__module__", None) or "")
+    if module is None:
+        return None
+    if not getattr(module, "__file__", None):  # a notebook redefines classes in one module
+        return _module_digest(module, obj)
+    seen = _SEEN.get(module.__name__)
+    if seen is not None and seen[0] is module:
+        return seen[1]
+    digest = _module_digest(module, obj)
+    _SEEN[module.__name__] = (module, digest)
+    return digest
+
+
+def _module_digest(module: Any, obj: Any) -> str | None:
     file = getattr(module, "__file__", None)
-    if not file:
-        return None  # defined in __main__ or a notebook: no file to read
+    if not file:  # a notebook's cell or __main__ without a file: the source Python keeps
+        source = _source_text(obj)
+        return None if source is None else hashlib.sha256(source.encode()).hexdigest()
     path = Path(file).resolve()
-    return None if _is_library(path) else path
+    if _is_library(path):
+        return None
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # inside a zip, gone: what its loader holds, if anything
+        try:
+            source = module.__loader__.get_source(module.__name__)
+        except Exception:
+            return None
+        return None if source is None else hashlib.sha256(source.encode()).hexdigest()
+
+
+def _source_text(obj: Any) -> str | None:
+    """The source of a function or class defined without a file (a notebook's cell), where
+    Python keeps it; a class by its bases, its methods' source and its other attributes
+    (``inspect.getsource`` cannot find a class without its module's file)."""
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        if not inspect.isclass(obj):
+            return None
+    bases = ", ".join(f"{b.__module__}.{b.__qualname__}" for b in obj.__bases__)
+    parts = [f"class {obj.__qualname__}({bases})"]
+    for name, member in sorted(vars(obj).items()):
+        function = getattr(member, "__func__", member)
+        if inspect.isfunction(function):
+            try:
+                parts.append(inspect.getsource(function))
+            except (OSError, TypeError):
+                return None
+        elif not name.startswith("__"):
+            parts.append(f"{name} = {member!r}")
+    return "\n".join(parts)
+
+
+# module name -> (the module object, its digest) as first seen: reimported, it is hashed again
+_SEEN: dict[str, tuple[Any, str | None]] = {}
 
 
 def _is_library(path: Path) -> bool:
@@ -183,17 +236,6 @@ _LIBRARY_ROOTS = tuple(
         sysconfig.get_paths()["platstdlib"],
     }
 )
-
-
-def _stamp(file: Path) -> tuple[int, int]:
-    stat = file.stat()
-    return stat.st_mtime_ns, stat.st_size
-
-
-@functools.lru_cache(maxsize=64)
-def _file_digest(file: str, mtime_ns: int, size: int) -> str:
-    # read once per version of the file: a sweep's trials share their code
-    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
 
 
 def _nested_targets(spec: Mapping[str, Any], prefix: str) -> list[tuple[str, Any]]:

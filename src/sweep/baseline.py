@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -135,15 +136,24 @@ def load_or_train(
 def _read_cache(
     weights: Path, facts: Path, model: nn.Module
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The cached weights and facts; ``None``, with a warning, where either cannot be read (a
-    damaged disk, a file edited by hand): the baseline is then trained again and replaced,
-    rather than failing every trial that needs it."""
+    """The cached weights (on the model's device) and facts; ``None``, with a warning, where
+    either cannot be read (a damaged disk, a file edited by hand) or the weights do not fit
+    the model (its code changed in a module its key does not hold): the baseline is then
+    trained again and replaced, rather than failing every trial that needs it."""
     try:
-        state = torch.load(weights, map_location=_device(model), weights_only=True)
+        # to the CPU first: the GPU's memory running short is not a damaged file
+        state = torch.load(weights, map_location="cpu", weights_only=True)
         info = json.loads(facts.read_text())
         if not isinstance(state, dict) or not isinstance(info, dict):
             raise ValueError("not a state dict and its facts")
-    except Exception as e:
+        expected = model.state_dict()  # left as built: a rewind snapshot starts from it
+        if set(expected) != set(state) or any(
+            tuple(expected[k].shape) != tuple(state[k].shape) for k in expected
+        ):  # the model's code changed in a module its key does not hold
+            raise ValueError("the weights do not fit the model")
+    # what a damaged, truncated or foreign file raises; OSError (a disk, a network file
+    # system that fails) propagates: the file may be sound, and another trial may read it
+    except (RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         log.warning(
             "dense baseline cache %s or %s cannot be read (%s): trained again and replaced",
@@ -152,7 +162,8 @@ def _read_cache(
             reason,
         )
         return None
-    return state, info
+    device = _device(model)
+    return {k: v.to(device) for k, v in state.items()}, info
 
 
 # The baseline this process loaded last: its files' stamps when read, its weights and facts.

@@ -92,13 +92,13 @@ def read_model(file: str | os.PathLike, *, device: str | torch.device = "cpu") -
         ConfigError: The file is missing or not in this format, its builder fails, or
             ``device`` is not one here (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
     """
-    path = Path(file)
+    path = Path(file).expanduser()
     if not path.is_file():
         raise ConfigError(f"model file {str(path)!r} does not exist")
     import torch
 
     from sweep import sparse
-    from sweep._build import build_model
+    from sweep._build import CODE_KEY, build_model, code_digest
     from sweep.devices import resolve_device
 
     if not isinstance(device, torch.device):
@@ -117,6 +117,16 @@ def read_model(file: str | os.PathLike, *, device: str | torch.device = "cpu") -
             f"written by prune-sweep ({FORMAT!r})"
         )
     model = build_model(record["model"], record["inputs"])
+    kept, now = record["model"].get(CODE_KEY), code_digest(record["model"])
+    if kept is not None and kept != now:
+        log.warning(
+            "model file %s was kept from other code of %s (code_sha256 %s, now %s): its weights "
+            "load into the class as it is now",
+            path,
+            record["model"].get("_target_"),
+            kept,
+            now,
+        )
     state = record.get("state")
     state = sparse.unpack(state) if state is not None else record["state_dict"]
     _reshape(model, record["structure"], state)

@@ -468,20 +468,25 @@ def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
         for entry in _entries(root / folder)
         if _TEMPORARY.fullmatch(entry.name)
     ]
-    # only files named as the store names them: a file of the user's own stays, whatever it is
+    # only files named as the store names them: a trial key, or <study>-<uid>-<number> of a
+    # study with rows here; a file of the user's own (ckpt-step-10000.pt) stays
+    studies = {m.group(1) for stem in rows if (m := _STUDY_ROW.fullmatch(stem))}
+
+    def orphan(stem: str) -> bool:
+        if stem in rows:
+            return False
+        study = _STUDY_ROW.fullmatch(stem)
+        return bool(_TRIAL_KEY.fullmatch(stem)) or (study is not None and study[1] in studies)
+
     leftovers += [
         entry
         for entry in _entries(root / "models")
-        if entry.name.endswith(".pt")
-        and _ROW_ID.fullmatch(stem := entry.name.removesuffix(".pt"))
-        and stem not in rows
+        if entry.name.endswith(".pt") and orphan(entry.name.removesuffix(".pt"))
     ]
     leftovers += [
         entry
         for entry in _entries(root / "layers")
-        if _is_row_file(entry.name)
-        and _ROW_ID.fullmatch(stem := entry.name.removesuffix(".parquet"))
-        and stem not in rows
+        if _is_row_file(entry.name) and orphan(entry.name.removesuffix(".parquet"))
     ]
     removed = []
     for entry in leftovers:
@@ -489,13 +494,14 @@ def clean(path: str | os.PathLike, older_than_s: float = 3600) -> list[Path]:
             if entry.stat(follow_symlinks=False).st_mtime < cutoff:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
-        except FileNotFoundError:  # another cleaner got there first
+        except OSError:  # another cleaner got there first, or a store shared read-only
             continue
     return sorted(removed)
 
 
 # what `row_id` names (a trial key, or <study>[-<uid>]-<number>) and `atomic_write`'s temporaries
-_ROW_ID = re.compile(r"[0-9a-f]{16}|.+-[0-9]{5,}")
+_TRIAL_KEY = re.compile(r"[0-9a-f]{16}")
+_STUDY_ROW = re.compile(r"(.+)-[0-9]{5,}")
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # mkstemp's 8 random characters
 
 
@@ -547,16 +553,18 @@ def _existing(path: str | os.PathLike | None) -> Path:
             f"no results store at {str(root)!r}: run a trial first (python -m sweep) "
             "or pass the store folder (store.path of the runs)"
         )
-    if not (root / "trials").is_dir() and any(root.iterdir()):
-        # a folder with things of its own but no trials/: not a store (a project's folder
-        # holding several), rather than a store with no trials
+    own = ("trials", "layers", "models", "baselines", _INDEX, "optuna.db", "sensitivity")
+    if not any((root / name).exists() for name in own):
+        # no store's own entry, but stores inside: a project's folder holding several, not a
+        # store with no trials yet (whose first baseline may still be training)
         found = [*root.glob("*/trials"), *root.glob("*/*/trials")]
         inside = sorted(str(p.parent) for p in found if p.is_dir())
-        raise FileNotFoundError(
-            f"{str(root)!r} is not a results store (it has no trials/ folder); accepted: "
-            + (f"a store inside it: {', '.join(inside[:3])}" if inside else "the store folder")
-            + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
-        )
+        if inside:
+            more = f" and {len(inside) - 3} more" if len(inside) > 3 else ""
+            raise FileNotFoundError(
+                f"{str(root)!r} is not a results store (it has no trials/ folder); accepted: a "
+                f"store inside it: {', '.join(inside[:3])}{more}"
+            )
     return root
 
 

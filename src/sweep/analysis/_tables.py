@@ -494,7 +494,10 @@ def check_one_analysis(table: Any, name: str = "table") -> None:
             for row in analyses.itertuples(index=False, name=None)
         )
         first = dict(zip(columns, next(analyses.itertuples(index=False, name=None)), strict=True))
-        query = " & ".join(f"({name}.{c} == {v!r})" for c, v in first.items())
+        # str(v): numpy 2 writes np.str_('x') for a value read from a frame
+        query = " & ".join(
+            f"({name}.{c} == {str(v) if isinstance(v, str) else v!r})" for c, v in first.items()
+        )
         raise ConfigError(
             f"{name} holds {len(analyses)} analyses ({shown}); accepted: the rows of one, such "
             f"as {name}[{query}]"

@@ -10,6 +10,7 @@ import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from sweep._build import CODE_KEY, code_digest
 from sweep.errors import ConfigError
 from sweep.hashing import HOW_NOT_WHAT, NOT_IN_KEY, dotted
 from sweep.search._layerwise import layer_params
@@ -102,7 +103,10 @@ def check_unchanged(
         if part not in recorded:  # a study from before this check: what it runs with now
             study.set_user_attr("settings", {**recorded, part: wanted[part]})
             return
-        difference = _first_difference(recorded[part], wanted[part], absent)
+        old, new = recorded[part], wanted[part]
+        if part == "composed":  # a setting one version of prune-sweep has and the other not
+            old, new = _common_settings(old, new), _common_settings(new, old)
+        difference = _first_difference(old, new, absent)
         if difference:
             before, now = difference
             raise ConfigError(
@@ -116,10 +120,19 @@ _CHANGED = {
     "fixed": (" override", "{before}; this run has {now}; accepted: the study's overrides"),
     "composed": (
         "",
-        "{before} (its composed config); this run has {now}: a config file changed between "
-        "runs; accepted: the study's config (put the file back as it was)",
+        "{before} (its composed config); this run has {now}: a config file or your code "
+        "changed between runs; accepted: the study's config and code (put the file back as it "
+        "was)",
     ),
 }
+
+
+def _common_settings(values: dict[str, str], other: dict[str, str]) -> dict[str, str]:
+    """``values`` without the keys of prune-sweep's schema that ``other`` lacks: a setting
+    added or removed by an upgrade between two runs of a study is no change of the user's."""
+    from sweep import config
+
+    return {k: v for k, v in values.items() if k in other or config.accepted(k) is None}
 
 
 def _first_difference(
@@ -152,6 +165,11 @@ def _composed_values(composed: DictConfig, settings: StudySettings) -> dict[str,
             continue
     flat = dotted(node)
     swept = [p.name for p in settings.space.params]
+    for group in ("model", "method", "dataset"):  # your own classes by their files' content
+        if isinstance(node.get(group), dict) and group not in swept:
+            digest = code_digest(node[group])
+            if digest is not None:
+                flat[f"{group}.{CODE_KEY}"] = digest
     paths = ("dataset.root", "model.checkpoint", "rewind_weights")
     return {
         key: str(value)
