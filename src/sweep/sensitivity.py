@@ -344,7 +344,7 @@ def save_amounts(
             "fractions in [0, 1), or the table of highest_within"
         )
     for layer, amount in amounts.items():
-        if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or not 0 <= amount < 1:
+        if not _is_fraction(amount):
             raise ConfigError(
                 f"amounts[{layer!r}]={amount!r} is not a fraction in [0, 1); accepted: a "
                 "fraction of each layer, such as 0.6"
@@ -362,6 +362,11 @@ def save_amounts(
     return path
 
 
+def _is_fraction(amount: object) -> bool:
+    """A number in [0, 1): a fraction of a layer's entries (not a count, not NaN)."""
+    return not isinstance(amount, bool) and isinstance(amount, numbers.Real) and 0 <= amount < 1
+
+
 def check_amounts(amounts: Sequence[float], name: str = "amounts") -> tuple[float, ...]:
     """``amounts`` sorted without duplicates; `ConfigError` unless each is a fraction in [0, 1).
 
@@ -374,7 +379,7 @@ def check_amounts(amounts: Sequence[float], name: str = "amounts") -> tuple[floa
             f"{name}={amounts!r} is not a list of amounts; accepted: {_AMOUNTS_ACCEPTED}"
         )
     for a in amounts:
-        if isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a < 1:
+        if not _is_fraction(a):
             raise ConfigError(
                 f"{name} entry {a!r} is outside [0, 1); accepted: {_AMOUNTS_ACCEPTED}"
             )

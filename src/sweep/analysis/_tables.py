@@ -453,9 +453,7 @@ def check_frame(df: Any, name: str = "df") -> None:
         )
 
 
-def check_metric(
-    df: pd.DataFrame, metric: str, name: str, taken: Sequence[str] = ("amount", "sparsity")
-) -> None:
+def check_metric(df: pd.DataFrame, metric: str, name: str, taken: Sequence[str]) -> None:
     """`ConfigError` unless ``metric`` is a numeric column of ``df`` with complete rows, other
     than the columns ``taken`` (an axis, or the grouping) by the function checking it."""
     check_frame(df)
