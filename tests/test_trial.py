@@ -502,3 +502,72 @@ def test_a_class_defined_in_a_notebook_is_keyed_by_its_source(monkeypatch):
         digests.append(code_digest({"_target_": "notebook_main.Net"}))
     assert None not in digests
     assert digests[0] != digests[1] == digests[2]  # the cell's code, wherever it ran
+
+
+def test_a_notebook_method_keeps_its_digest_from_one_session_to_the_next(monkeypatch):
+    """A BasePruningMethod is an ABC: each class defined carries an ``_abc_impl`` whose repr
+    holds its address, so the same cell gave a new digest (a new trial key) in every kernel
+    session, and skip_completed never skipped. A set attribute's order moved the same way."""
+    import types
+
+    from sweep._build import code_digest
+
+    notebook = types.ModuleType("notebook_main")
+    monkeypatch.setitem(sys.modules, "notebook_main", notebook)
+    source = (
+        "from torch.nn.utils import prune\n\n"
+        "class EveryOther(prune.BasePruningMethod):\n"
+        "    PRUNING_TYPE = 'unstructured'\n"
+        "    skip = {'bias', 'weight_orig', 'running_mean'}\n"
+    )
+    digests = []
+    for step in ("one", "two"):
+        exec(compile(source, f"<cell {step}>", "exec"), notebook.__dict__)
+        digests.append(code_digest({"_target_": "notebook_main.EveryOther"}))
+    assert None not in digests and digests[0] == digests[1]
+    exec(
+        compile(source.replace("'unstructured'", "'structured'"), "<cell 3>", "exec"),
+        notebook.__dict__,
+    )
+    assert code_digest({"_target_": "notebook_main.EveryOther"}) != digests[0]
+
+
+def test_a_reloaded_module_is_hashed_again(tmp_path, monkeypatch):
+    """importlib.reload (and IPython's autoreload) runs the edited file in the same module
+    object: its first digest was kept, so an edited, reloaded class kept its trial key and
+    was served the old class's cached baseline."""
+    import importlib
+
+    from sweep._build import code_digest
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _edited(tmp_path, "mynet", USER_MODEL)
+    import mynet
+
+    first = code_digest({"_target_": "mynet.Net"})
+    (tmp_path / "mynet.py").write_text(USER_MODEL.replace("nn.ReLU()", "nn.Tanh()"))
+    assert code_digest({"_target_": "mynet.Net"}) == first  # imported: what runs is ReLU
+    importlib.reload(mynet)
+    tanh = hashlib.sha256((tmp_path / "mynet.py").read_bytes()).hexdigest()[:16]
+    assert code_digest({"_target_": "mynet.Net"}) == tanh != first
+
+
+def test_a_target_inside_a_list_is_keyed(tmp_path, monkeypatch):
+    """A transform of the user's inside Compose's list was never keyed: editing it served the
+    old rows and baseline."""
+    from sweep._build import code_digest
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _edited(tmp_path, "mytf", "class Scale:\n    def __call__(self, x):\n        return x\n")
+    spec = {
+        "_target_": "torchvision.datasets.ImageFolder",
+        "transform": {
+            "_target_": "torchvision.transforms.Compose",
+            "transforms": [
+                {"_target_": "torchvision.transforms.ToTensor"},
+                {"_target_": "mytf.Scale"},
+            ],
+        },
+    }
+    digest = hashlib.sha256((tmp_path / "mytf.py").read_bytes()).hexdigest()[:16]
+    assert code_digest(spec) == digest

@@ -11,7 +11,7 @@ import inspect
 import re
 import sys
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +150,19 @@ def code_digest(spec: Mapping[str, Any]) -> str | None:
     return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
 
 
-def _targets(spec: Mapping[str, Any]) -> list[str]:
-    found = [v for k, v in spec.items() if k in ("_target_", "pruning_method")]
-    for v in spec.values():
-        if isinstance(v, Mapping):
-            found += _targets(v)
+def _targets(spec: Any) -> list[str]:
+    """The ``_target_`` (and ``pruning_method``) values in ``spec``, in its mappings and lists
+    (a transform of the user's inside ``Compose``'s ``transforms``) at any depth."""
+    found = []
+    if isinstance(spec, Mapping):
+        found = [v for k, v in spec.items() if k in ("_target_", "pruning_method")]
+        values = spec.values()
+    elif isinstance(spec, Sequence) and not isinstance(spec, str | bytes):
+        values = spec
+    else:
+        return []
+    for v in values:
+        found += _targets(v)
     return [t for t in found if isinstance(t, str) and "." in t]
 
 
@@ -169,11 +177,13 @@ def _user_code(target: str) -> str | None:
         return None
     if not getattr(module, "__file__", None):  # a notebook redefines classes in one module
         return _module_digest(module, obj)
+    # importlib.reload (or IPython's autoreload) runs the edited file in the same module
+    # object, under a new __spec__: hashed again
     seen = _SEEN.get(module.__name__)
-    if seen is not None and seen[0] is module:
-        return seen[1]
+    if seen is not None and seen[0] is module and seen[1] is module.__spec__:
+        return seen[2]
     digest = _module_digest(module, obj)
-    _SEEN[module.__name__] = (module, digest)
+    _SEEN[module.__name__] = (module, module.__spec__, digest)
     return digest
 
 
@@ -207,19 +217,52 @@ def _source_text(obj: Any) -> str | None:
     bases = ", ".join(f"{b.__module__}.{b.__qualname__}" for b in obj.__bases__)
     parts = [f"class {obj.__qualname__}({bases})"]
     for name, member in sorted(vars(obj).items()):
-        function = getattr(member, "__func__", member)
-        if inspect.isfunction(function):
+        if isinstance(member, property):
+            functions = [f for f in (member.fget, member.fset, member.fdel) if f is not None]
+        else:
+            functions = [getattr(member, "__func__", member)]
+        if all(inspect.isfunction(f) for f in functions):
             try:
-                parts.append(inspect.getsource(function))
+                parts += [inspect.getsource(f) for f in functions]
             except (OSError, TypeError):
                 return None
-        elif not name.startswith("__"):
-            parts.append(f"{name} = {member!r}")
+        elif name.startswith("__"):
+            continue  # __module__, __dict__, __doc__...
+        elif (text := _stable_repr(member)) is not None:
+            parts.append(f"{name} = {text}")
+        else:  # an object's repr may hold its address (an ABC's _abc_impl): its type only
+            parts.append(f"{name}: {type(member).__module__}.{type(member).__qualname__}")
     return "\n".join(parts)
 
 
-# module name -> (the module object, its digest) as first seen: reimported, it is hashed again
-_SEEN: dict[str, tuple[Any, str | None]] = {}
+def _stable_repr(value: Any) -> str | None:
+    """``repr(value)`` where it is the same in every process (plain data; a set's items
+    sorted, as hash randomisation orders them anew each run), else ``None``."""
+    if value is None or isinstance(value, bool | int | float | complex | str | bytes):
+        return repr(value)
+    if isinstance(value, dict):
+        items = [(_stable_repr(k), _stable_repr(v)) for k, v in value.items()]
+        if any(k is None or v is None for k, v in items):
+            return None
+        return "{" + ", ".join(f"{k}: {v}" for k, v in items) + "}"
+    if not isinstance(value, list | tuple | set | frozenset):
+        return None
+    texts = [_stable_repr(v) for v in value]
+    if any(t is None for t in texts):
+        return None
+    inside = ", ".join(sorted(texts) if isinstance(value, set | frozenset) else texts)  # type: ignore[arg-type]
+    if isinstance(value, list):
+        return f"[{inside}]"
+    if isinstance(value, tuple):
+        return f"({inside}{',' * (len(texts) == 1)})"
+    if not value:
+        return f"{type(value).__name__}()"
+    return f"{{{inside}}}" if isinstance(value, set) else f"frozenset({{{inside}}})"
+
+
+# module name -> (the module object, its __spec__, its digest) as first seen: reimported or
+# reloaded, it is hashed again
+_SEEN: dict[str, tuple[Any, Any, str | None]] = {}
 
 
 def _is_library(path: Path) -> bool:
