@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,6 +101,15 @@ def test_the_trial_line_gives_a_measured_speedup_with_its_interval():
     )
     assert summary({**timed, "latency_noisy": True}).endswith(
         "0.850, speedup 1.93 [1.88, 1.97] noisy, 1.0 s [trial k: f]"
+    )
+    # a row stored before the interval was (served again by skip_completed): a KeyError
+    old = {k: v for k, v in timed.items() if k not in ("speedup_low", "speedup_high")}
+    assert summary(old).endswith("0.850, speedup 1.93, 1.0 s [trial k: f]")
+    assert summary({**timed, "latency_noisy": np.bool_(True)}).endswith(
+        "[1.88, 1.97] noisy, 1.0 s [trial k: f]"
+    )
+    assert summary({**timed, "latency_noisy": float("nan")}).endswith(
+        "[1.88, 1.97], 1.0 s [trial k: f]"
     )
 
 

@@ -222,12 +222,23 @@ def summary(row: Mapping[str, Any], also: Sequence[str] = ()) -> str:
 
 def _speedup(row: Mapping[str, Any]) -> str:
     """``, speedup 1.93 [1.88, 1.97]`` where the trial measured latency, ``noisy`` after it
-    where its interval stayed wider than ``latency.width``."""
-    speedup = row.get("speedup")
-    if not isinstance(speedup, int | float) or speedup != speedup:
+    where its interval stayed wider than ``latency.width`` (a row stored before intervals
+    were: the speedup alone)."""
+
+    def number(key: str) -> float | None:
+        value = row.get(key)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value == value
+        return value if ok else None
+
+    speedup, low, high = number("speedup"), number("speedup_low"), number("speedup_high")
+    if speedup is None:
         return ""
-    text = f", speedup {speedup:.3g} [{row['speedup_low']:.3g}, {row['speedup_high']:.3g}]"
-    return text + " noisy" if row.get("latency_noisy") else text
+    text = f", speedup {speedup:.3g}"
+    if low is not None and high is not None:
+        text += f" [{low:.3g}, {high:.3g}]"
+    noisy = row.get("latency_noisy")
+    noisy = noisy.item() if hasattr(noisy, "item") else noisy  # numpy's bool, read back
+    return text + " noisy" if noisy is True else text
 
 
 def _per_layer(row: Mapping[str, Any]) -> str:
