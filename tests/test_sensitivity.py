@@ -183,6 +183,25 @@ def test_a_table_of_several_analyses_is_refused_not_averaged():
     )
 
 
+def test_two_analyses_of_one_model_name_are_told_apart(measured, tmp_path):
+    """Analyses of small_cnn at width 4 and at width 2 in one store were averaged per layer
+    and amount: load had only model, dataset and method to tell them apart."""
+    store = tmp_path / "results"
+    shutil.copytree(measured[0], store)
+    sensitivity.run(make_cfg(store, "model.width=2", "recalibrate.batches=2"), [0.5])
+    table = sensitivity.load(store)
+    assert list(table.columns) == [*sensitivity.COLUMNS, "model.width"]
+    assert table["model.width"].value_counts().to_dict() == {4: 8, 2: 4}
+    with pytest.raises(ConfigError) as e:
+        sensitivity.highest_within(table, 0.01)
+    assert str(e.value) == (
+        "table holds 2 analyses (model.width=4; model.width=2); accepted: the rows of one, such "
+        "as table[(table['model.width'] == 4)]"
+    )
+    four = sensitivity.highest_within(table[(table["model.width"] == 4)], 0.01)
+    assert four.equals(sensitivity.highest_within(measured[1], 0.01))
+
+
 def test_a_method_without_an_amount_is_refused_before_any_trial(tmp_path):
     """N:M and a user's method without an amount pruned every layer at every amount of the
     grid: 20 trials of one same model, and a table of amounts that mean nothing."""

@@ -41,7 +41,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sweep._console import show_progress
-from sweep.analysis import SENSITIVITY_TAG, check_one_analysis, check_tolerance, plot_sensitivity
+from sweep.analysis import (
+    SENSITIVITY_TAG,
+    check_one_analysis,
+    check_tolerance,
+    plot_sensitivity,
+    varying,
+)
 from sweep.cli import check_overrides
 from sweep.errors import ConfigError, fail
 from sweep.store import load_layers, load_results
@@ -229,8 +235,10 @@ def load(path: str | os.PathLike | None = None) -> pd.DataFrame:
         path: The store folder (default ``results``).
 
     Returns:
-        One row per trial tagged ``sensitivity``: see `COLUMNS` (``from_store`` is true);
-        layers in model order, then amounts ascending.
+        One row per trial tagged ``sensitivity``: see `COLUMNS` (``from_store`` is true),
+        then the config columns whose values tell the store's analyses apart besides model,
+        dataset, method and seed (``model.hidden`` where two widths were analysed); layers in
+        model order, then amounts ascending.
 
     Example:
         >>> table = load("results")  # doctest: +SKIP
@@ -255,7 +263,10 @@ def load(path: str | os.PathLike | None = None) -> pd.DataFrame:
     order = {name: i for i, name in enumerate(dict.fromkeys(layers["layer"]))}
     table = table.assign(_order=table["layer"].map(order))
     table = table.sort_values(["_order", "amount"], kind="stable")
-    out = table.reindex(columns=list(COLUMNS)).reset_index(drop=True)
+    # what else tells analyses apart (model.hidden): highest_within refuses to average them
+    ordinary = rows.assign(tag=None)
+    apart = [c for c in varying(ordinary) if "." in c and not c.startswith(_PREFIX)]
+    out = table.reindex(columns=[*COLUMNS, *apart]).reset_index(drop=True)
     out["numel"] = out["numel"].astype("Int64")
     return out
 

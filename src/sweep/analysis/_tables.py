@@ -473,8 +473,10 @@ def check_metric(df: pd.DataFrame, metric: str, name: str, taken: Sequence[str])
 
 def check_one_analysis(table: Any, name: str = "table") -> None:
     """`ConfigError` unless ``table`` holds the rows of one layer sensitivity analysis: a
-    DataFrame with ``layer`` and ``amount``, of one model, dataset and method (seeds may
-    differ: they are averaged). Two methods' drops averaged per layer are neither's."""
+    DataFrame with ``layer`` and ``amount``, of one model, dataset and method, and one value
+    of each config column it has (``model.hidden``, as `sweep.sensitivity.load` adds where
+    analyses differ; seeds may differ: they are averaged). Two methods' drops averaged per
+    layer are neither's."""
     check_frame(table, name)
     missing = [c for c in ("layer", "amount") if c not in table.columns]
     if missing:
@@ -483,9 +485,12 @@ def check_one_analysis(table: Any, name: str = "table") -> None:
             "rows of sweep.sensitivity.run(...) or sweep.sensitivity.load(...)"
         )
     columns = [c for c in (*SUBJECT, "method") if c in table.columns]
-    analyses = table[columns].drop_duplicates() if columns else table.iloc[:0]
+    columns += [c for c in table.columns if "." in c and not c.startswith("scope.amounts.")]
+    # as text: a list value (model.hidden) cannot be hashed
+    distinct = table[columns].astype(str).drop_duplicates().index if columns else []
+    analyses = table.loc[distinct, columns]
     if len(analyses) > 1:
-        columns = [c for c in columns if analyses[c].nunique(dropna=False) > 1]
+        columns = [c for c in columns if analyses[c].astype(str).nunique(dropna=False) > 1]
         analyses = analyses[columns]
         shown = "; ".join(
             ", ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True))
@@ -494,7 +499,9 @@ def check_one_analysis(table: Any, name: str = "table") -> None:
         first = dict(zip(columns, next(analyses.itertuples(index=False, name=None)), strict=True))
         # str(v): numpy 2 writes np.str_('x') for a value read from a frame
         query = " & ".join(
-            f"({name}.{c} == {str(v) if isinstance(v, str) else v!r})" for c, v in first.items()
+            f"({name}{f'.{c}' if c.isidentifier() else f'[{c!r}]'} == "
+            f"{str(v) if isinstance(v, str) else v!r})"
+            for c, v in first.items()
         )
         raise ConfigError(
             f"{name} holds {len(analyses)} analyses ({shown}); accepted: the rows of one, such "
