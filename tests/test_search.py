@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -206,14 +208,27 @@ def test_a_resumed_study_compares_its_composed_config_but_not_an_upgrades_settin
 
     spec = StudySettings.from_config(settings(), SearchSpace.from_config(SPACE))
     study = optuna.create_study(directions=["maximize", "maximize"])
-    ran = {"finetune": {"weight_decay": 0.0}, "latency": {"width": 0.1}, "store": {"path": "a"}}
+    ran = {
+        "finetune": {"weight_decay": 0.0},
+        "latency": {"width": 0.1},
+        "store": {"path": "a"},
+        "schedule": {"name": "one_shot", "steps": 1},
+    }
     check_unchanged(study, spec, [], OmegaConf.create(ran))
     check_unchanged(study, spec, [], OmegaConf.create({**ran, "store": {"path": "b"}}))
-    # an older prune-sweep had no latency.width: the study resumes
-    recorded = study.user_attrs["settings"]
-    del recorded["composed"]["latency.width"]
-    study.set_user_attr("settings", recorded)
-    check_unchanged(study, spec, [], OmegaConf.create(ran))
+    # an older prune-sweep had no latency.width in its schema, nor schedule.name in its
+    # preset (it is keyed only unless one_shot, as before): the study resumes, and records them
+    for added in ("latency.width", "schedule.name"):
+        recorded = study.user_attrs["settings"]
+        del recorded["composed"][added]
+        study.set_user_attr("settings", recorded)
+        check_unchanged(study, spec, [], OmegaConf.create(ran))
+        assert added in study.user_attrs["settings"]["composed"]
+    with pytest.raises(ConfigError) as e:  # recorded: a later change is one
+        check_unchanged(
+            study, spec, [], OmegaConf.create({**ran, "schedule": {"name": "agp", "steps": 1}})
+        )
+    assert "was run with schedule.name=one_shot (its composed config)" in str(e.value)
     with pytest.raises(ConfigError) as e:
         check_unchanged(
             study, spec, [], OmegaConf.create({**ran, "finetune": {"weight_decay": 0.1}})
@@ -222,6 +237,69 @@ def test_a_resumed_study_compares_its_composed_config_but_not_an_upgrades_settin
         "study 's' was run with finetune.weight_decay=0.0 (its composed config); this run has "
         "finetune.weight_decay=0.1: a config file or your code changed between runs; "
     )
+
+
+def test_a_resumed_study_compares_values_not_how_the_command_line_spells_them():
+    """Joining a study with seed=0 (the default) spelled out, the data mounted at another
+    path on this machine, or another loader setting was refused: the overrides were compared
+    as text. What a trial computes decides; a changed value on the command line is still
+    named as an override."""
+    from omegaconf import OmegaConf
+
+    from sweep.search._settings import check_unchanged
+
+    spec = StudySettings.from_config(settings(), SearchSpace.from_config(SPACE))
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    ran = {"seed": 0, "dataset": {"root": "/mnt/a", "num_workers": 0}, "finetune": {"epochs": 1}}
+    check_unchanged(study, spec, ["dataset.root=/mnt/a"], OmegaConf.create(ran))
+    elsewhere = {**ran, "dataset": {"root": "/data/a", "num_workers": 4}}
+    same = ["seed=0", "dataset.root=/data/a", "dataset.num_workers=4"]
+    check_unchanged(study, spec, same, OmegaConf.create(elsewhere))
+    with pytest.raises(ConfigError) as e:
+        more = {**ran, "finetune": {"epochs": 2}}
+        check_unchanged(study, spec, ["finetune.epochs=2"], OmegaConf.create(more))
+    assert str(e.value) == (
+        "study 's' was run with no finetune.epochs override; this run has finetune.epochs=2; "
+        "accepted: the study's overrides, or another hydra.sweeper.study_name for a new study"
+    )
+
+
+def test_a_resumed_study_compares_the_code_of_each_swept_option(tmp_path, monkeypatch):
+    """With method=choice(every_other, l1_unstructured) the method group is swept, and its
+    code was never compared: an edited method file resumed the study, mixing two versions."""
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from sweep.search._settings import check_unchanged
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    method = (Path(__file__).parent / "custom_methods.py").read_text()
+
+    def edit(text):
+        (tmp_path / "every_other_file.py").write_text(text)
+        sys.modules.pop("every_other_file", None)
+
+    def compose(overrides):
+        target = {
+            "method=every_other": "every_other_file.EveryOther",
+            "method=l1_unstructured": "torch.nn.utils.prune.L1Unstructured",
+        }[overrides[0]]
+        return OmegaConf.create({"method": {"_target_": target}})
+
+    space = {"method": {"choices": ["every_other", "l1_unstructured"]}, "amount": SPACE["amount"]}
+    spec = StudySettings.from_config(settings(), SearchSpace.from_config(space))
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    ran = OmegaConf.create({"method": {"_target_": "torch.nn.utils.prune.L1Unstructured"}})
+    edit(method)
+    check_unchanged(study, spec, [], ran, compose)
+    assert list(study.user_attrs["settings"]["composed"]) == ["method[every_other].code_sha256"]
+    check_unchanged(study, spec, [], ran, compose)
+    edit(method.replace("alive[::2]", "alive[::3]"))
+    with pytest.raises(ConfigError) as e:
+        check_unchanged(study, spec, [], ran, compose)
+    assert str(e.value).startswith("study 's' was run with method[every_other].code_sha256=")
+    assert "a config file or your code changed between runs" in str(e.value)
 
 
 def test_journal_lock_points_at_the_journal_from_a_relative_path(tmp_path, monkeypatch):

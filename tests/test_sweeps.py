@@ -961,3 +961,23 @@ def test_a_trial_refused_for_its_combination_says_so_on_the_console(tmp_path):
         failed,
     )
     assert "Error executing job" not in result.stderr
+
+
+def test_a_grid_sampler_runs_each_point_once_across_runs_and_stops_when_done(tmp_path):
+    """Optuna's grid sampler ends a study from after_trial with study.stop(), which raised
+    outside Study.optimize: the last point's tell was a traceback and exit 1. And a resumed
+    run (or another worker) shuffled the grid by a seed of its own: grid point 1 was another
+    point, so some ran twice and others never."""
+    grid = ["hydra/sweeper/sampler=grid", "~hydra.sweeper.params", "amount=choice(0.3,0.6)"]
+    common = ["-m", "search=tradeoff", *grid, *FAST, "finetune.epochs=1"]
+    first = run_cli(*common, "hydra.sweeper.n_trials=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(*common, "hydra.sweeper.n_trials=3", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (
+        "study tradeoff: every point of the sampler's grid has run; stopping before "
+        "n_trials=3" in again.stdout
+    )
+    df = load_results(tmp_path / "results")
+    assert sorted(df["amount"]) == [0.3, 0.6]
+    assert df["status"].eq("complete").all()

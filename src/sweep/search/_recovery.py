@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.search._study import REPEAT_OF, STALE_PREFIX, StudySettings, is_dead
-from sweep.search._tell import tell_row, write_failed_row
+from sweep.search._tell import finish_trial, tell_row, write_failed_row
 from sweep.store import encode_rows, read_layers, read_row, row_id
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def recover_interrupted(
                 continue
             storage.set_trial_user_attr(trial_id, "interrupted", True)
             storage.set_trial_user_attr(trial_id, "error", error)
-            study.tell(t.number, state=TrialState.FAIL)
+            finish_trial(study, t.number, state=TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # failed meanwhile as stale by another worker, which requeued it
         write_failed_row(store, study, t, error)
@@ -188,7 +188,7 @@ def interrupt(
     try:
         trial.set_user_attr("interrupted", True)
         trial.set_user_attr("error", error)
-        study.tell(trial, state=TrialState.FAIL)
+        finish_trial(study, trial, state=TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return  # failed meanwhile as stale, and queued again
     with suppress(OSError):  # the disk that is full
@@ -245,4 +245,4 @@ def give_back_repeat(study: optuna.Study, trial: optuna.Trial, earlier: int) -> 
         f"the parameters of trial {earlier} again: not run (hydra.sweeper.allow_repeats=true "
         "runs them)",
     )
-    study.tell(trial, state=TrialState.FAIL)
+    finish_trial(study, trial, state=TrialState.FAIL)

@@ -3,7 +3,7 @@ a resumed study runs with the objectives, directions and fixed overrides it star
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep._build import CODE_KEY, code_digest
 from sweep.errors import ConfigError
-from sweep.hashing import HOW_NOT_WHAT, NOT_IN_KEY, dotted
+from sweep.hashing import HOW_NOT_WHAT, KEYED_UNLESS, NOT_IN_KEY, dotted
 from sweep.search._layerwise import layer_params
 from sweep.search._space import SearchSpace
 from sweep.search._study import StudySettings, check_gpu_count, check_storage_folder
@@ -66,10 +66,14 @@ def check_unchanged(
     settings: StudySettings,
     fixed: Sequence[str],
     composed: DictConfig | None = None,
+    compose: Callable[[list[str]], DictConfig] | None = None,
 ) -> None:
     """Refuse to resume a study with other objectives, directions or fixed overrides, or with
     a composed config (``composed``, the job's) that differs in a value no parameter sweeps:
-    a config file of the user's edited between runs (``finetune.epochs`` in ``+exp=a``).
+    a config file of the user's edited between runs (``finetune.epochs`` in ``+exp=a``), or
+    the code of a class of the user's. ``compose`` (Hydra's ``load_sweep_config`` of the
+    sweep's config) gives the job config of each option of a swept ``model``, ``method`` or
+    ``dataset`` group, whose code is compared option by option.
 
     Its trials would not be comparable (the study would judge new rows by other measures, or
     mix finetuning budgets); the first worker records what the study runs with.
@@ -87,7 +91,7 @@ def check_unchanged(
         )
     wanted = {"objectives": list(settings.objectives), "fixed": _computing(fixed)}
     if composed is not None:
-        wanted["composed"] = _composed_values(composed, settings)
+        wanted["composed"] = _composed_values(composed, settings, compose)
     recorded = study.user_attrs.get("settings")
     if recorded is None:
         study.set_user_attr("settings", wanted)
@@ -97,61 +101,91 @@ def check_unchanged(
             f"study {name!r} has objectives {recorded['objectives']}; this run asks "
             f"{wanted['objectives']}; accepted: the study's objectives, {new_study}"
         )
-    for part, (absent, template) in _CHANGED.items():
-        if part not in wanted:
-            continue
-        if part not in recorded:  # a study from before this check: what it runs with now
-            study.set_user_attr("settings", {**recorded, part: wanted[part]})
-            return
-        old, new = recorded[part], wanted[part]
-        if part == "composed":  # a setting one version of prune-sweep has and the other not
-            old, new = _common_settings(old, new), _common_settings(new, old)
-        difference = _first_difference(old, new, absent)
+    if "composed" in wanted and "composed" in recorded:
+        # the values a trial computes with decide: the same value set another way (seed=0,
+        # the default; dataset.root where each machine mounts the data) is no change
+        old, new = recorded["composed"], wanted["composed"]
+        difference = _first_difference(_common_settings(old, new), _common_settings(new, old), "")
         if difference:
-            before, now = difference
-            raise ConfigError(
-                f"study {name!r} was run with {template.format(before=before, now=now)}, "
-                f"{new_study}"
+            key, before, now = difference
+            part = "composed"
+            were, are = (
+                {key: o[key]} if key in o else {} for o in (recorded["fixed"], wanted["fixed"])
             )
+            if were != are:  # the command line's doing: named as its overrides
+                part = "fixed"
+                _, before, now = _first_difference(were, are, " override")
+            raise ConfigError(
+                f"study {name!r} was run with "
+                f"{_CHANGED[part].format(before=before, now=now)}, {new_study}"
+            )
+        if set(new) - set(old):  # settings an upgrade added: compared from the next run on
+            study.set_user_attr("settings", {**recorded, "composed": {**new, **old}})
+        return
+    difference = _first_difference(recorded["fixed"], wanted["fixed"], " override")
+    if difference:
+        _, before, now = difference
+        raise ConfigError(
+            f"study {name!r} was run with {_CHANGED['fixed'].format(before=before, now=now)}, "
+            f"{new_study}"
+        )
+    if "composed" in wanted:  # a study from before this check: what it runs with now
+        study.set_user_attr("settings", {**recorded, "composed": wanted["composed"]})
 
 
-# What a resumed study compares: the name of a key neither side has, and the refusal
+# How a resumed study's refusal names the difference: an override of the command line, or a
+# value its composed config (a config file, the user's code) gives
 _CHANGED = {
-    "fixed": (" override", "{before}; this run has {now}; accepted: the study's overrides"),
+    "fixed": "{before}; this run has {now}; accepted: the study's overrides",
     "composed": (
-        "",
         "{before} (its composed config); this run has {now}: a config file or your code "
         "changed between runs; accepted: the study's config and code (put the file back as it "
-        "was)",
+        "was)"
     ),
 }
 
 
 def _common_settings(values: dict[str, str], other: dict[str, str]) -> dict[str, str]:
-    """``values`` without the keys of prune-sweep's schema that ``other`` lacks: a setting
-    added or removed by an upgrade between two runs of a study is no change of the user's."""
+    """``values`` without the keys that ``other`` lacks where an upgrade between two runs of a
+    study added or removed them, no change of the user's: keys of prune-sweep's schema, and
+    settings a preset gained that hold the value that behaves as before (`KEYED_UNLESS`,
+    ``method.importance=magnitude``)."""
     from sweep import config
 
-    return {k: v for k, v in values.items() if k in other or config.accepted(k) is None}
+    def upgraded(key: str) -> bool:
+        group, _, name = key.rpartition(".")
+        if "[" in group:  # a swept option's code (`_swept_code`): older studies lack it
+            return True
+        if (group, name) in KEYED_UNLESS and values[key] == str(KEYED_UNLESS[(group, name)]):
+            return True
+        return config.accepted(key) is not None
+
+    return {k: v for k, v in values.items() if k in other or not upgraded(k)}
 
 
 def _first_difference(
     old: dict[str, str], new: dict[str, str], what: str
-) -> tuple[str, str] | None:
-    """``("key=old", "key=new")`` for the first key whose value differs (``no key<what>`` on
-    the side without it), or ``None``."""
+) -> tuple[str, str, str] | None:
+    """``(key, "key=old", "key=new")`` for the first key whose value differs (``no key<what>``
+    on the side without it), or ``None``."""
     for key in sorted(set(old) | set(new)):
         if old.get(key) != new.get(key):
             before = f"{key}={old[key]}" if key in old else f"no {key}{what}"
             now = f"{key}={new[key]}" if key in new else f"no {key}{what}"
-            return before, now
+            return key, before, now
     return None
 
 
-def _composed_values(composed: DictConfig, settings: StudySettings) -> dict[str, str]:
+def _composed_values(
+    composed: DictConfig,
+    settings: StudySettings,
+    compose: Callable[[list[str]], DictConfig] | None = None,
+) -> dict[str, str]:
     """The values of ``composed`` that change what a trial computes and that no parameter
     sweeps, as text: not where it writes or how it looks (`NOT_IN_KEY`), not how its data is
-    loaded, nor where a file lies whose content the trial key holds."""
+    loaded, nor where a file lies whose content the trial key holds. The code of the user's
+    classes counts by its digest, for a swept group option by option
+    (``method[every_other].code_sha256``) where ``compose`` gives each option's config."""
     node = {}
     for key in composed:
         if key in (*NOT_IN_KEY, "hydra"):
@@ -170,7 +204,9 @@ def _composed_values(composed: DictConfig, settings: StudySettings) -> dict[str,
             digest = code_digest(node[group])
             if digest is not None:
                 flat[f"{group}.{CODE_KEY}"] = digest
-    paths = ("dataset.root", "model.checkpoint", "rewind_weights")
+    if compose is not None:
+        flat.update(_swept_code(settings, compose))
+    paths = _BY_CONTENT
     return {
         key: str(value)
         for key, value in flat.items()
@@ -180,11 +216,42 @@ def _composed_values(composed: DictConfig, settings: StudySettings) -> dict[str,
     }
 
 
+def _swept_code(
+    settings: StudySettings, compose: Callable[[list[str]], DictConfig]
+) -> dict[str, str]:
+    """``{"method[every_other].code_sha256": digest}`` for each option of a swept ``model``,
+    ``method`` or ``dataset`` group whose classes are the user's own."""
+    found = {}
+    for param in settings.space.params:
+        if param.name not in ("model", "method", "dataset") or not param.choices:
+            continue
+        for choice in param.choices:
+            try:
+                node = OmegaConf.to_container(
+                    compose([f"{param.name}={choice}"])[param.name], resolve=True
+                )
+            except Exception:  # an option that does not compose: its trials fail and say why
+                continue
+            digest = code_digest(node) if isinstance(node, dict) else None
+            if digest is not None:
+                found[f"{param.name}[{choice}].{CODE_KEY}"] = digest
+    return found
+
+
+# Paths of files a trial key holds by their content: where they lie is no change
+_BY_CONTENT = ("dataset.root", "model.checkpoint", "rewind_weights")
+
+
 def _computing(fixed: Sequence[str]) -> dict[str, str]:
-    # the overrides that change what a trial computes (not where it writes or how it looks)
+    # the overrides that change what a trial computes: not where it writes or how it looks,
+    # how its data is loaded, nor where a file lies whose content the trial key holds
     pairs = (o.lstrip("+~").partition("=") for o in fixed)
     return {
-        key: value for key, _, value in pairs if key.split(".")[0] not in (*NOT_IN_KEY, "hydra")
+        key: value
+        for key, _, value in pairs
+        if key.split(".")[0] not in (*NOT_IN_KEY, "hydra")
+        and tuple(key.split(".", 1)) not in HOW_NOT_WHAT
+        and key not in _BY_CONTENT
     }
 
 

@@ -558,7 +558,11 @@ def make_sampler(
     name = spec.get("name", "tpe")
     kwargs = {k: v for k, v in spec.items() if k not in ("name", "seed")}
     seed = spec.get("seed")
-    seed = None if seed is None else int(seed) + seed_offset
+    # a grid's order and a scrambled QMC sequence are the study's, shared by every worker:
+    # with seeds of their own, grid point 4 was another point in each (some ran twice, some
+    # never), as Optuna says for distributed grid and QMC sampling
+    offset = 0 if name in ("grid", "qmc") else seed_offset
+    seed = None if seed is None else int(seed) + offset
     classes = {
         "tpe": optuna.samplers.TPESampler,
         "random": optuna.samplers.RandomSampler,

@@ -73,7 +73,7 @@ from sweep.search._study import (
     worker_identity,
 )
 from sweep.search._summary import summary
-from sweep.search._tell import FINISHED, failures_in_a_row, tell
+from sweep.search._tell import FINISHED, failures_in_a_row, grid_done, tell
 from sweep.search._workers import Workers, start_workers
 from sweep.search._workers import threads as _threads
 from sweep.store import clean, index_written
@@ -139,7 +139,14 @@ class OptunaSweep:
             study = create_study(settings, storage, seed_offset=0)
             lock = partial(study_lock, storage, settings.storage, settings.study_name)
             with lock():
-                check_unchanged(study, settings, fixed, self.config)
+                loader = self.hydra_context.config_loader
+                check_unchanged(
+                    study,
+                    settings,
+                    fixed,
+                    self.config,
+                    lambda overrides: loader.load_sweep_config(self.config, overrides),
+                )
         except ConfigError as e:
             fail(str(e))
         offset = register_worker(study, lock)
@@ -258,6 +265,10 @@ class OptunaSweep:
                 nothing_new = None
                 try:
                     while len(group) < (size or 1):
+                        if grid_done(study):  # no point left: asked, it would be a repeat
+                            if counted_trials(study) < settings.n_trials:
+                                nothing_new = _grid_done(settings)
+                            break
                         trial, counted = ask_within_budget(study, settings, lock)
                         if trial is not None:
                             running[trial.number] = (trial, ExitStack())
@@ -431,6 +442,13 @@ def _nothing_new(settings: StudySettings, repeats: int) -> str:
         f"study {settings.study_name}: the sampler proposed only parameter sets that trials ran "
         f"already ({repeats} in a row); stopping before n_trials={settings.n_trials} "
         "(hydra.sweeper.allow_repeats=true runs them again)"
+    )
+
+
+def _grid_done(settings: StudySettings) -> str:
+    return (
+        f"study {settings.study_name}: every point of the sampler's grid has run; stopping "
+        f"before n_trials={settings.n_trials}"
     )
 
 

@@ -48,7 +48,7 @@ def tell(
             trial.set_user_attr("error", error)
             write_failed_row(store, study, trial, error)
             trial.set_user_attr("row", encode_rows([failed_row(study, trial, error)]))
-            study.tell(trial, state=TrialState.FAIL)
+            finish_trial(study, trial, state=TrialState.FAIL)
             print(f"{trial_count(0.0)}trial {trial.number}: FAILED: {error}")
             return TrialState.FAIL, error
         row = ret.return_value
@@ -75,27 +75,49 @@ def tell_row(
         if all(isinstance(v, int | float) and v == v for v in values):
             # a noisy latency is told all the same: the trial warned, its row says
             # latency_noisy, and the study's closing table counts such trials
-            _finish(study, trial, values)
+            finish_trial(study, trial, values)
             return TrialState.COMPLETE, ""
         error = f"objective(s) {list(settings.objectives)} missing from the row"
     elif row["status"] == "pruned":
-        _finish(study, trial, state=TrialState.PRUNED)
+        finish_trial(study, trial, state=TrialState.PRUNED)
         return TrialState.PRUNED, ""
     else:
         error = row.get("error") or "failed"
     set_attr("error", error)
-    _finish(study, trial, state=TrialState.FAIL)
+    finish_trial(study, trial, state=TrialState.FAIL)
     return TrialState.FAIL, error
 
 
-def _finish(study, trial, values=None, state=None) -> None:
+def finish_trial(study, trial, values=None, state=None) -> None:
     """``study.tell(trial, values, state=state)``, without what ``tell`` does after: reading
     the finished trial back from the storage to return a deep copy of it, which nobody reads
-    here (a storage round trip per trial, in a search of many small ones)."""
-    if _TELL is None:
-        study.tell(trial, values, state=state)
-    else:
-        _TELL(study=study, trial=trial, value_or_values=values, state=state)
+    here (a storage round trip per trial, in a search of many small ones).
+
+    Told as inside ``Study.optimize``: a sampler that ends the study from its ``after_trial``
+    (the grid sampler once every point has run) calls ``study.stop()``, which raises anywhere
+    else, and sets the flag the sweep stops asking at (`grid_done`). The trial is stored as
+    told either way (Optuna stores it in a ``finally``).
+    """
+    local = getattr(study, "_thread_local", None)
+    was = getattr(local, "in_optimize_loop", False)
+    if local is not None:
+        local.in_optimize_loop = True
+    try:
+        if _TELL is None:
+            study.tell(trial, values, state=state)
+        else:
+            _TELL(study=study, trial=trial, value_or_values=values, state=state)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):  # an Optuna without the flag: the trial is told
+            raise
+    finally:
+        if local is not None:
+            local.in_optimize_loop = was
+
+
+def grid_done(study: optuna.Study) -> bool:
+    """Whether the sampler ended the study (`finish_trial`): every point of a grid has run."""
+    return bool(getattr(study, "_stop_flag", False))
 
 
 def _tell_function():
