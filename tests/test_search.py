@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -561,6 +562,28 @@ def test_a_stale_trial_whose_row_landed_is_finished_from_it_not_run_again(tmp_pa
     assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == 1
     for df in (load_results(store), load_results(storage=url, study="s")):
         assert df.set_index("optuna.trial")["status"].to_dict() == {0: "complete", 1: "failed"}
+
+    # trial 1's worker was only stalled (SIGSTOP, swapping): it wakes, its job stores the row
+    # complete and tells it. The study keeps it failed (its parameters run again as trial 2),
+    # and so must the store: it read complete there and failed in the study
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from sweep.search import _tell
+    from sweep.store import row_id, write_trial
+
+    rid = row_id(None, "s", 1, "u1")
+    (store / "models").mkdir(exist_ok=True)
+    (store / "models" / f"{rid}.pt").write_bytes(b"weights")
+    row = {**_complete_row(study, 1, 0.6), "model_file": f"models/{rid}.pt"}
+    write_trial(store, row, [{"layer": "fc", "sparsity": 0.5}], row_id=rid)
+    ret = JobReturn(status=JobStatus.COMPLETED, _return_value=row)
+    assert _tell.tell(study, "u1", trial, ret, settings, store)[0] == TrialState.FAIL
+    for df in (load_results(store), load_results(storage=url, study="s")):
+        statuses = df.set_index("optuna.trial")["status"].to_dict()
+        assert statuses == {0: "complete", 1: "failed"}
+    stale = load_results(store).set_index("optuna.trial").loc[1, "error"]
+    assert re.match(r"interrupted: worker \S+ sent no heartbeat for \d+ s; ", stale), stale
+    assert not (store / "models" / f"{rid}.pt").exists()
 
 
 @pytest.mark.parametrize(

@@ -232,6 +232,7 @@ def write_trial(
     layers: Sequence[Mapping[str, Any]] = (),
     *,
     row_id: str | None = None,
+    replace_complete: bool = False,
 ) -> Path:
     """Write one trial's row (and its per-layer rows) atomically; return the row's file.
 
@@ -244,6 +245,8 @@ def write_trial(
             them; but a row that did not complete never replaces a complete one (a rerun that
             failed, out of memory or on a damaged file, loses nothing that ran): that one,
             its layers and its model stay, with a warning.
+        replace_complete: Replace a complete row all the same (a study trial failed as stale
+            while its stalled worker went on to store it complete: the study says failed).
 
     Raises:
         OSError: The store cannot be written (full disk, no permission); the message names the
@@ -252,7 +255,7 @@ def write_trial(
     root = Path(path).expanduser()
     row_id = row_id or str(row["trial_key"])
     target = root / "trials" / f"{row_id}.parquet"
-    if row.get("status") != "complete" and _status(target) == "complete":
+    if not replace_complete and row.get("status") != "complete" and _status(target) == "complete":
         log.warning(
             "trial %s %s; the complete row already in the store stays, with its model: %s",
             row_id,

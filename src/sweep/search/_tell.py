@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from sweep._console import trial_count
 from sweep.search._rows import failed_row
-from sweep.search._study import StudySettings, counts, stale_trials
+from sweep.search._study import STALE_PREFIX, StudySettings, counts, stale_trials
 from sweep.store import encode_rows, read_layers, read_row, row_id, write_trial
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,13 @@ def tell(
     except optuna.exceptions.UpdateFinishedTrialError:
         error = "failed as stale while it ran (no heartbeat within the grace period)"
         log.warning("trial %d %s; its parameters were queued again", trial.number, error)
+        if study._storage.get_trial(trial._trial_id).state == TrialState.FAIL:
+            # its job stored it complete after another worker failed it (this worker stalled
+            # past the grace period): the study's failed trial and the store's row must agree,
+            # and its parameters run again as another trial
+            why = study.user_attrs.get(f"{STALE_PREFIX}{trial.number}", error)
+            rid = row_id(None, study.study_name, trial.number, uid)
+            write_trial(store, failed_row(study, trial, why), row_id=rid, replace_complete=True)
         return TrialState.FAIL, error
 
 
