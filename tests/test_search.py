@@ -11,6 +11,7 @@ import pytest
 from sweep.errors import ConfigError
 from sweep.search import OBJECTIVES, SearchSpace, StudySettings, open_storage
 from sweep.search._space import overrides
+from sweep.store import encode_rows
 
 SPACE = {
     "method": {"choices": ["l1_unstructured", "ln_structured", "global_unstructured"]},
@@ -755,3 +756,35 @@ def test_the_file_system_of_a_path_is_its_deepest_mount(tmp_path):
     assert file_system(Path("/mnt/shared/scratch space/optuna.db"), table) == "tmpfs"
     assert file_system(Path("/mnt/sharedx/optuna.db"), table) == "ext4"
     assert file_system(Path("/mnt"), tmp_path / "no-such-table") is None
+
+
+def test_the_closing_hint_names_a_model_this_store_holds_or_the_host_that_does(tmp_path):
+    """Workers with stores of their own each printed load_model of the study's best trial
+    with their own store's path, where only one of them holds its model."""
+    from sweep.search._summary import summary
+    from sweep.store import row_id, write_trial
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("uid", "u1")
+    settings = _recovery_settings(SearchSpace.from_config({"amount": {"low": 0.1, "high": 0.9}}))
+    here, there = tmp_path / "here", tmp_path / "there"
+    for number, acc, store in ((0, 0.9, there), (1, 0.8, here)):
+        trial = study.ask()
+        trial.suggest_float("amount", 0.1, 0.9)
+        trial.set_user_attr("worker", {"host": "node7" if store == there else "node1"})
+        rid = row_id(None, "s", number, "u1")
+        (store / "models").mkdir(parents=True, exist_ok=True)
+        (store / "models" / f"{rid}.pt").write_bytes(b"weights")
+        row = {**_complete_row(study, number, acc), "model_file": f"models/{rid}.pt"}
+        row.update(method="l1_unstructured", amount=0.5, sparsity=0.5)
+        write_trial(store, row, row_id=rid)
+        trial.set_user_attr("row", encode_rows([row]))
+        study.tell(trial, acc)
+    assert summary(study, settings, there).endswith(
+        f"load a trial's pruned model: sweep.load_model('key0', path={str(there)!r})"
+    )
+    # the best trial's model is on node7: this store holds none of the table's
+    assert summary(study, settings, here).endswith(
+        "the pruned models are in the stores of the workers that ran them: trial 0's on node7: "
+        "sweep.load_model('key0', path=<that worker's store.path>) there"
+    )

@@ -49,12 +49,27 @@ def summary(study: optuna.Study, settings: StudySettings, store: Path) -> str:
             f"\n{noisy} of these trials have noisy latency (latency_noisy): their interval "
             "stayed wider than latency.width; see README, Latency you can trust"
         )
-    kept = df.loc[table.index, "model_file"].notna() if "model_file" in df else None
-    if kept is not None and kept.any():
-        key = table["trial_key"][kept].iloc[0]
-        path = "" if str(store) == DEFAULT_PATH else f", path={str(store)!r}"
-        text += f"\nload a trial's pruned model: sweep.load_model({key!r}{path})"
-    return text
+    return text + _load_hint(study, table, df, store)
+
+
+def _load_hint(study: optuna.Study, table, df, store: Path) -> str:
+    """How to load the first of ``table``'s trials whose model this worker's store holds;
+    else, where workers wrote to stores of their own, which host holds the first kept one."""
+    files = df.loc[table.index, "model_file"] if "model_file" in df else None
+    if files is None or not files.notna().any():
+        return ""
+    path = "" if str(store) == DEFAULT_PATH else f", path={str(store)!r}"
+    for number, file in files.items():
+        if isinstance(file, str) and (Path(store).expanduser() / file).is_file():
+            key = table.loc[number, "trial_key"]
+            return f"\nload a trial's pruned model: sweep.load_model({key!r}{path})"
+    number = files.first_valid_index()
+    worker = study.get_trials(deepcopy=False)[number].user_attrs.get("worker") or {}
+    return (
+        f"\nthe pruned models are in the stores of the workers that ran them: trial {number}'s "
+        f"on {worker.get('host', 'its host')}: sweep.load_model("
+        f"{table.loc[number, 'trial_key']!r}, path=<that worker's store.path>) there"
+    )
 
 
 def _searched_amounts(df):
