@@ -788,3 +788,18 @@ def test_the_closing_hint_names_a_model_this_store_holds_or_the_host_that_does(t
         "the pruned models are in the stores of the workers that ran them: trial 0's on node7: "
         "sweep.load_model('key0', path=<that worker's store.path>) there"
     )
+
+
+def test_a_worker_in_another_pid_namespace_of_this_host_is_never_taken_for_dead():
+    """A worker in a container sharing the host's name (host networking) has pids this
+    process cannot see: its live trial was failed and run again as a dead worker's."""
+    from sweep.search._study import is_dead, worker_identity
+
+    alive, dead = worker_identity(), _dead_worker()
+    assert alive["pidns"].startswith("pid:[") and len(alive["boot"]) == 36
+    assert not is_dead(alive) and is_dead(dead)
+    assert not is_dead({**dead, "pidns": "pid:[4026532999]"})  # not ours to see: heartbeats
+    assert is_dead({**alive, "boot": "0" * 36})  # the machine booted since: gone
+    assert not is_dead({**dead, "host": "elsewhere"})
+    legacy = {k: v for k, v in dead.items() if k not in ("boot", "pidns")}
+    assert is_dead(legacy)  # recorded before these were: as before

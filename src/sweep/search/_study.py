@@ -614,12 +614,25 @@ def create_study(
 
 
 def worker_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start": _process_start(os.getpid()),
+        "boot": _read("/proc/sys/kernel/random/boot_id"),
+        "pidns": _link("/proc/self/ns/pid"),
+    }
 
 
 def is_dead(worker: Mapping[str, Any] | None) -> bool:
-    """True when ``worker`` ran on this host and that process no longer exists."""
+    """True when ``worker`` ran on this host and that process no longer exists: its pid is
+    gone or reused, or the machine has booted since. A worker in another PID namespace of
+    this kernel (a container sharing the host's name, as with host networking) cannot be seen
+    from here: never dead, heartbeats tell."""
     if not worker or worker.get("host") != socket.gethostname():
+        return False
+    if worker.get("boot") and worker["boot"] != _read("/proc/sys/kernel/random/boot_id"):
+        return True  # every process of that boot is gone
+    if worker.get("pidns") and worker["pidns"] != _link("/proc/self/ns/pid"):
         return False
     pid = int(worker["pid"])
     try:
@@ -629,6 +642,20 @@ def is_dead(worker: Mapping[str, Any] | None) -> bool:
     except PermissionError:
         return False
     return _process_start(pid) != worker.get("start")  # the pid was reused
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _link(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
 
 
 def _process_start(pid: int) -> int | None:
