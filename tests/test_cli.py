@@ -456,6 +456,35 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []  # no store, no run folder
 
 
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("import torch\nraise RuntimeError('no GPU here')\n", "RuntimeError: no GPU here"),
+        ("class Net(:\n    pass\n", "SyntaxError: invalid syntax"),
+    ],
+)
+def test_a_module_of_yours_that_raises_as_it_imports_is_one_line(
+    tmp_path, monkeypatch, capsys, source, error
+):
+    """Its traceback came out of prune-sweep's own command-line check, forty lines long."""
+    code, run = tmp_path / "code", tmp_path / "run"
+    code.mkdir()
+    run.mkdir()
+    (code / "broken_net.py").write_text(source)
+    monkeypatch.chdir(run)
+    monkeypatch.syspath_prepend(str(code))
+    with pytest.raises(SystemExit) as exit_:
+        check_overrides([*FAST, "model._target_=broken_net.Net"])
+    assert exit_.value.code == 2
+    line = 2 if error.startswith("Runtime") else 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: model._target_='broken_net.Net' does not import ({error} "
+        f"({code / 'broken_net.py'}, line {line})); accepted: a dotted path to an nn.Module "
+        "class or a function returning one"
+    ]
+    assert list(run.iterdir()) == []
+
+
 @pytest.mark.parametrize("value", ["abc", "-1", "nan"])
 def test_a_bad_stop_grace_is_refused_before_a_sweep_starts(tmp_path, monkeypatch, capsys, value):
     monkeypatch.chdir(tmp_path)
