@@ -485,6 +485,24 @@ def test_a_module_of_yours_that_raises_as_it_imports_is_one_line(
     assert list(run.iterdir()) == []
 
 
+def test_a_glob_over_a_group_of_yours_is_checked_option_by_option(tmp_path, monkeypatch, capsys):
+    """+exp=glob(*) was a traceback of the command-line check (Hydra's 'ConfigLoader is not
+    set'), and once past it, of the added-key check."""
+    group = tmp_path / "my_conf" / "exp"
+    group.mkdir(parents=True)
+    (group / "short.yaml").write_text("# @package _global_\nfinetune:\n  epochs: 1\n")
+    (group / "bad.yaml").write_text("# @package _global_\nfinetune:\n  batch_size: 0\n")
+    monkeypatch.chdir(tmp_path)
+    args = ["-m", "--config-dir", "my_conf", *FAST]
+    check_overrides([*args, "+exp=glob(short)"])  # returns: the sweep would run
+    with pytest.raises(SystemExit):
+        check_overrides([*args, "+exp=glob(*)"])  # every option composed: bad's refused
+    assert capsys.readouterr().err.startswith("error: finetune.batch_size=0 is out of range")
+    with pytest.raises(SystemExit):
+        check_overrides([*args, "+exp=glob(z*)"])
+    assert capsys.readouterr().err.startswith("error: +exp=glob(z*) sweeps no values")
+
+
 @pytest.mark.parametrize("value", ["abc", "-1", "nan"])
 def test_a_bad_stop_grace_is_refused_before_a_sweep_starts(tmp_path, monkeypatch, capsys, value):
     monkeypatch.chdir(tmp_path)

@@ -61,27 +61,6 @@ def check_overrides(argv: Sequence[str]) -> None:
         )
     _refuse_added_keys(parsed)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    # Combinations the sweep will run: every swept value once, the other swept keys at their
-    # first value (the whole product of a large grid would take as long to check as to start).
-    swept = {
-        o.get_key_element(): list(o.sweep_string_iterator())
-        for o in parsed
-        if o.is_sweep_override() and "/" not in o.key_or_group
-        if o.is_choice_sweep() or o.is_range_sweep()
-    }
-    for o in parsed:
-        if o.get_key_element() in swept and not swept[o.get_key_element()]:
-            fail(
-                f"{o.input_line} sweeps no values; accepted: a sweep of at least one value "
-                "(range(start, stop, step) counts from start towards stop, stop excluded: "
-                "range(0.1,0.5,0.1))"
-            )
-    first = {key: values[0] for key, values in swept.items() if values}
-    variants = [[*fixed, *(f"{k}={v}" for k, v in first.items())]]
-    for key, values in swept.items():
-        for value in values[1:]:
-            variant = {**first, key: value}
-            variants.append([*fixed, *(f"{k}={v}" for k, v in variant.items())])
     from sweep import distributed
     from sweep.plan import prepare
 
@@ -91,13 +70,14 @@ def check_overrides(argv: Sequence[str]) -> None:
     hydra_lines = [o.input_line for o in parsed if o.is_hydra_override() and o.input_line in fixed]
     composed: Callable[[list[str]], DictConfig] | None = None
     with _config_search_path(args):
-        for overrides in variants:
+        for i, overrides in enumerate(_variants(parsed, fixed)):
+            first = i == 0
             try:
                 composed = composed or _composer(config_name, hydra_lines)
                 cfg = composed(overrides)
-                if overrides is variants[0]:
+                if first:
                     _refuse_added_top_level_keys(parsed, cfg)
-                if overrides is variants[0] and _is_optuna(cfg) and multirun:
+                if first and _is_optuna(cfg) and multirun:
                     from sweep.search import study_settings
                     from sweep.search._study import probe_storage
 
@@ -154,6 +134,8 @@ def _refuse_added_top_level_keys(parsed: Sequence[Any], cfg: DictConfig) -> None
     """``+foo=1``, ``+foo={a: 1}``, ``+foo=null``: a value no part of a trial reads.
     ``+group=option`` (a config group of yours, ``# @package _global_``) merges its keys into
     the config and passes."""
+    from hydra.core.override_parser.types import Glob
+
     from sweep import config
 
     top = config.keys("") or []
@@ -164,6 +146,8 @@ def _refuse_added_top_level_keys(parsed: Sequence[Any], cfg: DictConfig) -> None
         if key in top:
             continue
         raw = o.value()
+        if isinstance(raw, Glob):  # glob(*): names of the group's options
+            continue
         given = raw.list if o.is_choice_sweep() else [raw]
         value = cfg.get(key)
         # A group's option is a name: a mapping or null given here is a value, as 1 is.
@@ -362,6 +346,37 @@ def _override_syntax(e: Exception) -> str:
             f"(on a shell command line: {key}='\"{value}\"')"
         )
     return message
+
+
+def _variants(parsed: list, fixed: list[str]) -> list[list[str]]:
+    """The combinations of overrides the sweep will run that are worth composing: every
+    swept value once, the other swept keys at their first value (the whole product of a large
+    grid would take as long to check as to start). Call within `_config_search_path`: a
+    ``glob(*)`` lists the group's options from there."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    for o in parsed:
+        o.config_loader = GlobalHydra.instance().config_loader()
+    swept = {
+        o.get_key_element(): list(o.sweep_string_iterator())
+        for o in parsed
+        if o.is_sweep_override() and "/" not in o.key_or_group
+        if o.is_choice_sweep() or o.is_range_sweep()
+    }
+    for o in parsed:
+        if o.get_key_element() in swept and not swept[o.get_key_element()]:
+            fail(
+                f"{o.input_line} sweeps no values; accepted: a sweep of at least one value "
+                "(range(start, stop, step) counts from start towards stop, stop excluded: "
+                "range(0.1,0.5,0.1))"
+            )
+    first = {key: values[0] for key, values in swept.items() if values}
+    variants = [[*fixed, *(f"{k}={v}" for k, v in first.items())]]
+    for key, values in swept.items():
+        for value in values[1:]:
+            variant = {**first, key: value}
+            variants.append([*fixed, *(f"{k}={v}" for k, v in variant.items())])
+    return variants
 
 
 def _composer(config_name: str, hydra_overrides: list[str]) -> Callable[[list[str]], DictConfig]:
