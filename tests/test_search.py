@@ -252,7 +252,12 @@ def test_a_resumed_study_compares_values_not_how_the_command_line_spells_them():
 
     spec = StudySettings.from_config(settings(), SearchSpace.from_config(SPACE))
     study = optuna.create_study(directions=["maximize", "maximize"])
-    ran = {"seed": 0, "dataset": {"root": "/mnt/a", "num_workers": 0}, "finetune": {"epochs": 1}}
+    ran = {
+        "seed": 0,
+        "dataset": {"root": "/mnt/a", "num_workers": 0},
+        "finetune": {"epochs": 1},
+        "model": {"_target_": "sweep.models.small_cnn"},
+    }
     check_unchanged(study, spec, ["dataset.root=/mnt/a"], OmegaConf.create(ran))
     elsewhere = {**ran, "dataset": {"root": "/data/a", "num_workers": 4}}
     same = ["seed=0", "dataset.root=/data/a", "dataset.num_workers=4"]
@@ -263,6 +268,13 @@ def test_a_resumed_study_compares_values_not_how_the_command_line_spells_them():
     assert str(e.value) == (
         "study 's' was run with no finetune.epochs override; this run has finetune.epochs=2; "
         "accepted: the study's overrides, or another hydra.sweeper.study_name for a new study"
+    )
+    # a group chosen on the command line changes values under it: named as the override
+    with pytest.raises(ConfigError) as e:
+        other = {**ran, "model": {"_target_": "sweep.models.mlp"}}
+        check_unchanged(study, spec, ["model=mlp"], OmegaConf.create(other))
+    assert str(e.value).startswith(
+        "study 's' was run with no model override; this run has model=mlp; "
     )
 
 

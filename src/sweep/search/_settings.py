@@ -109,11 +109,13 @@ def check_unchanged(
         if difference:
             key, before, now = difference
             part = "composed"
-            were, are = (
-                {key: o[key]} if key in o else {} for o in (recorded["fixed"], wanted["fixed"])
-            )
-            if were != are:  # the command line's doing: named as its overrides
+            cause = _changed_override(key, recorded["fixed"], wanted["fixed"], {*old, *new})
+            if cause is not None:  # the command line's doing: named as its overrides
                 part = "fixed"
+                were, are = (
+                    {cause: o[cause]} if cause in o else {}
+                    for o in (recorded["fixed"], wanted["fixed"])
+                )
                 _, before, now = _first_difference(were, are, " override")
             raise ConfigError(
                 f"study {name!r} was run with "
@@ -161,6 +163,18 @@ def _common_settings(values: dict[str, str], other: dict[str, str]) -> dict[str,
         return config.accepted(key) is not None
 
     return {k: v for k, v in values.items() if k in other or not upgraded(k)}
+
+
+def _changed_override(
+    key: str, old: dict[str, str], new: dict[str, str], values: set[str]
+) -> str | None:
+    """The override of the command line that changed the composed value ``key``: the key
+    itself, or its group (``method=...`` for ``method._target_``), or else a group of the
+    user's (``+exp=b``) whose options compose values; ``None`` when no override changed."""
+    changed = [k for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
+    related = [k for k in changed if key == k or key.startswith(f"{k}.")]
+    groups = [k for k in changed if k not in values]  # not a value of its own
+    return (related or groups or [None])[0]
 
 
 def _first_difference(
