@@ -408,6 +408,25 @@ def test_report_command(store, tmp_path):
     ]
 
 
+def test_a_report_on_a_store_of_only_dense_references_says_nothing_was_pruned(tmp_path):
+    store = tmp_path / "results"
+    for seed in (0, 1):
+        _trial(store, seed, method="none", amount=0.0, sparsity=0.0, seed=seed)
+    printed, text = _report(store, tmp_path / "report")
+    assert printed == ["summary.md"]  # no curve and no front of nothing pruned
+    assert text.splitlines()[-1] == (
+        "Nothing pruned yet: every complete trial is method none (dense, finetuned), the "
+        "reference the curves are drawn against, so there is no trade-off to show. Sweep "
+        "a method over amounts, e.g. `python -m sweep -m amount=0.25,0.5,0.75`."
+    )
+    assert "| method |" not in text  # no empty tables
+    # in a notebook the plot still draws the references, and counts no seeds it did not mean
+    fig = analysis.tradeoff(load_results(store))
+    legend = fig.legends[0] if fig.legends else fig.axes[0].get_legend()
+    assert legend.get_title().get_text() == "method"  # it read: method (mean of 0 seeds, ...)
+    assert _legend(fig) == ["dense baseline (99.0%)", "none (dense, finetuned)"]
+
+
 def test_report_on_empty_and_missing_stores(tmp_path):
     (tmp_path / "empty" / "trials").mkdir(parents=True)
     for path, message in [

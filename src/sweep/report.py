@@ -175,18 +175,20 @@ def summary(
 
 
 def _figures(df: pd.DataFrame, layers: pd.DataFrame) -> list[tuple[str, Figure]]:
+    done = analysis.complete(df)
+    if done["method"].isin(["none"]).all():  # no curve, no front: nothing was pruned
+        return []
     figures = [
         ("tradeoff", analysis.tradeoff(df)),
         ("tradeoff_compression", analysis.tradeoff(df, compression=True)),
         ("pruned", analysis.tradeoff(df, "acc_pruned")),
     ]
-    done = analysis.complete(df)
     if done.get("recalibrated", pd.Series(dtype=object)).eq(True).any():
         figures.append(("recalibrated", analysis.tradeoff(df, "acc_recalibrated")))
     figures.append(
         ("pareto", analysis.plot_pareto(df, {"sparsity": "max", "acc_finetuned": "max"}))
     )
-    if len(layers) and not done["method"].isin(["none"]).all():  # nothing pruned, no bars
+    if len(layers):
         figures.append(("layers", analysis.plot_layer_sparsity(layers, df)))
     return figures
 
@@ -205,10 +207,21 @@ def _section(
     front = analysis.pareto_front(done, PARETO).sort_values("sparsity")
     name = "method" if len(keys) == 1 else "setting"
     none = done["method"].isin(["none"]).any()
-    return [
+    head = [
         *([f"## {_subject(subject)}", ""] if subject else []),
         f"{_statuses(df)}; {_settings(done, keys)}; {_dense(df, done, keys)}.",
         "",
+    ]
+    if done["method"].isin(["none"]).all():
+        return [
+            *head,
+            "Nothing pruned yet: every complete trial is method none (dense, finetuned), the "
+            "reference the curves are drawn against, so there is no trade-off to show. Sweep "
+            "a method over amounts, e.g. `python -m sweep -m amount=0.25,0.5,0.75`.",
+            "",
+        ]
+    return [
+        *head,
         f"### Highest sparsity within {tolerance:.1%} of dense accuracy",
         "",
         "Mean over the seeds of each setting; accuracy vs dense: its accuracy minus dense "

@@ -137,7 +137,11 @@ def tradeoff(
     ax.grid(alpha=0.3)
     spread = "±1 std" if band == "std" else "95% CI"
     names = ", ".join([by[0], *(c for c in by[1:] if _varies(done, c))])
-    _legend(ax, title=f"{names} (mean of {_seeds(points['n'])}, band {spread})")
+    # only references (method none, the dense baseline): no curve, no mean to speak of
+    _legend(
+        ax,
+        title=f"{names} (mean of {_seeds(points['n'])}, band {spread})" if len(points) else names,
+    )
     against = "compression ratio" if compression else x
     ax.set_title(title or f"{LABELS.get(y, y).split(' (')[0]} vs {against}{_subject(done)}")
     return fig
