@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from sweep import config
+from sweep import config, load_results
 from sweep._console import show_progress, trial_count
 from sweep.errors import ConfigError
 from tests.conftest import FAST, make_cfg, run_cli
@@ -97,6 +97,24 @@ def test_a_grid_line_names_the_other_values_it_sweeps(tmp_path):
         for seed in (0, 1)
         for n in (1, 2)
     ]
+
+
+def test_a_grid_over_a_glob_of_a_config_group_counts_and_names_its_options(tmp_path):
+    """+exp=glob(*) left the grid uncounted ([1], [2]), its lines alike, and its jobs unfused."""
+    group = tmp_path / "my_conf" / "exp"
+    group.mkdir(parents=True)
+    for name, lr in (("fast", 0.01), ("slow", 0.0001)):
+        (group / f"{name}.yaml").write_text(f"# @package _global_\nfinetune:\n  lr: {lr}\n")
+    run = run_cli("-m", "--config-dir", "my_conf", "+exp=glob(*)", *FAST, "fuse=2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    heads = [re.sub(r"eta [\d:]+", "eta -", line).split(":")[0] for line in run.stdout.splitlines()]
+    assert heads == [
+        "[1/2, eta -] l1_unstructured amount=0.5, exp=fast",
+        "[2/2, eta -] l1_unstructured amount=0.5, exp=slow",
+    ]
+    rows = load_results(tmp_path / "results").sort_values("finetune.lr")
+    assert rows["finetune.lr"].tolist() == [0.0001, 0.01]
+    assert rows["fused"].tolist() == [2, 2]  # one group: the options differ in lr alone
 
 
 def test_the_count_of_a_single_run_is_empty():

@@ -107,16 +107,20 @@ class GridCount(Callback):
         if config.hydra.sweeper.get("_target_") not in _GRID_SWEEPERS:
             return
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.global_hydra import GlobalHydra
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from hydra.errors import HydraException
 
         params = config.hydra.sweeper.get("params") or {}
         arguments = [*(f"{k}={v}" for k, v in params.items()), *config.hydra.overrides.task]
         _SWEEP["grid"] = True
+        hydra = GlobalHydra.instance()
+        # the loader lists a group's options for glob(*), as the sweeper's own parser does
+        loader = hydra.config_loader() if hydra.is_initialized() else None
         try:
-            parsed = OverridesParser.create().parse_overrides(arguments)
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides(arguments)
             batches = BasicSweeper.split_arguments(parsed, None)
-        except HydraException:  # glob(): only the sweep's config loader lists a group's options
+        except HydraException:
             return
         _SWEEP["jobs"] = [list(job) for batch in batches for job in batch]
         _SWEEP["total"] = len(_SWEEP["jobs"])
