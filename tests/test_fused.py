@@ -287,7 +287,20 @@ def test_a_fused_group_gives_what_its_trials_give_alone(tmp_path, optimizer, ato
 
     settings = [f"finetune.optimizer={optimizer}", f"store.baselines={tmp_path / 'baselines'}"]
     alone = [run_trial(make_cfg(tmp_path / "alone", *settings, *m)) for m in MEMBERS]
-    fused = run_fused([make_cfg(tmp_path / "fused", *settings, *m) for m in MEMBERS])
+    recorded = []  # what an Optuna job puts on its trial just before the store's write
+
+    def on_row(row, layers):
+        file = tmp_path / "fused" / "results" / "trials" / f"{row['trial_key']}.parquet"
+        recorded.append((dict(row), len(layers), file.exists()))
+
+    cfgs = [make_cfg(tmp_path / "fused", *settings, *m) for m in MEMBERS]
+    fused = run_fused(cfgs, on_row=[on_row] * len(cfgs))
+    assert [(r["trial_key"], n, before) for r, n, before in recorded] == [
+        (f["trial_key"], 4, False) for f in fused
+    ]
+    assert [r for r, _, _ in recorded] == [
+        {k: v for k, v in f.items() if k != "store_file"} for f in fused
+    ]
 
     assert [r["status"] for r in alone + fused] == ["complete"] * 6
     assert [r["fused"] for r in alone] == [1, 1, 1]
@@ -357,10 +370,13 @@ def test_a_group_that_cannot_run_batched_runs_one_at_a_time(tmp_path, caplog):
     model = ["model._target_=tests.custom_models.ItemNet", "model.name=item_net", "~model.width"]
     quick = [*model, "pretrain.epochs=1", f"store.baselines={tmp_path / 'baselines'}"]
     amounts = ("amount=0.3", "amount=0.6")
+    recorded = []  # as an Optuna job's record_row, which puts them on its trial
     with caplog.at_level("WARNING", logger="sweep.fused"):
-        rows = run_fused([make_cfg(tmp_path / "fused", *quick, a) for a in amounts])
+        cfgs = [make_cfg(tmp_path / "fused", *quick, a) for a in amounts]
+        rows = run_fused(cfgs, on_row=[lambda row, layers: recorded.append(dict(row))] * 2)
     assert [r["status"] for r in rows] == ["complete", "complete"]
     assert [r["fused"] for r in rows] == [1, 1]
+    assert recorded == [{k: v for k, v in r.items() if k != "store_file"} for r in rows]
     [told] = [r.getMessage() for r in caplog.records if r.name.startswith("sweep.fused")]
     assert told.startswith("the group of 2 cannot run batched (")
     assert told.endswith("); each finetunes alone")

@@ -599,6 +599,51 @@ def test_a_stale_trial_whose_row_landed_is_finished_from_it_not_run_again(tmp_pa
     assert not (store / "models" / f"{rid}.pt").exists()
 
 
+# the test asks outside Study.optimize, as a sweep's own workers do (`ask_within_budget`)
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_dead_workers_row_in_a_store_of_its_own_is_told_from_the_study_not_run_again(tmp_path):
+    """Workers with stores of their own (a disk each): one dies after its job wrote the row,
+    before its tell. Another worker, whose store lacks the row, failed the trial and ran it
+    again; the job now puts its row on the trial just before writing it to its store."""
+    import time
+    from functools import partial
+
+    from optuna.trial import TrialState
+
+    from sweep import load_layers, load_results
+    from sweep.search import _recovery
+    from sweep.search._job import record_row
+
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    here, there = tmp_path / "here" / "results", tmp_path / "there" / "results"
+    settings = _recovery_settings(SearchSpace.from_config({"amount": {"low": 0.1, "high": 0.9}}))
+    on_stale = partial(_recovery.requeue_stale, store=here, settings=settings)
+    storage = open_storage(url, heartbeat_interval=1, grace_period=2, on_stale=on_stale)
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    study.set_user_attr("uid", "u1")
+    trial = study.ask()
+    trial.suggest_float("amount", 0.1, 0.9)
+    trial.set_user_attr("worker", _dead_worker())
+    storage.record_heartbeat(trial._trial_id)
+    # the dying worker's job: its row goes to the trial, then to its own store
+    ids = (storage, study._study_id, trial._trial_id, study.directions)
+    record_row(None, ids)(_complete_row(study, 0, 0.75), [{"layer": "fc", "sparsity": 0.5}])
+    assert study.trials[0].state == TrialState.RUNNING  # not told: the worker died first
+    time.sleep(3.5)  # past the grace period
+
+    _recovery.fail_stale(study, here, settings)
+    [told] = study.trials  # nothing queued again
+    assert (told.state, told.values) == (TrialState.COMPLETE, [0.75])
+    rows = load_results(storage=url, study="s")
+    assert rows[["optuna.trial", "status", "acc_finetuned"]].values.tolist() == [
+        [0, "complete", 0.75]
+    ]
+    assert load_layers(storage=url, study="s")[["trial_key", "sparsity"]].values.tolist() == [
+        ["key0", 0.5]
+    ]
+    assert not here.exists() and not there.exists()  # neither store was written here
+
+
 @pytest.mark.parametrize(
     "url, masked",
     [

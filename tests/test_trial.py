@@ -188,6 +188,21 @@ def test_unexpected_exception_is_a_failed_row(cfg_factory, tmp_path):
     assert load_results(tmp_path / "results").status.tolist() == ["failed"]
 
 
+def test_on_row_receives_the_row_and_layers_just_before_the_store_does(cfg_factory, tmp_path):
+    """An Optuna job puts them on its trial there (`sweep.search.record_row`): a worker that
+    dies after its store's write leaves its outcome where workers with other stores read it."""
+    seen = []
+
+    def on_row(row, layers):
+        file = tmp_path / "results" / "trials" / f"{row['trial_key']}.parquet"
+        seen.append((dict(row), [layer["layer"] for layer in layers], file.exists()))
+
+    row = run_trial(cfg_factory(), on_row=on_row)
+    [(given, names, written)] = seen
+    assert given == {k: v for k, v in row.items() if k != "store_file"} and not written
+    assert names == load_layers(tmp_path / "results")["layer"].tolist()
+
+
 def test_trial_pruner_stop_is_recorded(cfg_factory, tmp_path):
     epochs = []
 

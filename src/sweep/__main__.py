@@ -35,16 +35,18 @@ def _main(cfg: DictConfig) -> dict:
     from sweep.trial import run_trial
 
     log.info("overrides: %s", " ".join(HydraConfig.get().overrides.task) or "(none)")
-    on_epoch = on_start = callbacks = None
+    on_epoch = on_start = on_row = callbacks = None
     if cfg.optuna.study is not None:
         from sweep.search import job_callbacks as callbacks
 
-        on_epoch, on_start = callbacks(cfg)
+        on_epoch, on_start, on_row = callbacks(cfg)
     if cfg.optuna.study is None and HydraConfig.get().mode == RunMode.MULTIRUN:
         _clean_once(cfg.store.path)  # an Optuna sweep cleans its store as it starts
     started = time.perf_counter()
     try:
-        row = fused_row(cfg, callbacks) or run_trial(cfg, on_epoch=on_epoch, on_start=on_start)
+        row = fused_row(cfg, callbacks) or run_trial(
+            cfg, on_epoch=on_epoch, on_start=on_start, on_row=on_row
+        )
     except ConfigError as e:
         if cfg.optuna.study is not None:
             raise  # the sweeper fails this trial with the reason and goes on

@@ -32,6 +32,7 @@ from torch import nn
 
 from sweep import baseline, devices, distributed, metrics, sparse
 from sweep._console import IN_LOG_ONLY, show_progress
+from sweep._signals import held
 from sweep._version import __version__
 from sweep.data import Dataset
 from sweep.errors import ConfigError, TrialFailed
@@ -77,6 +78,7 @@ def run_trial(
     cfg: DictConfig,
     on_epoch: EpochCallback | None = None,
     on_start: Callable[[str], None] | None = None,
+    on_row: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the trial described by ``cfg`` and write its row to the results store.
 
@@ -91,6 +93,8 @@ def run_trial(
         on_epoch: Receives (epoch, validation accuracy) after each finetuning epoch; it may
             raise ``optuna.TrialPruned`` to stop the trial.
         on_start: Receives the trial key once every input is checked, before anything runs.
+        on_row: Receives the row and its per-layer rows just before they are written
+            (an Optuna trial's job puts them on the trial: `sweep.search.record_row`).
 
     Returns:
         The row as written: metric columns plus the flattened config.
@@ -125,7 +129,10 @@ def run_trial(
     row["time_total_s"] = time.perf_counter() - start
     if follower:
         return row
-    row["store_file"] = str(write_trial(cfg.store.path, row, layers, row_id=rid))
+    with held():  # a signal between the study's copy and the store's would split them
+        if on_row is not None:
+            on_row(row, layers)
+        row["store_file"] = str(write_trial(cfg.store.path, row, layers, row_id=rid))
     return row
 
 

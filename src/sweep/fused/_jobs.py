@@ -34,8 +34,10 @@ __all__ = ["fused_row", "group_size", "hand_over"]
 
 log = logging.getLogger(__name__)
 
-# a member's config -> its on_epoch and on_start callbacks
-Callbacks = Callable[[DictConfig], tuple[EpochCallback | None, Callable[[str], None] | None]]
+# a member's config -> its on_epoch, on_start and on_row callbacks (`sweep.trial.run_trial`)
+Callbacks = Callable[
+    [DictConfig], tuple[EpochCallback | None, Callable[[str], None] | None, Callable | None]
+]
 
 _BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 
@@ -50,11 +52,11 @@ def fused_row(cfg: DictConfig, callbacks: Callbacks | None = None) -> dict[str, 
 
     Args:
         cfg: The job's composed config (``hydra`` node and all, as ``@hydra.main`` gives it).
-        callbacks: For an Optuna trial's job: a member's config -> its ``on_epoch`` and
-            ``on_start`` (`sweep.search.reporter`, `sweep.search.record_key`).
+        callbacks: For an Optuna trial's job: a member's config -> its ``on_epoch``,
+            ``on_start`` and ``on_row`` (`sweep.search.job_callbacks`).
     """
     if cfg.optuna.study is not None:
-        return _optuna_row(cfg, callbacks or (lambda member: (None, None)))
+        return _optuna_row(cfg, callbacks or (lambda member: (None, None, None)))
     return _grid_row(cfg)
 
 
@@ -105,9 +107,9 @@ def _optuna_row(cfg: DictConfig, callbacks: Callbacks) -> dict[str, Any] | None:
     from sweep.errors import ConfigError
 
     log.info("trials %s run fused", ", ".join(str(m.optuna.trial) for m in members))
-    on_epoch, on_start = zip(*map(callbacks, members), strict=True)
+    on_epoch, on_start, on_row = zip(*map(callbacks, members), strict=True)
     try:
-        rows = run_fused(members, on_epoch=on_epoch, on_start=on_start)
+        rows = run_fused(members, on_epoch=on_epoch, on_start=on_start, on_row=on_row)
     except ConfigError as e:  # one member's bad value: each runs alone, and that one fails
         log.info("the group runs alone: %s", e)
         return None

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from sweep import devices, trial
 from sweep._console import show_progress
+from sweep._signals import held
 from sweep.data import Dataset
 from sweep.errors import TrialFailed
 from sweep.fused._engine import evaluate_fused, finetune_fused
@@ -36,6 +37,7 @@ def run_fused(
     cfgs: Sequence[DictConfig],
     on_epoch: Sequence[EpochCallback | None] | None = None,
     on_start: Sequence[Callable[[str], None] | None] | None = None,
+    on_row: Sequence[Callable[[dict[str, Any], list[dict[str, Any]]], None] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the trials ``cfgs``, those with one `fusion_key` finetuned and evaluated together.
 
@@ -51,6 +53,8 @@ def run_fused(
             ``optuna.TrialPruned`` stops that trial only.
         on_start: One callback per trial (or ``None``), as for `run_trial`: each receives its
             trial's key once every config is checked.
+        on_row: One callback per trial (or ``None``), as for `run_trial`: each receives its
+            trial's row and per-layer rows just before they are written.
 
     Returns:
         The rows as written, in the order of ``cfgs``.
@@ -63,6 +67,7 @@ def run_fused(
         [3, 3, 3]
     """
     callbacks = list(on_epoch) if on_epoch is not None else [None] * len(cfgs)
+    writing = list(on_row) if on_row is not None else [None] * len(cfgs)
     datasets: dict[str, Dataset] = {}  # each dataset built once for all the groups
     plans = [prepare(cfg, datasets=datasets) for cfg in cfgs]  # all checked first
     for plan, started in zip(plans, on_start or [None] * len(cfgs), strict=True):
@@ -82,19 +87,26 @@ def run_fused(
         if len(members) == 1:
             alone.append(members[0])
             continue
-        done = _run_group([_Member(cfgs[i], plans[i], callbacks[i]) for i in members])
+        done = _run_group([_Member(cfgs[i], plans[i], callbacks[i], writing[i]) for i in members])
         for i, row in zip(members, done, strict=True):
             rows[i] = row
     for i in sorted(alone):
-        rows[i] = trial.run_trial(cfgs[i], callbacks[i])  # its key was recorded above
+        # its key was recorded above
+        rows[i] = trial.run_trial(cfgs[i], callbacks[i], on_row=writing[i])
     return rows
 
 
 class _Member:
     """One trial of a group, from its plan to its row."""
 
-    def __init__(self, cfg: DictConfig, plan: Plan, on_epoch: EpochCallback | None) -> None:
-        self.cfg, self.plan, self.on_epoch = cfg, plan, on_epoch
+    def __init__(
+        self,
+        cfg: DictConfig,
+        plan: Plan,
+        on_epoch: EpochCallback | None,
+        on_row: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        self.cfg, self.plan, self.on_epoch, self.on_row = cfg, plan, on_epoch, on_row
         c = cfg.optuna
         self.rid = row_id(plan.key, c.study, c.trial, c.uid)
         self.row: dict[str, Any] = {}
@@ -130,7 +142,10 @@ def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
     for m in todo:
         m.row["fused"] = len(live) if together and m in live else 1
         m.row["time_total_s"] = (time.perf_counter() - start) / len(todo)
-        m.row["store_file"] = str(write_trial(m.cfg.store.path, m.row, m.layers, row_id=m.rid))
+        with held():  # as `run_trial`: the study's copy and the store's, or neither
+            if m.on_row is not None:
+                m.on_row(m.row, m.layers)
+            m.row["store_file"] = str(write_trial(m.cfg.store.path, m.row, m.layers, row_id=m.rid))
     return [m.row for m in members]
 
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -12,16 +13,25 @@ from omegaconf import DictConfig, OmegaConf
 from sweep._env import STORAGE_ENV
 from sweep._signals import held
 from sweep.search._study import make_pruner, open_storage
+from sweep.store import encode_rows
 from sweep.training import EpochCallback
 
+log = logging.getLogger(__name__)
 
-def job_callbacks(cfg: DictConfig) -> tuple[EpochCallback | None, Callable[[str], None]]:
-    """``(reporter(cfg), record_key(cfg))``, with the job's trial looked up once.
+# Receives a trial's row and per-layer rows just before `run_trial` writes them to the store.
+RowCallback = Callable[[dict[str, Any], Sequence[dict[str, Any]]], None]
+
+
+def job_callbacks(
+    cfg: DictConfig,
+) -> tuple[EpochCallback | None, Callable[[str], None], RowCallback]:
+    """``(reporter(cfg), record_key(cfg), record_row(cfg))``, with the job's trial looked up
+    once: `run_trial`'s ``on_epoch``, ``on_start`` and ``on_row``.
 
     What they do in the storage, a signal does not cut short: it waits for the call's end
     (`sweep._signals.held`)."""
     ids = _trial(cfg)
-    return reporter(cfg, ids), record_key(cfg, ids)
+    return reporter(cfg, ids), record_key(cfg, ids), record_row(cfg, ids)
 
 
 def reporter(cfg: DictConfig, ids: _Ids | None = None) -> EpochCallback | None:
@@ -68,6 +78,34 @@ def record_key(cfg: DictConfig, ids: _Ids | None = None) -> Callable[[str], None
     def record(key: str) -> None:
         with held():
             storage.set_trial_user_attr(trial_id, "trial_key", key)
+
+    return record
+
+
+def record_row(cfg: DictConfig, ids: _Ids | None = None) -> RowCallback:
+    """A callback that puts the trial's row and per-layer rows on its Optuna trial (user
+    attributes ``layers``, then ``row``): `run_trial` calls it just before it writes them to
+    the store. A worker that dies between its write and its tell then leaves its outcome where
+    every worker reads it, whatever store it wrote to: the trial is told from it
+    (`finish_from_row`), never run twice. The sweeper's tell sets them again."""
+    storage, _, trial_id, _ = ids or _trial(cfg)
+
+    def record(row: dict[str, Any], layers: Sequence[dict[str, Any]]) -> None:
+        key = row.get("trial_key")
+        try:
+            with held():
+                storage.set_trial_user_attr(
+                    trial_id, "layers", encode_rows([{"trial_key": key, **r} for r in layers])
+                )
+                storage.set_trial_user_attr(
+                    trial_id,
+                    "row",
+                    encode_rows([{k: v for k, v in row.items() if k != "store_file"}]),
+                )
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # failed as stale meanwhile: the sweeper's tell stores its row as failed
+        except Exception:  # a database hiccup: the row still goes to the store, and the tell
+            log.warning("trial %s: its row did not reach the study yet", key, exc_info=True)
 
     return record
 

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.search._study import REPEAT_OF, STALE_PREFIX, StudySettings, is_dead
 from sweep.search._tell import finish_trial, tell_row, write_failed_row
-from sweep.store import encode_rows, read_layers, read_row, row_id
+from sweep.store import decode_rows, encode_rows, read_layers, read_row, row_id
 
 log = logging.getLogger(__name__)
 
@@ -147,22 +147,30 @@ def recover_interrupted(
 def finish_from_row(study: optuna.Study, number: int, store: Path, settings: StudySettings) -> bool:
     """Tell trial ``number``, whose worker died after its job stored the row, from that row,
     as `tell` would have: the row and its layers go to the trial too, so that
-    ``load_results(storage=, study=)`` has it. ``False`` (nothing told) when ``store`` has no
-    row for it; the caller fails and requeues it then.
+    ``load_results(storage=, study=)`` has it. A row that is not in ``store`` (its worker
+    wrote to a store of its own, on another host) is read from the trial, where its job put
+    it just before writing it (`sweep.search.record_row`). ``False`` (nothing told) when
+    neither has it; the caller fails and requeues it then.
 
     Raises:
         optuna.exceptions.UpdateFinishedTrialError: Another worker finished it meanwhile.
     """
     rid = row_id(None, study.study_name, number, study.user_attrs.get("uid"))
     row = read_row(store, rid)
-    if row is None:
-        return False
     storage = study._storage
     trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
 
     def set_attr(key: str, value: Any) -> None:
         storage.set_trial_user_attr(trial_id, key, value)
 
+    if row is None:
+        recorded = storage.get_trial(trial_id).user_attrs.get("row")
+        if recorded is None:
+            return False
+        [row] = decode_rows(recorded)
+        log.info("trial %d: told from the row its job put on the trial (not in %s)", number, store)
+        tell_row(study, number, row, settings, set_attr)
+        return True
     set_attr("row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}]))
     set_attr("layers", encode_rows(read_layers(store, rid)))
     tell_row(study, number, row, settings, set_attr)
