@@ -303,6 +303,16 @@ BAD_INPUT = [
         ["dataset.val_fraction=0"],
         "dataset.val_fraction=0 is out of range; accepted: a fraction in (0, 1)",
     ),
+    (  # rounded to an empty split, it ran pretraining and failed: ZeroDivisionError
+        ["dataset.val_fraction=0.0003"],
+        "dataset.val_fraction=0.0003 of 1438 item(s) holds out no item; accepted: a fraction "
+        "that leaves every split at least one item (from 0.00035 to 0.9997 here)",
+    ),
+    (
+        ["dataset.test_fraction=0.9999"],
+        "dataset.test_fraction=0.9999 of 1797 item(s) keeps no item; accepted: a fraction "
+        "that leaves every split at least one item (from 0.00028 to 0.9997 here)",
+    ),
     (
         ["dataset=synthetic", "dataset.num_classes=1"],
         "dataset.num_classes=1 is out of range; accepted: an int >= 2",

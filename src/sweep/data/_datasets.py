@@ -240,12 +240,12 @@ def _normalize(x: torch.Tensor, stats) -> torch.Tensor:
 
 
 def _three_way(x, y, val_fraction, test_fraction, split_seed, num_classes) -> Dataset:
-    rest, test = holdout(x, y, test_fraction, split_seed)
-    train, val = holdout(rest.x, rest.y, val_fraction, split_seed + 1)
+    rest, test = holdout(x, y, test_fraction, split_seed, "dataset.test_fraction")
+    train, val = holdout(rest.x, rest.y, val_fraction, split_seed + 1, "dataset.val_fraction")
     return Dataset(train, val, test, num_classes, x.shape[1], x.shape[-1])
 
 
 def _two_way(train, test, val_fraction, split_seed, num_classes) -> Dataset:
-    kept, val = holdout(*train, val_fraction, split_seed)
+    kept, val = holdout(*train, val_fraction, split_seed, "dataset.val_fraction")
     x = train[0]
     return Dataset(kept, val, Split(*test), num_classes, x.shape[1], x.shape[-1])

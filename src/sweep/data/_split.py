@@ -182,18 +182,36 @@ def batches(
     return split.batches(batch_size, shuffle=shuffle, generator=generator)
 
 
-def holdout(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int) -> tuple[Split, Split]:
+def holdout(
+    x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, key: str = "fraction"
+) -> tuple[Split, Split]:
     """Split off ``fraction`` of the rows at random (fixed by ``seed``): (kept, held out)."""
-    kept, out = holdout_indices(len(y), fraction, seed)
+    kept, out = holdout_indices(len(y), fraction, seed, key)
     return Split(x[kept], y[kept]), Split(x[out], y[out])
 
 
-def holdout_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The row indices `holdout` keeps and holds out of ``n`` rows."""
+def holdout_indices(
+    n: int, fraction: float, seed: int, key: str = "fraction"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row indices `holdout` keeps and holds out of ``n`` rows.
+
+    Raises:
+        ConfigError: A ``fraction`` (the setting ``key``) > 0 that rounds to no row held out,
+            or to none kept: a split with nothing to train, validate or test on.
+    """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"split fraction {fraction!r} outside [0, 1)")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_out = round(fraction * n)
+    if fraction > 0 and not 0 < n_out < n:
+        from sweep.errors import ConfigError
+
+        what = "holds out no item" if n_out == 0 else "keeps no item"
+        raise ConfigError(
+            f"{key}={fraction!r} of {n} item(s) {what}; accepted: a fraction that leaves every "
+            f"split at least one item"
+            + (f" (from {0.5 / n:.2g} to {1 - 0.5 / n:.4g} here)" if n > 1 else ", and more items")
+        )
     return order[n_out:], order[:n_out]
 
 
@@ -202,6 +220,6 @@ def three_way_indices(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train, val, test) row indices: ``test_fraction`` of all rows held out with ``seed``,
     then ``val_fraction`` of the rest with ``seed + 1``."""
-    rest, test = holdout_indices(n, test_fraction, seed)
-    kept, val = holdout_indices(len(rest), val_fraction, seed + 1)
+    rest, test = holdout_indices(n, test_fraction, seed, "dataset.test_fraction")
+    kept, val = holdout_indices(len(rest), val_fraction, seed + 1, "dataset.val_fraction")
     return rest[kept], rest[val], test

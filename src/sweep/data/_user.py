@@ -250,7 +250,7 @@ def _folder_parts(root, eval_tf, train_tf, val_fraction, test_fraction, split_se
         _check_same_classes(root, train, test, "test/")
         return _Parts(_Part(training, train, None), _Part(val, val, None), _Part(test, test, None))
     _check_fractions(val_fraction=val_fraction)
-    kept, held = holdout_indices(len(train), val_fraction, split_seed)
+    kept, held = holdout_indices(len(train), val_fraction, split_seed, "dataset.val_fraction")
     return _Parts(_Part(training, train, kept), _Part(train, train, held), _Part(val, val, None))
 
 
