@@ -346,6 +346,23 @@ def test_trials_that_cannot_fuse_run_alone_and_say_why(tmp_path, caplog):
     assert message + "shapes of their own" in caplog.messages
 
 
+def test_a_trial_twice_in_a_group_runs_once(tmp_path):
+    """amount=0.3,0.3 (or method none at every amount) in one group was finetuned and written
+    once per job, and counted twice in fused; alone, the repeat reads the row stored."""
+    from sweep.fused import run_fused
+
+    quick = ["finetune.epochs=1"]
+    cfgs = [make_cfg(tmp_path, a, *quick) for a in ("amount=0.3", "amount=0.3", "amount=0.5")]
+    written = []
+    rows = run_fused(cfgs, on_row=[lambda row, layers: written.append(row["amount"])] * 3)
+    assert written == [0.3, 0.5]  # each trial written once
+    assert [r["fused"] for r in rows] == [2, 2, 2]
+    assert rows[1]["store_file"] == "already in the store"
+    assert {k: v for k, v in rows[1].items() if k != "store_file"} == {
+        k: v for k, v in rows[0].items() if k != "store_file"
+    }
+
+
 def test_a_group_without_finetuning_stacks_nothing(tmp_path):
     """finetune.epochs=0: nothing runs batched (not even a model vmap cannot batch), and
     each row is the trial's row alone, fused=1."""

@@ -121,7 +121,13 @@ def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
     start = time.perf_counter()
     todo = []
     shared = None
+    first: dict[str, _Member] = {}  # a trial twice in a group (amount=0.3,0.3; method none at
+    repeats: list[tuple[_Member, _Member]] = []  # every amount) runs once, as one row
     for m in members:
+        if m.rid in first:
+            repeats.append((m, first[m.rid]))
+            continue
+        first[m.rid] = m
         done = trial._completed(m.cfg, m.plan, m.rid)
         if done is not None:
             m.row = done
@@ -146,6 +152,8 @@ def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
             if m.on_row is not None:
                 m.on_row(m.row, m.layers)
             m.row["store_file"] = str(write_trial(m.cfg.store.path, m.row, m.layers, row_id=m.rid))
+    for m, same in repeats:
+        m.row = {**same.row, "store_file": "already in the store"}  # as `trial._completed`
     return [m.row for m in members]
 
 
