@@ -492,6 +492,22 @@ def test_a_grid_multirun_fuses_its_jobs_in_groups_of_fuse(tmp_path):
     assert rows["trial_key"].tolist() == keys
 
 
+def test_jobs_that_each_store_in_their_own_folder_run_alone(tmp_path):
+    """hydra.job.chdir=true with the relative store.path=results: a group's later jobs were
+    written to the first job's folder, k/0/results, where alone each has its own."""
+    from sweep import load_results
+    from tests.conftest import FAST, run_cli
+
+    args = ["-m", "hydra.job.chdir=true", "hydra.sweep.dir=k", "amount=0.2,0.4", "fuse=2"]
+    result = run_cli(*args, *FAST, "store.path=results", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for job, amount in enumerate((0.2, 0.4)):
+        rows = load_results(tmp_path / "k" / str(job) / "results")
+        assert rows[["amount", "fused"]].values.tolist() == [[amount, 1]]
+        log = (tmp_path / "k" / str(job) / "sweep.log").read_text()
+        assert f"job {job} runs alone: hydra.job.chdir=true with a relative store.path" in log
+
+
 @pytest.mark.slow  # two searches of four trials (about 50 s)
 def test_an_optuna_search_asks_fuse_trials_runs_them_fused_and_tells_each(tmp_path):
     """``fuse=3`` in a search: trials are asked three at a time and run fused; each is told

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from hydra import compose
@@ -134,6 +135,15 @@ def _grid_row(cfg: DictConfig) -> dict[str, Any] | None:
     key, reason = fusion_key(cfg)
     if key is None:
         log.info("job %d runs alone: %s", number, reason)
+        return None
+    if HydraConfig.get().job.chdir and not Path(str(cfg.store.path)).expanduser().is_absolute():
+        # each job's relative store is in its own folder, where a group's first job is not
+        log.info(
+            "job %d runs alone: hydra.job.chdir=true with a relative store.path=%s (each job "
+            "stores in its own folder); an absolute store.path fuses",
+            number,
+            cfg.store.path,
+        )
         return None
     size = group_size(cfg)
     members = [(number, _trial_config(cfg))]
