@@ -428,6 +428,50 @@ def test_a_batched_test_pass_that_fails_tests_each_member_alone(tmp_path, caplog
         assert r["loss_finetuned"] == pytest.approx(b["loss_finetuned"], abs=1e-4)
 
 
+def test_a_member_stopped_before_the_batched_model_fails_keeps_its_outcome(
+    tmp_path, caplog, monkeypatch
+):
+    """The batched model fails in epoch 2 (the GPU's memory in a validation pass); member 0's
+    trial pruner had stopped it after epoch 1. It was trained again alone, reported from epoch
+    1 again and stored complete; now it stays pruned, and the other finetunes alone."""
+    import sweep.fused._engine
+    from sweep.fused import run_fused
+
+    quick = ["finetune.epochs=3", "pretrain.epochs=0", "recalibrate.batches=0"]
+    cfgs = [make_cfg(tmp_path, *quick, a) for a in ("amount=0.3", "amount=0.6")]
+    seen: dict[int, list[int]] = {0: [], 1: []}
+
+    def reporter(k):
+        def on_epoch(epoch, acc):
+            seen[k].append(epoch)
+            if k == 0:
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+        return on_epoch
+
+    evaluate, passes = sweep.fused._engine._evaluate, []
+
+    def fails_in_epoch_2(stack, *args):
+        passes.append(1)
+        if len(passes) == 2:
+            raise RuntimeError("CUDA out of memory")
+        return evaluate(stack, *args)
+
+    monkeypatch.setattr(sweep.fused._engine, "_evaluate", fails_in_epoch_2)
+    with caplog.at_level("WARNING", logger="sweep.fused"):
+        rows = run_fused(cfgs, on_epoch=[reporter(0), reporter(1)])
+    assert [(r["status"], r["error"]) for r in rows] == [
+        ("pruned", "pruned at epoch 1"),
+        ("complete", None),
+    ]
+    assert [r["fused"] for r in rows] == [2, 1]
+    assert seen == {0: [1], 1: [1, 1, 2, 3]}  # member 1 again from its pruned weights
+    assert (
+        "the group of 2 cannot run batched (CUDA out of memory); each finetunes alone "
+        "(1 stopped before keep their outcome)" in caplog.messages
+    )
+
+
 # ---------------------------------------------------------------- the fuse key
 
 

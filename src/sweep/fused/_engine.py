@@ -51,6 +51,16 @@ __all__ = ["evaluate_fused", "finetune_fused"]
 Outcome = optuna.TrialPruned | TrialFailed | None
 
 
+class Unbatchable(RuntimeError):
+    """The batched model stopped running (an operation vmap cannot batch, the GPU's memory):
+    ``outcomes`` says, per member, what had stopped it before (its weights written back to its
+    model) or ``None``: its model is as it was given."""
+
+    def __init__(self, cause: BaseException, outcomes: Sequence[Outcome]) -> None:
+        super().__init__(str(cause))
+        self.outcomes = list(outcomes)
+
+
 def finetune_fused(
     models: Sequence[nn.Module],
     train_split: DataSplit,
@@ -84,6 +94,10 @@ def finetune_fused(
         ``optuna.TrialPruned`` its callback raised, or a `TrialFailed` (NaN or infinite loss or
         validation output). A stopped member keeps the weights of the epoch it stopped in.
 
+    Raises:
+        Unbatchable: The batched model could not run on (a ``RuntimeError`` or
+            ``NotImplementedError`` of torch's), with what had stopped members before.
+
     Example:
         >>> models = [small_cnn(10, 1, 8) for _ in range(3)]  # doctest: +SKIP
         >>> finetune_fused(models, data.train, cfg.finetune, [1e-3, 3e-3, 1e-2], seed=0)
@@ -103,33 +117,36 @@ def finetune_fused(
     autocast = _autocast(device, settings.get("amp", False))
     outcomes: list[Outcome] = [None] * len(models)
     bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=not progress, leave=False)
-    with bar:
-        for epoch in range(1, epochs + 1):
-            stack.train()
-            total = torch.zeros(len(models), device=device)
-            seen = 0
-            for x, y in batches(train_split, batch_size, shuffle=True, generator=generator):
-                with autocast:
-                    losses = stack.losses(x, y, loss_fn)
-                optimizer.zero_grad(set_to_none=True)
-                stack.backward(losses)
-                optimizer.step()
-                schedule.step()
-                total += losses.detach() * len(y)
-                seen += len(y)
-                bar.update()
-            means = (total / max(1, seen)).tolist()
-            accs = None
-            if val_split is not None:
-                accs = _evaluate(stack, val_split, 1024, f"{desc} validation")
-            for k, mean_loss in enumerate(means):
-                if outcomes[k] is not None:
-                    continue
-                outcomes[k] = _after_epoch(k, epoch, mean_loss, accs, callbacks[k], desc)
-                if outcomes[k] is not None:
-                    stack.write_back(k)  # its weights as they were when it stopped
-            if all(o is not None for o in outcomes):
-                break
+    try:
+        with bar:
+            for epoch in range(1, epochs + 1):
+                stack.train()
+                total = torch.zeros(len(models), device=device)
+                seen = 0
+                for x, y in batches(train_split, batch_size, shuffle=True, generator=generator):
+                    with autocast:
+                        losses = stack.losses(x, y, loss_fn)
+                    optimizer.zero_grad(set_to_none=True)
+                    stack.backward(losses)
+                    optimizer.step()
+                    schedule.step()
+                    total += losses.detach() * len(y)
+                    seen += len(y)
+                    bar.update()
+                means = (total / max(1, seen)).tolist()
+                accs = None
+                if val_split is not None:
+                    accs = _evaluate(stack, val_split, 1024, f"{desc} validation")
+                for k, mean_loss in enumerate(means):
+                    if outcomes[k] is not None:
+                        continue
+                    outcomes[k] = _after_epoch(k, epoch, mean_loss, accs, callbacks[k], desc)
+                    if outcomes[k] is not None:
+                        stack.write_back(k)  # its weights as they were when it stopped
+                if all(o is not None for o in outcomes):
+                    break
+    except (RuntimeError, NotImplementedError) as e:
+        raise Unbatchable(e, outcomes) from e
     for k, outcome in enumerate(outcomes):
         if outcome is None:
             stack.write_back(k)

@@ -142,11 +142,10 @@ def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
             shared = m.pruned.data
         todo.append(m)
     live = [m for m in todo if m.pruned is not None]
-    together = len(live) > 1 and _finetune_together(live)
-    if not together:
-        _finetune_alone(live)
+    alone = _finetune_together(live) if len(live) > 1 else live
+    _finetune_alone(alone)
     for m in todo:
-        m.row["fused"] = len(live) if together and m in live else 1
+        m.row["fused"] = len(live) if m in live and m not in alone else 1
         m.row["time_total_s"] = (time.perf_counter() - start) / len(todo)
         with held():  # as `run_trial`: the study's copy and the store's, or neither
             if m.on_row is not None:
@@ -157,10 +156,11 @@ def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
     return [m.row for m in members]
 
 
-def _finetune_together(live: Sequence[_Member]) -> bool:
+def _finetune_together(live: Sequence[_Member]) -> list[_Member]:
     """Finetune ``live`` as one model and test them in one pass, then finish each as alone;
-    ``False`` when the batched model cannot run (an operation vmap cannot batch): nothing
-    was done."""
+    return those left to finetune alone: where the batched model cannot run (an operation
+    vmap cannot batch, the GPU's memory), every member but those it had stopped already (a
+    trial pruner, a NaN loss), which keep that outcome."""
     first = live[0].cfg
     data = live[0].pruned.data
     t = time.perf_counter()
@@ -179,8 +179,17 @@ def _finetune_together(live: Sequence[_Member]) -> bool:
     # a member's own model changes when it stops or finishes: an error on the way (an operation
     # vmap cannot batch, the GPU's memory) leaves the others as they were pruned
     except (RuntimeError, NotImplementedError) as e:
-        log.warning("the group of %d cannot run batched (%s); each finetunes alone", len(live), e)
-        return False
+        outcomes = getattr(e, "outcomes", [None] * len(live))  # `Unbatchable`: who had stopped
+        rest = [m for m, o in zip(live, outcomes, strict=True) if o is None]
+        stopped = len(live) - len(rest)
+        kept = f" ({stopped} stopped before keep their outcome)" if stopped else ""
+        log.warning(
+            "the group of %d cannot run batched (%s); each finetunes alone%s", len(live), e, kept
+        )
+        for m, outcome in zip(live, outcomes, strict=True):
+            if outcome is not None:
+                _finish(m, outcome)
+        return rest
     share = (time.perf_counter() - t) / len(live)
     finished = [m for m, o in zip(live, outcomes, strict=True) if o is None]
     models = [m.pruned.model for m in finished]
@@ -191,25 +200,29 @@ def _finetune_together(live: Sequence[_Member]) -> bool:
         tested = [None] * len(finished)
     results = dict(zip(map(id, finished), tested, strict=True))
     for m, outcome in zip(live, outcomes, strict=True):
-        if isinstance(outcome, optuna.TrialPruned):
-            m.layers = trial._stopped(m.row, m.pruned, outcome)
-            continue
-        result = outcome if outcome is not None else results[id(m)]
-        if isinstance(result, TrialFailed):
-            m.row.update(status="failed", error=str(result))
-            continue
-        m.row["time_finetune_s"] = share
-        m.layers = (
-            trial._or_failed(
-                m.plan,
-                m.row,
-                lambda m=m, result=result: trial._after_finetune(
-                    m.cfg, m.plan, m.row, m.pruned, m.rid, result
-                ),
-            )
-            or []
+        if outcome is None:
+            m.row["time_finetune_s"] = share
+        _finish(m, outcome if outcome is not None else results[id(m)])
+    return []
+
+
+def _finish(m: _Member, result: Any) -> None:
+    """Fill ``m``'s row from how its batched finetuning ended: stopped by its trial pruner, a
+    `TrialFailed`, or its test (accuracy, loss) (``None``: tested alone)."""
+    if isinstance(result, optuna.TrialPruned):
+        m.layers = trial._stopped(m.row, m.pruned, result)
+        return
+    if isinstance(result, TrialFailed):
+        m.row.update(status="failed", error=str(result))
+        return
+    m.layers = (
+        trial._or_failed(
+            m.plan,
+            m.row,
+            lambda: trial._after_finetune(m.cfg, m.plan, m.row, m.pruned, m.rid, result),
         )
-    return True
+        or []
+    )
 
 
 def _finetune_alone(members: Sequence[_Member]) -> None:
