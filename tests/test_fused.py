@@ -189,19 +189,27 @@ def test_fused_finetuning_trains_each_member_as_it_trains_alone(data, optimizer)
     assert [r[0] for r in evaluate_fused(fused, test)] == [evaluate(m, test)[0] for m in alone]
 
 
+def _reporters(epochs: dict[int, list[int]], stopped: int, message: str):
+    """``k -> on_epoch`` callbacks that record each member's epochs in ``epochs[k]``; member
+    ``stopped``'s trial pruner stops it at its first epoch."""
+
+    def reporter(k):
+        def on_epoch(epoch, acc):
+            epochs[k].append(epoch)
+            if k == stopped:
+                raise optuna.TrialPruned(message.format(epoch))
+
+        return on_epoch
+
+    return reporter
+
+
 def test_a_member_stopped_by_its_trial_pruner_stops_alone(data):
     x, y, val, _ = data
     torch.manual_seed(0)
     members = _members(small_cnn(10, 1, 8))
     epochs = {0: [], 1: [], 2: []}
-
-    def callback(k):
-        def on_epoch(epoch, acc):
-            epochs[k].append(epoch)
-            if k == 1:
-                raise optuna.TrialPruned(f"stopped at epoch {epoch}")
-
-        return on_epoch
+    callback = _reporters(epochs, stopped=1, message="stopped at epoch {}")
 
     torch.manual_seed(0)
     one_epoch = _members(small_cnn(10, 1, 8))[1]
@@ -440,14 +448,7 @@ def test_a_member_stopped_before_the_batched_model_fails_keeps_its_outcome(
     quick = ["finetune.epochs=3", "pretrain.epochs=0", "recalibrate.batches=0"]
     cfgs = [make_cfg(tmp_path, *quick, a) for a in ("amount=0.3", "amount=0.6")]
     seen: dict[int, list[int]] = {0: [], 1: []}
-
-    def reporter(k):
-        def on_epoch(epoch, acc):
-            seen[k].append(epoch)
-            if k == 0:
-                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-        return on_epoch
+    reporter = _reporters(seen, stopped=0, message="pruned at epoch {}")
 
     evaluate, passes = sweep.fused._engine._evaluate, []
 
