@@ -80,3 +80,37 @@ class ItemNet(nn.Module):
         x = torch.relu(self.conv(x))
         scale = max(1.0, x.abs().max().item())  # data-dependent Python control flow
         return self.classifier(x.mean((2, 3)) / scale)
+
+
+class DictOut(nn.Module):
+    """Returns its logits in a dict, as a model of another framework might."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {"logits": self.fc(x.flatten(1))}
+
+
+class RGBOnly(nn.Module):
+    """Takes 3-channel images, where digits has 1."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+class TwelveOut(nn.Module):
+    """Twelve outputs whatever the data's classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))

@@ -353,3 +353,31 @@ def _old_vgg11(num_classes: int, in_channels: int, image_size: int) -> nn.Module
         nn.Linear(512, num_classes),
     )
     return model
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ("DictOut", "gives dict"),
+        ("RGBOnly", "fails: RuntimeError: "),  # then torch's words, which its versions change
+        ("TwelveOut", "gives (2, 12)"),  # ran to the end, its outputs 10 and 11 never right
+    ],
+)
+def test_a_model_of_yours_whose_outputs_are_no_logits_is_refused_before_it_trains(
+    tmp_path, target, problem
+):
+    """It pretrained, then failed with torch's message (or ran with classes the data lacks)."""
+    from sweep.trial import prepare
+
+    model = [f"model._target_=tests.custom_models.{target}", f"model.name={target}"]
+    cfg = make_cfg(tmp_path, *model, "~model.width")
+    with pytest.raises(ConfigError) as e:
+        prepare(cfg)
+    head, _, tail = str(e.value).partition("; accepted: ")
+    assert head.startswith(
+        f"model._target_='tests.custom_models.{target}' on a batch of (2, 1, 8, 8) test "
+        f"inputs {problem}"
+    )
+    assert tail == "a model that returns (2, 10) logits (10 classes)"
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "results").exists()

@@ -148,6 +148,7 @@ def prepare(
         resolved["dataset"]["fingerprint"] = data.fingerprint
     key = trial_key(resolved, device)
     model = _build(resolved["model"], _facts(data), cfg.seed)
+    _probe(model, resolved["model"], data)
     rewind_state = None
     if rewind_file:
         dense = copy.deepcopy(model)
@@ -345,6 +346,41 @@ def _build(spec: Mapping[str, Any], facts: dict[str, int], seed: int) -> nn.Modu
         _LAST_MODEL.clear()
         _LAST_MODEL[key] = (copy.deepcopy(model), torch.get_rng_state())
     return model
+
+
+# The model builds (config, data facts) whose forward pass `_probe` found good in this process.
+_PROBED: set[str] = set()
+
+
+def _probe(model: nn.Module, spec: Mapping[str, Any], data: Dataset) -> None:
+    """Refuse a model of the user's whose forward pass on two test inputs fails or gives no
+    ``(2, num_classes)`` logits: it failed only after pretraining, with torch's message, or ran
+    with outputs the data has no class for. Once per build in a process; in evaluation mode
+    and without gradients, so the model and the random state stay as they were."""
+    target = str(spec.get("_target_", ""))
+    if target.startswith(_OURS):  # ours are known good; torchvision's probe their own
+        return
+    probed = config_hash({"model": dict(spec), "facts": _facts(data)})
+    if probed in _PROBED:
+        return
+    x = data.test.inputs(2)
+    expected = (len(x), data.num_classes)
+    training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x)
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        problem = None if got == expected else f"gives {got}"
+    except Exception as e:
+        problem = "fails: " + " ".join(f"{type(e).__name__}: {e}".split())
+    finally:
+        model.train(training)
+    if problem is not None:
+        raise ConfigError(
+            f"model._target_={target!r} on a batch of {tuple(x.shape)} test inputs {problem}; "
+            f"accepted: a model that returns {expected} logits ({data.num_classes} classes)"
+        )
+    _PROBED.add(probed)
 
 
 def _build_dataset(node: DictConfig) -> Dataset:
