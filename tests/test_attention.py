@@ -182,7 +182,7 @@ def test_structured_removes_projection_rows_but_not_classes():
 def test_compaction_refuses_attention_and_keeps_layerwise_masks():
     model, reference = _vit(), _vit()
     example = torch.randn(1, 3, 8, 8)
-    _, groups = prune_channel_groups(model, LN, 0.5, Scope(), example)
+    _, groups, _ = prune_channel_groups(model, LN, 0.5, Scope(), example)
     prune_model(reference, LN, 0.5, Scope())
     assert groups == []
     masks = {n: b for n, b in model.named_buffers() if n.endswith("_mask")}

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from sweep import load_layers
+from sweep import load_layers, load_model
 from sweep.metrics import count_params
 from sweep.models import lenet, mlp, small_cnn, torchvision
 from sweep.pruning import (
@@ -55,7 +55,7 @@ def _trained_looking(build, channels, size) -> nn.Module:
 def test_compacted_equals_masked(build, channels, size, amount):
     model = _trained_looking(build, channels, size)
     x = torch.randn(8, channels, size, size)
-    _, groups = prune_channel_groups(model, LN, amount, Scope(), x[:1])
+    _, groups, _ = prune_channel_groups(model, LN, amount, Scope(), x[:1])
     silence_dead_channels(groups)
     smaller = compact(model, groups, x[:1]).eval()
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_compacted_equals_masked(build, channels, size, amount):
 
 def test_coupled_layers_lose_the_same_channels():
     model = _trained_looking(resnet18, 3, 32)
-    _, groups = prune_channel_groups(model, LN, 0.5, Scope(), torch.randn(1, 3, 32, 32))
+    _, groups, _ = prune_channel_groups(model, LN, 0.5, Scope(), torch.randn(1, 3, 32, 32))
     stage = next(g for g in groups if len(g.producers) > 2)  # a residual stream
     dead = [
         (m.weight_mask.flatten(1).sum(1) == 0).nonzero().squeeze(1).tolist()
@@ -76,10 +76,36 @@ def test_coupled_layers_lose_the_same_channels():
     assert all(d == dead[0] for d in dead) and len(dead[0]) == len(stage.dead) > 0
 
 
+def test_layers_tied_to_one_outside_the_scope_are_named_not_left_dense_silently(
+    cfg_factory, tmp_path, caplog
+):
+    """With the stem out of scope, layer1's convs that add into its residual stream keep
+    their channels; the row said compacted, sparsity as asked, and nothing of them."""
+    model = _trained_looking(resnet18, 3, 32)
+    scope = Scope(exclude=["conv1"])
+    _, _, tied = prune_channel_groups(model, LN, 0.5, scope, torch.randn(1, 3, 32, 32))
+    assert tied == ["layer1.0.conv2", "layer1.1.conv2"]
+    assert all(not hasattr(model.get_submodule(n), "weight_mask") for n in tied)
+
+    # a trial: its dense stem (scope.dense_ends) ties the block's conv2; conv1 is compacted
+    model = ["model._target_=tests.custom_models.TinyResidual", "model.name=tiny", "~model.width"]
+    settings = ["method=ln_structured", "compact=true", "scope.dense_ends=true"]
+    with caplog.at_level("WARNING", logger="sweep.trial"):
+        row = run_trial(cfg_factory(*model, *settings))
+    assert (row["compacted"], row["skipped_layers"]) == (True, "conv2")
+    assert [m for m in caplog.messages if "tied" in m] == [
+        "compact=true leaves dense the layers whose channels are tied (a residual add, a layer "
+        "used twice) to a layer outside the scope: conv2; scope.dense_ends=false or "
+        "scope.exclude brings those into the scope"
+    ]
+    kept = load_model(row["trial_key"], tmp_path / "results")
+    assert (kept.conv1.out_channels, kept.conv2.out_channels) == (4, 8)  # conv2 only loses inputs
+
+
 def test_compacted_layer_sizes_resnet18():
     model = _trained_looking(resnet18, 3, 32)
     x = torch.randn(1, 3, 32, 32)
-    _, groups = prune_channel_groups(model, LN, 0.5, Scope(), x)
+    _, groups, _ = prune_channel_groups(model, LN, 0.5, Scope(), x)
     silence_dead_channels(groups)
     smaller = compact(model, groups, x)
     assert (smaller.conv1.out_channels, smaller.layer1[0].conv1.out_channels) == (32, 32)

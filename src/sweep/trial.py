@@ -590,7 +590,15 @@ def _prune(
     if reason is not None:
         row["compact_error"] = reason
         return model, prune_model(model, method, amount, scope, scores)
-    targets, groups = prune_channel_groups(model, method, amount, scope, example, scores)
+    targets, groups, tied = prune_channel_groups(model, method, amount, scope, example, scores)
+    if tied:
+        row["skipped_layers"] = ", ".join(tied)
+        log.warning(
+            "compact=true leaves dense the layers whose channels are tied (a residual add, a "
+            "layer used twice) to a layer outside the scope: %s; scope.dense_ends=false or "
+            "scope.exclude brings those into the scope",
+            row["skipped_layers"],
+        )
     silence_dead_channels(groups)
     try:
         smaller = compact(model, groups, example)

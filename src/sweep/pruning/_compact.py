@@ -38,7 +38,7 @@ def prune_channel_groups(
     scope: Scope,
     example: torch.Tensor,
     scores: Scores | None = None,
-) -> tuple[list[Target], list[ChannelGroup]]:
+) -> tuple[list[Target], list[ChannelGroup], list[str]]:
     """Structured pruning of output channels by dependency group, ready for `compact`.
 
     Layer-wise ``torch.nn.utils.prune`` masks on two layers joined by a residual addition pick
@@ -50,15 +50,19 @@ def prune_channel_groups(
     groups, so its fallback to the masks is the model ``compact=false`` gives.
 
     Returns:
-        The targets (as `prune_model` returns them) and the groups with their dead channels.
+        The targets (as `prune_model` returns them), the groups with their dead channels, and
+        the names of the layers in scope left dense because their group holds a layer outside
+        it (a residual add to the dense stem, a layer applied twice).
     """
     targets = plan_pruning(model, method, amount, scope)
     reason = not_compactable(method)
     if reason is not None:
         raise ConfigError(reason)
     if _unsupported(model) is not None:
-        return prune_model(model, method, amount, scope, scores), []
+        return prune_model(model, method, amount, scope, scores), [], []
     in_scope = {t.module: t for t in targets}
+    names = {m: n for n, m in model.named_modules()}
+    tied: list[str] = []
     graph = _graph(model, example)
     classifier = dict(model.named_modules()).get(classifier_name(model) or "")
     ignored = [classifier] if classifier is not None and classifier not in in_scope else []
@@ -74,7 +78,10 @@ def prune_channel_groups(
                     producers.append((module, order))
                 elif isinstance(module, _NORMS):
                     norms.append((module, order))
-        if not producers or any(m not in in_scope for m, _ in producers):
+        if not producers:
+            continue
+        if any(m not in in_scope for m, _ in producers):
+            tied += [names[m] for m, _ in producers if m in in_scope and names[m] not in tied]
             continue
         root = producers[0][0]
         rows = [
@@ -90,7 +97,9 @@ def prune_channel_groups(
             layer_mask[idx[dead]] = 0
             prune.custom_from_mask(module, "weight", layer_mask)
         groups.append(ChannelGroup(root, tuple(producers), tuple(norms), dead))
-    return targets, groups
+    pruned = {names[m] for g in groups for m, _ in g.producers}
+    order = {n: i for i, n in enumerate(names.values())}
+    return targets, groups, sorted({*tied} - pruned, key=order.__getitem__)
 
 
 def not_compactable(method: PruningMethod) -> str | None:
