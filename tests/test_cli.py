@@ -317,6 +317,12 @@ BAD_INPUT = [
         ["dataset=synthetic", "dataset.num_classes=1"],
         "dataset.num_classes=1 is out of range; accepted: an int >= 2",
     ),
+    (  # it pruned, then fell back to the masks: the compacted model lacked classes
+        ["method=ln_structured", "compact=true", "scope.prune_classifier_outputs=true"],
+        "compact=true with scope.prune_classifier_outputs=true would remove classes (the "
+        "outputs of classifier); accepted: one of the two, or the classifier out of the scope "
+        "(scope.dense_ends=true or scope.exclude)",
+    ),
     (
         ["scope.layers=Conv2d"],
         "scope.layers='Conv2d' is not valid; accepted: a list such as [Conv2d, Linear]",

@@ -179,6 +179,17 @@ def test_an_out_it_cannot_write_is_one_line(cfg_factory, tmp_path, monkeypatch, 
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: cannot write {out}: ")
     assert list((tmp_path / "ro").iterdir()) == []
+    # a key the store lacks: the command names its own option, not the function's path=
+    assert main(["nope", "--out", str(out), "--store", str(tmp_path / "results")]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.endswith("), or --store another store") and "path=" not in line
+    empty = tmp_path / "empty"
+    (empty / "trials").mkdir(parents=True)
+    assert main(["nope", "--out", str(out), "--store", str(empty)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: trial 'nope' is not in the store {str(empty)!r}, which has no trials; pass "
+        "--store the store the trial was run with"
+    ]
 
 
 def test_export_refuses_unknown_format(tmp_path):
@@ -303,7 +314,8 @@ def test_a_key_not_in_the_store_is_answered_without_importing_torch(tmp_path):
         ", or path= another store"
     )
     assert result.stdout.splitlines() == [line, "2", "False"]
-    assert result.stderr.splitlines() == [f"error: {line}"]
+    command = line.replace("path= another store", "--store another store")  # its option
+    assert result.stderr.splitlines() == [f"error: {command}"]
 
 
 def test_a_key_not_in_the_store_names_the_keys_it_has(tmp_path):

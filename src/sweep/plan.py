@@ -34,6 +34,7 @@ from sweep.pruning import (
     not_compactable,
     plan_pruning,
 )
+from sweep.pruning._scope import classifier_name
 from sweep.rewind import parse_rewind
 from sweep.store import check_writable
 from sweep.training import optimizer_class
@@ -158,6 +159,7 @@ def prepare(
         weights.fit(model, state, checkpoint)
     targets = plan_pruning(model, method, resolved["amount"], scope)  # before any training
     check_importance(method, targets, model)
+    _check_classifier_outputs(cfg, method, scope, model, targets)
     if check_store:
         check_writable(cfg.store.path)
     return Plan(
@@ -198,6 +200,21 @@ def _check_complete(cfg: DictConfig) -> None:
         key = missing[0]
         example = "my_module.Name" if key.endswith("_target_") else "/path/to/data"
         raise ConfigError(f"{key} is required but not set; e.g. {key}={example}")
+
+
+def _check_classifier_outputs(
+    cfg: DictConfig, method: PruningMethod, scope: Scope, model: nn.Module, targets: list
+) -> None:
+    """Compaction that would remove classes: it always fell back to the masks, after pruning."""
+    if not (cfg.compact and scope.prune_classifier_outputs and not_compactable(method) is None):
+        return
+    classifier = classifier_name(model)
+    if classifier is not None and any(t.name == classifier for t in targets):
+        raise ConfigError(
+            f"compact=true with scope.prune_classifier_outputs=true would remove classes "
+            f"(the outputs of {classifier}); accepted: one of the two, or the classifier out of "
+            "the scope (scope.dense_ends=true or scope.exclude)"
+        )
 
 
 def _check_protocol(

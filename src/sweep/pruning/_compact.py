@@ -194,12 +194,17 @@ def _check_same_function(masked: nn.Module, compacted: nn.Module, example: torch
     finally:
         masked.train(modes[0])
         compacted.train(modes[1])
+    if got.shape != expected.shape:
+        raise RuntimeError(
+            f"the compacted model's output is {tuple(got.shape)}, the masked one's "
+            f"{tuple(expected.shape)} (it removed outputs: scope.prune_classifier_outputs)"
+        )
     scale = float(expected.abs().max()) + 1e-12
-    if got.shape != expected.shape or float((got - expected).abs().max()) > 1e-4 * scale:
-        diff = float((got - expected).abs().max()) if got.shape == expected.shape else "shape"
+    if float((got - expected).abs().max()) > 1e-4 * scale:
+        diff = float((got - expected).abs().max())
         raise RuntimeError(
             f"the compacted model computes something else than the masked one "
-            f"(max |difference| {diff} on the example input); this graph is not supported"
+            f"(max |difference| {diff:.3g} on the example input); this graph is not supported"
         )
 
 
