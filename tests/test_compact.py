@@ -102,6 +102,21 @@ def test_layers_tied_to_one_outside_the_scope_are_named_not_left_dense_silently(
     assert (kept.conv1.out_channels, kept.conv2.out_channels) == (4, 8)  # conv2 only loses inputs
 
 
+def test_an_amount_that_removes_every_channel_of_a_layer_says_so():
+    """Masks may empty a layer; a compacted one cannot run: it was torch's 'expected weight to
+    be at least 1 at dimension 0, but got weight of size [0, 16, 3, 3]'."""
+    model = _trained_looking(small_cnn, 1, 8)
+    x = torch.randn(1, 1, 8, 8)
+    _, groups, _ = prune_channel_groups(model, LN, 0.99, Scope(), x)
+    silence_dead_channels(groups)
+    with pytest.raises(RuntimeError) as e:
+        compact(model, groups, x)
+    assert str(e.value) == (
+        "the amount removes all 16 output channels of block1.conv (and of 1 more group(s)); a "
+        "compacted layer keeps at least one"
+    )
+
+
 def test_compacted_layer_sizes_resnet18():
     model = _trained_looking(resnet18, 3, 32)
     x = torch.randn(1, 3, 32, 32)

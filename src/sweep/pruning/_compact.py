@@ -152,13 +152,23 @@ def compact(model: nn.Module, groups: list[ChannelGroup], example: torch.Tensor)
     reason = _unsupported(model)
     if reason is not None:
         raise NotImplementedError(reason)
+    names = {m: n for n, m in model.named_modules()}
+    order = {m: i for i, m in enumerate(names)}
+    # a layer of no channel cannot run (a conv of weight [0, 16, 3, 3])
+    emptied = [g for g in groups if len(g.dead) == len(g.producers[0][1]) > 0]
+    if emptied:
+        first = min(emptied, key=lambda g: order[g.root])
+        raise RuntimeError(
+            f"the amount removes all {len(first.dead)} output channels of {names[first.root]}"
+            + (f" (and of {len(emptied) - 1} more group(s))" if len(emptied) > 1 else "")
+            + "; a compacted layer keeps at least one"
+        )
     for module in model.modules():
         # a masked module's `weight` is orig * mask, a non-leaf tensor deepcopy refuses; the
         # pruning hook recomputes it on the next forward anyway
         if hasattr(module, "weight_orig"):
             module.weight = module.weight.detach()
     copied = copy.deepcopy(model)
-    names = {m: n for n, m in model.named_modules()}
     modules = dict(copied.named_modules())
     make_permanent(copied)
     graph = _graph(copied, example)
