@@ -117,6 +117,36 @@ def test_an_amount_that_removes_every_channel_of_a_layer_says_so():
     )
 
 
+def test_grouped_convolutions_are_refused_plainly_and_depthwise_ones_compact():
+    """A conv of groups=4 (RegNet's, ResNeXt's) failed inside Torch-Pruning: 'INDICES element
+    is out of DATA bounds', or a model that computed something else."""
+    x = torch.randn(1, 1, 8, 8)
+
+    def net(groups: int) -> nn.Module:
+        torch.manual_seed(0)
+        conv = nn.Conv2d(8, 8, 3, padding=1, groups=groups)
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), conv, nn.Flatten(), nn.Linear(512, 10)
+        ).eval()
+
+    grouped = net(4)
+    _, groups, _ = prune_channel_groups(grouped, LN, 0.5, Scope(), x)
+    assert groups == [] and hasattr(grouped[0], "weight_mask")  # masked layer-wise instead
+    with pytest.raises(NotImplementedError) as e:
+        compact(grouped, groups, x)
+    assert str(e.value) == (
+        "compaction does not support grouped convolutions (layer '2', groups=4 of 8 input "
+        "channels; depthwise ones work); the masks are kept"
+    )
+    depthwise = net(8)
+    _, groups, _ = prune_channel_groups(depthwise, LN, 0.5, Scope(), x)
+    silence_dead_channels(groups)
+    smaller = compact(depthwise, groups, x)
+    assert (smaller[0].out_channels, smaller[2].groups) == (4, 4)
+    with torch.no_grad():
+        assert (smaller(x) - depthwise(x)).abs().max() <= 1e-5
+
+
 def test_compacted_layer_sizes_resnet18():
     model = _trained_looking(resnet18, 3, 32)
     x = torch.randn(1, 3, 32, 32)

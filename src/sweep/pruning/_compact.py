@@ -187,9 +187,21 @@ def _unsupported(model: nn.Module) -> str | None:
     # Torch-Pruning's graph couples the residual stream through attention with wrong shapes
     # ("shape '[1, 8, 4]' is invalid"), and no group holds in_proj_weight: refuse plainly.
     name = next((n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)), None)
-    if name is None:
-        return None
-    return f"compaction does not support nn.MultiheadAttention (layer {name!r}); the masks are kept"
+    if name is not None:
+        return (
+            f"compaction does not support nn.MultiheadAttention (layer {name!r}); the masks are "
+            "kept"
+        )
+    # Grouped convolutions other than depthwise ones: the groups' channel indices come out of
+    # the graph out of bounds ("INDICES element is out of DATA bounds"), or the result differs.
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups != m.in_channels:
+            return (
+                f"compaction does not support grouped convolutions (layer {name!r}, "
+                f"groups={m.groups} of {m.in_channels} input channels; depthwise ones work); "
+                "the masks are kept"
+            )
+    return None
 
 
 def _check_same_function(masked: nn.Module, compacted: nn.Module, example: torch.Tensor) -> None:
