@@ -566,6 +566,19 @@ def test_scope_rejects_unknown_layer_type():
         Scope(amounts={"Conv1d": 0.1})
 
 
+def test_scope_refuses_a_layer_type_with_no_weight_to_prune():
+    """LSTM keeps weight_ih_l0...: it was left out silently, its amounts shown as applied."""
+    model = nn.Sequential(nn.LSTM(4, 8), nn.Linear(8, 2))
+    with pytest.raises(ConfigError) as e:
+        Scope(layers=["LSTM", "Linear"]).modules(model)
+    assert str(e.value) == (
+        "scope.layers entry 'LSTM' matches '0', which has no tensor named weight to prune (its "
+        "own: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0); accepted: layer types with "
+        "a weight (Conv2d, Linear...) or nn.MultiheadAttention"
+    )
+    assert [name for name, _ in Scope(layers=["Linear"]).modules(model)] == ["1"]
+
+
 def test_scope_from_config_refuses_a_string_for_a_list():
     with pytest.raises(ConfigError) as e:
         Scope.from_config({"layers": "Conv2d", "amounts": None, "exclude": []})

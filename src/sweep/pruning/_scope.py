@@ -94,9 +94,18 @@ class Scope:
     def modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """Modules in scope that have weights to prune, in registration order, none excluded
         (neither by ``exclude`` nor by ``dense_ends``)."""
-        found = [
-            (name, m) for name, m in model.named_modules() if self._entries(m) and weight_names(m)
-        ]
+        typed = [(name, m) for name, m in model.named_modules() if self._entries(m)]
+        found = [(name, m) for name, m in typed if weight_names(m)]
+        for entry in self.layers:
+            matched = [(n, m) for n, m in typed if entry in self._entries(m)]
+            if matched and not any(weight_names(m) for _, m in matched):
+                name, module = matched[0]
+                tensors = ", ".join(n for n, _ in module.named_parameters(recurse=False))
+                raise ConfigError(
+                    f"scope.layers entry {entry!r} matches {name!r}, which has no tensor named "
+                    f"weight to prune (its own: {tensors or 'none'}); accepted: layer types "
+                    "with a weight (Conv2d, Linear...) or nn.MultiheadAttention"
+                )
         # a layer named in `amounts` by its exact name is pruned as asked: the user's explicit
         # choice wins over the default of leaving the ends dense (a type or pattern does not)
         ends = [n for n in end_layers(model) if n not in self.amounts] if self.dense_ends else ()
