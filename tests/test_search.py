@@ -643,6 +643,19 @@ def test_a_dead_workers_row_in_a_store_of_its_own_is_told_from_the_study_not_run
     ]
     assert not here.exists() and not there.exists()  # neither store was written here
 
+    # had its worker only stalled, it now stores the row and tells: the study's outcome stands
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from sweep.search import _tell
+    from sweep.store import row_id, write_trial
+
+    row = _complete_row(study, 0, 0.75)
+    write_trial(there, row, [{"layer": "fc", "sparsity": 0.5}], row_id=row_id(None, "s", 0, "u1"))
+    ret = JobReturn(status=JobStatus.COMPLETED, _return_value=row)
+    assert _tell.tell(study, "u1", trial, ret, settings, there) == (TrialState.COMPLETE, "")
+    assert load_results(there)["status"].tolist() == ["complete"]
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
 
 @pytest.mark.parametrize(
     "url, masked",

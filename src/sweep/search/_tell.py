@@ -60,9 +60,14 @@ def tell(
         trial.set_user_attr("layers", encode_rows(layers))
         return tell_row(study, trial, row, settings, trial.set_user_attr)
     except optuna.exceptions.UpdateFinishedTrialError:
+        state = study._storage.get_trial(trial._trial_id).state
+        if state in (TrialState.COMPLETE, TrialState.PRUNED):  # stalled past the grace
+            # period after `record_row`: another worker told it from the row on the trial
+            log.info("trial %d was told from its row by another worker", trial.number)
+            return state, ""
         error = "failed as stale while it ran (no heartbeat within the grace period)"
         log.warning("trial %d %s; its parameters were queued again", trial.number, error)
-        if study._storage.get_trial(trial._trial_id).state == TrialState.FAIL:
+        if state == TrialState.FAIL:
             # its job stored it complete after another worker failed it (this worker stalled
             # past the grace period): the study's failed trial and the store's row must agree,
             # and its parameters run again as another trial
