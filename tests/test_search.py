@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
 from sweep.errors import ConfigError
 from sweep.search import OBJECTIVES, SearchSpace, StudySettings, open_storage
@@ -627,7 +628,8 @@ def test_a_dead_workers_row_in_a_store_of_its_own_is_told_from_the_study_not_run
     storage.record_heartbeat(trial._trial_id)
     # the dying worker's job: its row goes to the trial, then to its own store
     ids = (storage, study._study_id, trial._trial_id, study.directions)
-    record_row(None, ids)(_complete_row(study, 0, 0.75), [{"layer": "fc", "sparsity": 0.5}])
+    job = OmegaConf.create({"optuna": {"study": "s", "uid": "u1", "trial": 0}})
+    record_row(job, ids)(_complete_row(study, 0, 0.75), [{"layer": "fc", "sparsity": 0.5}])
     assert study.trials[0].state == TrialState.RUNNING  # not told: the worker died first
     time.sleep(3.5)  # past the grace period
 

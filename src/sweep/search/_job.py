@@ -21,6 +21,19 @@ log = logging.getLogger(__name__)
 # Receives a trial's row and per-layer rows just before `run_trial` writes them to the store.
 RowCallback = Callable[[dict[str, Any], Sequence[dict[str, Any]]], None]
 
+# (study, uid, trial number) of the trials whose rows `record_row` put on them in this process:
+# the sweeper's tell, in the same process, need not put them there again (`was_recorded`).
+_RECORDED: set[tuple[str, str | None, int]] = set()
+
+
+def was_recorded(study_name: str, uid: str | None, number: int) -> bool:
+    """Whether this process's job of the trial put its row on it (`record_row`); forgets it."""
+    key = (study_name, uid, number)
+    if key in _RECORDED:
+        _RECORDED.discard(key)
+        return True
+    return False
+
 
 def job_callbacks(
     cfg: DictConfig,
@@ -106,6 +119,8 @@ def record_row(cfg: DictConfig, ids: _Ids | None = None) -> RowCallback:
             pass  # failed as stale meanwhile: the sweeper's tell stores its row as failed
         except Exception:  # a database hiccup: the row still goes to the store, and the tell
             log.warning("trial %s: its row did not reach the study yet", key, exc_info=True)
+        else:
+            _RECORDED.add((cfg.optuna.study, cfg.optuna.get("uid"), cfg.optuna.trial))
 
     return record
 

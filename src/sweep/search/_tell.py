@@ -17,6 +17,7 @@ from hydra.core.utils import JobStatus
 from optuna.trial import TrialState
 
 from sweep._console import trial_count
+from sweep.search._job import was_recorded
 from sweep.search._rows import failed_row
 from sweep.search._study import STALE_PREFIX, StudySettings, counts, stale_trials
 from sweep.store import encode_rows, read_layers, read_row, row_id, write_trial
@@ -52,15 +53,19 @@ def tell(
             print(f"{trial_count(0.0)}trial {trial.number}: FAILED: {error}")
             return TrialState.FAIL, error
         row = ret.return_value
-        rid = row_id(None, study.study_name, trial.number, uid)
-        layers = read_layers(store, rid)
-        trial.set_user_attr(
-            "row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}])
-        )
-        trial.set_user_attr("layers", encode_rows(layers))
+        if not was_recorded(study.study_name, uid, trial.number):  # else its job did, in here
+            rid = row_id(None, study.study_name, trial.number, uid)
+            trial.set_user_attr("layers", encode_rows(read_layers(store, rid)))
+            trial.set_user_attr(
+                "row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}])
+            )
         return tell_row(study, trial, row, settings, trial.set_user_attr)
-    except optuna.exceptions.UpdateFinishedTrialError:
+    # finished meanwhile by another worker: its attributes refused, or Optuna's tell itself
+    # ("Cannot tell a COMPLETE trial.") where its job had put the row on it already
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
         state = study._storage.get_trial(trial._trial_id).state
+        if not state.is_finished():
+            raise
         if state in (TrialState.COMPLETE, TrialState.PRUNED):  # stalled past the grace
             # period after `record_row`: another worker told it from the row on the trial
             log.info("trial %d was told from its row by another worker", trial.number)
