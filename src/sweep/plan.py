@@ -384,7 +384,7 @@ def _probe(model: nn.Module, spec: Mapping[str, Any], data: Dataset) -> None:
     expected = (len(x), data.num_classes)
     training = model.training
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a forward that draws
             out = model.eval()(x)
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         problem = None if got == expected else f"gives {got}"
