@@ -99,6 +99,7 @@ def test_a_grid_line_names_the_other_values_it_sweeps(tmp_path):
     ]
 
 
+@pytest.mark.slow  # a fused grid through the command line, with its baseline (about 20 s)
 def test_a_grid_over_a_glob_of_a_config_group_counts_and_names_its_options(tmp_path):
     """+exp=glob(*) left the grid uncounted ([1], [2]), its lines alike, and its jobs unfused."""
     group = tmp_path / "my_conf" / "exp"
