@@ -100,7 +100,8 @@ def record_row(cfg: DictConfig, ids: _Ids | None = None) -> RowCallback:
     attributes ``layers``, then ``row``): `run_trial` calls it just before it writes them to
     the store. A worker that dies between its write and its tell then leaves its outcome where
     every worker reads it, whatever store it wrote to: the trial is told from it
-    (`finish_from_row`), never run twice. The sweeper's tell sets them again."""
+    (`finish_from_row`), never run twice. The sweeper's tell in this process leaves them as
+    they are (`was_recorded`); in another process (a launcher's job) it sets them again."""
     storage, _, trial_id, _ = ids or _trial(cfg)
 
     def record(row: dict[str, Any], layers: Sequence[dict[str, Any]]) -> None:
