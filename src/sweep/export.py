@@ -337,8 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = export(args.trial, args.out, path=args.store, format=args.format)
     except (ConfigError, FileNotFoundError) as e:  # FileNotFoundError: no store there
         # the function's argument path= is this command's option --store
-        message = str(e).replace(" path= another store", " --store another store")
-        print(f"error: {message.replace(' pass path= ', ' pass --store ')}", file=sys.stderr)
+        print(f"error: {str(e).replace('path= ', '--store ')}", file=sys.stderr)
         return 2
     except OSError as e:  # a read-only folder, a full disk: nothing half-written is left
         print(f"error: cannot write {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)

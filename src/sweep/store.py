@@ -46,7 +46,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -420,6 +420,17 @@ def encode_rows(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows as JSON text that `decode_rows` reads back with their types (times included):
     how a row travels in an Optuna trial's user attributes."""
     return json.dumps([dict(r) for r in rows], default=_json_value, allow_nan=True)
+
+
+def encode_row(row: Mapping[str, Any]) -> str:
+    """A trial's row as its Optuna trial holds it (user attribute ``row``): without
+    ``store_file``, which names one worker's disk."""
+    return encode_rows([{k: v for k, v in row.items() if k != "store_file"}])
+
+
+# Receives a trial's row and per-layer rows just before `write_trial` writes them to the store
+# (`sweep.trial.run_trial`'s ``on_row``).
+RowCallback = Callable[[dict[str, Any], Sequence[Mapping[str, Any]]], None]
 
 
 def decode_rows(text: str) -> list[dict[str, Any]]:

@@ -65,7 +65,7 @@ from sweep.pruning import (
 )
 from sweep.recalibrate import recalibrate_batchnorm
 from sweep.rewind import rewind
-from sweep.store import read_row, row_id, write_trial
+from sweep.store import RowCallback, read_row, row_id, write_trial
 from sweep.training import EpochCallback, evaluate, train
 
 __all__ = ["Plan", "prepare", "resolve_device", "run_trial", "trial_key"]
@@ -78,7 +78,7 @@ def run_trial(
     cfg: DictConfig,
     on_epoch: EpochCallback | None = None,
     on_start: Callable[[str], None] | None = None,
-    on_row: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
+    on_row: RowCallback | None = None,
 ) -> dict[str, Any]:
     """Run the trial described by ``cfg`` and write its row to the results store.
 

@@ -29,6 +29,7 @@ from sweep._console import grid_jobs
 from sweep.fused._key import fusion_key
 from sweep.fused._run import run_fused
 from sweep.fused._size import fuse_size
+from sweep.store import RowCallback
 from sweep.training import EpochCallback
 
 __all__ = ["fused_row", "group_size", "hand_over"]
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # a member's config -> its on_epoch, on_start and on_row callbacks (`sweep.trial.run_trial`)
 Callbacks = Callable[
-    [DictConfig], tuple[EpochCallback | None, Callable[[str], None] | None, Callable | None]
+    [DictConfig], tuple[EpochCallback | None, Callable[[str], None] | None, RowCallback | None]
 ]
 
 _BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"

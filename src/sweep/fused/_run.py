@@ -25,7 +25,7 @@ from sweep.errors import TrialFailed
 from sweep.fused._engine import evaluate_fused, finetune_fused
 from sweep.fused._key import fusion_key
 from sweep.plan import Plan, prepare
-from sweep.store import row_id, write_trial
+from sweep.store import RowCallback, row_id, write_trial
 from sweep.training import EpochCallback
 
 __all__ = ["run_fused"]
@@ -37,7 +37,7 @@ def run_fused(
     cfgs: Sequence[DictConfig],
     on_epoch: Sequence[EpochCallback | None] | None = None,
     on_start: Sequence[Callable[[str], None] | None] | None = None,
-    on_row: Sequence[Callable[[dict[str, Any], list[dict[str, Any]]], None] | None] | None = None,
+    on_row: Sequence[RowCallback | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the trials ``cfgs``, those with one `fusion_key` finetuned and evaluated together.
 
@@ -104,7 +104,7 @@ class _Member:
         cfg: DictConfig,
         plan: Plan,
         on_epoch: EpochCallback | None,
-        on_row: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None,
+        on_row: RowCallback | None = None,
     ) -> None:
         self.cfg, self.plan, self.on_epoch, self.on_row = cfg, plan, on_epoch, on_row
         c = cfg.optuna

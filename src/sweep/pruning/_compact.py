@@ -62,7 +62,7 @@ def prune_channel_groups(
         return prune_model(model, method, amount, scope, scores), [], []
     in_scope = {t.module: t for t in targets}
     names = {m: n for n, m in model.named_modules()}
-    tied: list[str] = []
+    tied: set[str] = set()
     graph = _graph(model, example)
     classifier = dict(model.named_modules()).get(classifier_name(model) or "")
     ignored = [classifier] if classifier is not None and classifier not in in_scope else []
@@ -81,7 +81,7 @@ def prune_channel_groups(
         if not producers:
             continue
         if any(m not in in_scope for m, _ in producers):
-            tied += [names[m] for m, _ in producers if m in in_scope and names[m] not in tied]
+            tied.update(names[m] for m, _ in producers if m in in_scope)
             continue
         root = producers[0][0]
         rows = [
@@ -99,7 +99,7 @@ def prune_channel_groups(
         groups.append(ChannelGroup(root, tuple(producers), tuple(norms), dead))
     pruned = {names[m] for g in groups for m, _ in g.producers}
     order = {n: i for i, n in enumerate(names.values())}
-    return targets, groups, sorted({*tied} - pruned, key=order.__getitem__)
+    return targets, groups, sorted(tied - pruned, key=order.__getitem__)
 
 
 def not_compactable(method: PruningMethod) -> str | None:

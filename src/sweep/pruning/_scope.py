@@ -94,10 +94,10 @@ class Scope:
     def modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
         """Modules in scope that have weights to prune, in registration order, none excluded
         (neither by ``exclude`` nor by ``dense_ends``)."""
-        typed = [(name, m) for name, m in model.named_modules() if self._entries(m)]
-        found = [(name, m) for name, m in typed if weight_names(m)]
+        typed = [(name, m, e) for name, m in model.named_modules() if (e := self._entries(m))]
+        found = [(name, m) for name, m, _ in typed if weight_names(m)]
         for entry in self.layers:
-            matched = [(n, m) for n, m in typed if entry in self._entries(m)]
+            matched = [(n, m) for n, m, entries in typed if entry in entries]
             if matched and not any(weight_names(m) for _, m in matched):
                 name, module = matched[0]
                 tensors = ", ".join(n for n, _ in module.named_parameters(recurse=False))

@@ -13,13 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from sweep._env import STORAGE_ENV
 from sweep._signals import held
 from sweep.search._study import make_pruner, open_storage
-from sweep.store import encode_rows
+from sweep.store import RowCallback, encode_row, encode_rows
 from sweep.training import EpochCallback
 
 log = logging.getLogger(__name__)
-
-# Receives a trial's row and per-layer rows just before `run_trial` writes them to the store.
-RowCallback = Callable[[dict[str, Any], Sequence[dict[str, Any]]], None]
 
 # (study, uid, trial number) of the trials whose rows `record_row` put on them in this process:
 # the sweeper's tell, in the same process, need not put them there again (`was_recorded`).
@@ -111,11 +108,7 @@ def record_row(cfg: DictConfig, ids: _Ids | None = None) -> RowCallback:
                 storage.set_trial_user_attr(
                     trial_id, "layers", encode_rows([{"trial_key": key, **r} for r in layers])
                 )
-                storage.set_trial_user_attr(
-                    trial_id,
-                    "row",
-                    encode_rows([{k: v for k, v in row.items() if k != "store_file"}]),
-                )
+                storage.set_trial_user_attr(trial_id, "row", encode_row(row))
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # failed as stale meanwhile: the sweeper's tell stores its row as failed
         except Exception:  # a database hiccup: the row still goes to the store, and the tell

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.search._study import REPEAT_OF, STALE_PREFIX, StudySettings, is_dead
 from sweep.search._tell import finish_trial, tell_row, write_failed_row
-from sweep.store import decode_rows, encode_rows, read_layers, read_row, row_id
+from sweep.store import decode_rows, encode_row, encode_rows, read_layers, read_row, row_id
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def finish_from_row(study: optuna.Study, number: int, store: Path, settings: Stu
         log.info("trial %d: told from the row its job put on the trial (not in %s)", number, store)
         tell_row(study, number, row, settings, set_attr)
         return True
-    set_attr("row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}]))
+    set_attr("row", encode_row(row))
     set_attr("layers", encode_rows(read_layers(store, rid)))
     tell_row(study, number, row, settings, set_attr)
     return True

@@ -20,7 +20,7 @@ from sweep._console import trial_count
 from sweep.search._job import was_recorded
 from sweep.search._rows import failed_row
 from sweep.search._study import STALE_PREFIX, StudySettings, counts, stale_trials
-from sweep.store import encode_rows, read_layers, read_row, row_id, write_trial
+from sweep.store import encode_row, encode_rows, read_layers, read_row, row_id, write_trial
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,7 @@ def tell(
         if not was_recorded(study.study_name, uid, trial.number):  # else its job did, in here
             rid = row_id(None, study.study_name, trial.number, uid)
             trial.set_user_attr("layers", encode_rows(read_layers(store, rid)))
-            trial.set_user_attr(
-                "row", encode_rows([{k: v for k, v in row.items() if k != "store_file"}])
-            )
+            trial.set_user_attr("row", encode_row(row))
         return tell_row(study, trial, row, settings, trial.set_user_attr)
     # finished meanwhile by another worker: its attributes refused, or Optuna's tell itself
     # ("Cannot tell a COMPLETE trial.") where its job had put the row on it already
