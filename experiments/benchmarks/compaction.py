@@ -61,7 +61,7 @@ def main() -> None:
         example = torch.randn(1, 3, size, size)
         for amount in args.amounts:
             masked = copy.deepcopy(dense)
-            _, groups = prune_channel_groups(masked, METHOD, amount, Scope(), example)
+            _, groups, _ = prune_channel_groups(masked, METHOD, amount, Scope(), example)
             silence_dead_channels(groups)
             small = compact(masked, groups, example).eval()
             folded = make_permanent(copy.deepcopy(_detached(masked))).eval()

@@ -107,7 +107,11 @@ def main() -> None:
                     f"front of {len(front)}, hypervolume {volumes[name]:.4f}, sparsest on it "
                     f"{best['sparsity']:.3f} at {best['acc_finetuned']:.3f} (dense {dense:.3f})"
                 )
-            ratios.append(volumes["layerwise"] / volumes["uniform"])
+            if volumes["uniform"] > 0:  # else no uniform trial is within --margin of dense
+                ratios.append(volumes["layerwise"] / volumes["uniform"])
+        if not ratios:
+            print(f"{subject}: no uniform front within {args.margin} of dense: no ratio")
+            continue
         spread = f" ± {statistics.stdev(ratios):.2f}" if len(ratios) > 1 else ""
         print(
             f"{subject}: hypervolume layerwise / uniform = {statistics.mean(ratios):.2f}{spread} "
