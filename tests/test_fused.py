@@ -621,7 +621,7 @@ def test_the_gpu_benchmark_runs_every_row_small_on_any_machine(tmp_path):
     assert [" ".join(r) for r in rows] == [
         "hand 2",
         "alone 2",
-        "workers 1",
         "fused 2",
         "sweep fuse=2",
+        "workers 1",
     ]
