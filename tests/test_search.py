@@ -279,6 +279,38 @@ def test_a_resumed_study_compares_values_not_how_the_command_line_spells_them():
     )
 
 
+def test_a_resumed_study_compares_what_its_data_holds_unless_the_dataset_is_swept():
+    """An image folder changed between two runs of a study resumed it: each row's key held the
+    fingerprint, but the sampler learnt from trials on two datasets."""
+    from omegaconf import OmegaConf
+
+    from sweep.search._settings import check_unchanged
+
+    spec = StudySettings.from_config(settings(), SearchSpace.from_config(SPACE))
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    ran = OmegaConf.create({"dataset": {"root": "/data/a"}, "finetune": {"epochs": 1}})
+    check_unchanged(study, spec, [], ran)  # a study from before the fingerprint was recorded
+    assert "dataset.fingerprint" not in study.user_attrs["settings"]["composed"]
+    check_unchanged(study, spec, [], ran, fingerprint="f1")  # resumes, and records it
+    assert study.user_attrs["settings"]["composed"]["dataset.fingerprint"] == "f1"
+    check_unchanged(study, spec, [], ran, fingerprint="f1")
+    check_unchanged(study, spec, [], ran)  # data without files: nothing to compare
+    with pytest.raises(ConfigError) as e:
+        check_unchanged(study, spec, [], ran, fingerprint="f2")
+    assert str(e.value) == (
+        "study 's' was run on data with dataset.fingerprint=f1; the data this run reads has "
+        "dataset.fingerprint=f2: files under the dataset's folder were added, removed or "
+        "changed between runs; accepted: the data as it was, or another "
+        "hydra.sweeper.study_name for a new study"
+    )
+    space = {**SPACE, "dataset.root": {"choices": ["/data/a", "/data/b"]}}
+    swept = StudySettings.from_config(settings(), SearchSpace.from_config(space))
+    other = optuna.create_study(directions=["maximize", "maximize"])
+    check_unchanged(other, swept, [], ran, fingerprint="f1")
+    check_unchanged(other, swept, [], ran, fingerprint="f2")  # each trial's key holds its own
+    assert "dataset.fingerprint" not in other.user_attrs["settings"]["composed"]
+
+
 def test_a_resumed_study_compares_the_code_of_each_swept_option(tmp_path, monkeypatch):
     """With method=choice(every_other, l1_unstructured) the method group is swept, and its
     code was never compared: an edited method file resumed the study, mixing two versions."""

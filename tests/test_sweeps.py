@@ -638,6 +638,32 @@ def test_a_config_file_edited_between_runs_of_a_study_is_refused(tmp_path):
     assert states(study(tmp_path)) == ["COMPLETE", "COMPLETE"]
 
 
+@pytest.mark.slow  # three sweeps (about 25 s); test_search covers the comparison itself
+def test_a_study_whose_image_folder_changed_between_runs_is_refused(tmp_path):
+    """Only the rows' keys held what the data was: a resumed study's sampler mixed trials on
+    two versions of the folder."""
+    from tests.test_image_folder import write_images
+
+    write_images(tmp_path / "images", 4)
+    data = ["dataset=image_folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8"]
+    sweep = ["-m", "search=tradeoff", *data, *OPTUNA_FAST]
+    first = run_cli(*sweep, "hydra.sweeper.n_trials=1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    write_images(tmp_path / "images", 1, classes=("owl",))  # a class added
+    refused = run_cli(*sweep, "hydra.sweeper.n_trials=2", cwd=tmp_path)
+    assert refused.returncode == 2
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: study 'tradeoff' was run on data with dataset.fingerprint=")
+    assert line.endswith(
+        ": files under the dataset's folder were added, removed or changed between runs; "
+        "accepted: the data as it was, or another hydra.sweeper.study_name for a new study"
+    )
+    assert len(study(tmp_path).trials) == 1
+    again = run_cli(*sweep, "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=v2", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert states(study(tmp_path, "v2")) == ["COMPLETE"]
+
+
 def _on_a_full_disk(
     tmp_path: pathlib.Path, *args: str, script: str = FULL_DISK
 ) -> subprocess.CompletedProcess:

@@ -137,12 +137,7 @@ def prepare(
         resolved["rewind_weights_sha256"] = weights.file_digest(rewind_file)
     if datasets is None:
         datasets = _LAST_DATASET if _in_multirun() else {}
-    data_key = config_hash(resolved["dataset"])
-    if data_key not in datasets:
-        if datasets is _LAST_DATASET:
-            datasets.clear()  # one dataset kept: a sweep's jobs mostly share theirs
-        datasets[data_key] = _build_dataset(cfg.dataset)
-    data = datasets[data_key]
+    data = _dataset(cfg.dataset, resolved["dataset"], datasets)
     if data.fingerprint is not None:
         # what the files hold is part of the trial and of its baseline: a changed folder is a
         # new baseline and a new row, never a stale one
@@ -398,6 +393,28 @@ def _probe(model: nn.Module, spec: Mapping[str, Any], data: Dataset) -> None:
             f"accepted: a model that returns {expected} logits ({data.num_classes} classes)"
         )
     _PROBED.add(probed)
+
+
+def dataset_fingerprint(cfg: DictConfig) -> str | None:
+    """What the data of the trial ``cfg`` holds (`sweep.data.Dataset.fingerprint`; ``None``
+    for data without files, such as the embedded digits), its dataset built as `prepare`
+    builds it and kept for the next job of this process, as a multirun's jobs keep theirs."""
+    spec = OmegaConf.to_container(cfg.dataset, resolve=True)
+    digest = code_digest(spec)
+    if digest is not None:
+        spec[CODE_KEY] = digest
+    return _dataset(cfg.dataset, spec, _LAST_DATASET).fingerprint
+
+
+def _dataset(node: DictConfig, spec: dict[str, Any], datasets: dict[str, Dataset]) -> Dataset:
+    """The dataset of config ``node`` (resolved: ``spec``), from ``datasets`` (by the hash of
+    ``spec``) or built and added there; `_LAST_DATASET` keeps one."""
+    key = config_hash(spec)
+    if key not in datasets:
+        if datasets is _LAST_DATASET:
+            datasets.clear()  # one dataset kept: a sweep's jobs mostly share theirs
+        datasets[key] = _build_dataset(node)
+    return datasets[key]
 
 
 def _build_dataset(node: DictConfig) -> Dataset:

@@ -67,13 +67,16 @@ def check_unchanged(
     fixed: Sequence[str],
     composed: DictConfig | None = None,
     compose: Callable[[list[str]], DictConfig] | None = None,
+    fingerprint: str | None = None,
 ) -> None:
     """Refuse to resume a study with other objectives, directions or fixed overrides, or with
     a composed config (``composed``, the job's) that differs in a value no parameter sweeps:
     a config file of the user's edited between runs (``finetune.epochs`` in ``+exp=a``), or
     the code of a class of the user's. ``compose`` (Hydra's ``load_sweep_config`` of the
     sweep's config) gives the job config of each option of a swept ``model``, ``method`` or
-    ``dataset`` group, whose code is compared option by option.
+    ``dataset`` group, whose code is compared option by option. ``fingerprint``: what the
+    data holds (`sweep.plan.dataset_fingerprint`), compared too where no parameter sweeps the
+    dataset (else each trial's key holds its own).
 
     Its trials would not be comparable (the study would judge new rows by other measures, or
     mix finetuning budgets); the first worker records what the study runs with.
@@ -92,6 +95,9 @@ def check_unchanged(
     wanted = {"objectives": list(settings.objectives), "fixed": _computing(fixed)}
     if composed is not None:
         wanted["composed"] = _composed_values(composed, settings, compose)
+        # data without files (the embedded digits) has none
+        if fingerprint is not None and not _swept(settings, "dataset"):
+            wanted["composed"][_FINGERPRINT] = fingerprint
     recorded = study.user_attrs.get("settings")
     if recorded is None:
         study.set_user_attr("settings", wanted)
@@ -106,6 +112,12 @@ def check_unchanged(
         # the default; dataset.root where each machine mounts the data) is no change
         old, new = recorded["composed"], wanted["composed"]
         difference = _first_difference(_common_settings(old, new), _common_settings(new, old), "")
+        if difference and difference[0] == _FINGERPRINT:
+            raise ConfigError(
+                f"study {name!r} was run on data with {difference[1]}; the data this run "
+                f"reads has {difference[2]}: files under the dataset's folder were added, "
+                f"removed or changed between runs; accepted: the data as it was, {new_study}"
+            )
         if difference:
             key, before, now = difference
             part = "composed"
@@ -155,6 +167,8 @@ def _common_settings(values: dict[str, str], other: dict[str, str]) -> dict[str,
     from sweep import config
 
     def upgraded(key: str) -> bool:
+        if key == _FINGERPRINT:  # studies before it was compared resume, and record it
+            return True
         group, _, name = key.rpartition(".")
         if "[" in group:  # a swept option's code (`_swept_code`): older studies lack it
             return True
@@ -254,6 +268,13 @@ def _swept_code(
 
 # Paths of files a trial key holds by their content: where they lie is no change
 _BY_CONTENT = ("dataset.root", "model.checkpoint", "rewind_weights")
+# The data's content, as a study records it beside its composed values (`check_unchanged`)
+_FINGERPRINT = "dataset.fingerprint"
+
+
+def _swept(settings: StudySettings, group: str) -> bool:
+    """Whether a parameter of the study sweeps ``group`` or a value under it."""
+    return any(p.name == group or p.name.startswith(f"{group}.") for p in settings.space.params)
 
 
 def _computing(fixed: Sequence[str]) -> dict[str, str]:

@@ -138,6 +138,9 @@ class OptunaSweep:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             study = create_study(settings, storage, seed_offset=0)
             lock = partial(study_lock, storage, settings.storage, settings.study_name)
+            from sweep.plan import dataset_fingerprint
+
+            fingerprint = dataset_fingerprint(self.config)  # outside the lock: it reads files
             with lock():
                 loader = self.hydra_context.config_loader
                 check_unchanged(
@@ -146,6 +149,7 @@ class OptunaSweep:
                     fixed,
                     self.config,
                     lambda overrides: loader.load_sweep_config(self.config, overrides),
+                    fingerprint,
                 )
         except ConfigError as e:
             fail(str(e))
