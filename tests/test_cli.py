@@ -472,6 +472,46 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []  # no store, no run folder
 
 
+def test_a_sweep_over_amounts_of_a_method_that_takes_none_is_refused(tmp_path, monkeypatch, capsys):
+    """EveryOther's constructor takes no amount: each amount of a grid ran the same trial under
+    another trial key, and an Optuna search over amount learnt from one trial run again."""
+    monkeypatch.chdir(tmp_path)
+    own = "method._target_=tests.custom_methods.EveryOther"
+    ours = "torch.nn.utils.prune.L1Unstructured"
+    search = ["search=accuracy_at_sparsity", "~hydra.sweeper.params.method"]
+    what = (
+        "error: method EveryOther (EveryOther) takes no amount: it prunes alike at every amount, "
+        "so "
+    )
+    instead = "or a method whose constructor takes amount, such as method=l1_unstructured"
+    for args, refusal in (
+        (
+            [own, "amount=0.1,0.3,0.5"],
+            "amount=0.1,0.3,0.5 runs one trial 3 times; accepted: one amount (sweep another "
+            f"key, such as seed=0,1,2), {instead}",
+        ),
+        (
+            [*search, own],
+            "an Optuna search over amount (hydra.sweeper.params.amount) runs one trial again "
+            f"and again; accepted: ~hydra.sweeper.params.amount to search the other settings, "
+            f"{instead}",
+        ),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            check_overrides(["-m", *FAST, *args])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.splitlines() == [what + refusal]
+        assert list(tmp_path.iterdir()) == []
+    for args in (
+        [own, "amount=0.3", "seed=0,1"],
+        [f"{own},{ours}", "amount=0.1,0.3"],  # the other method's amounts differ
+        [*search, own, "~hydra.sweeper.params.amount"],
+        ["method=nm", "amount=0.1,0.3"],  # one trial key: the repeat is "already in the store"
+    ):
+        check_overrides(["-m", *FAST, *args])
+        assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize(
     ("source", "error"),
     [

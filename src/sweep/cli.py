@@ -69,6 +69,8 @@ def check_overrides(argv: Sequence[str]) -> None:
     config_name = args.config_name or "config"
     hydra_lines = [o.input_line for o in parsed if o.is_hydra_override() and o.input_line in fixed]
     composed: Callable[[list[str]], DictConfig] | None = None
+    methods = []  # each variant's pruning method
+    searched: list[str] = []  # the parameters an Optuna study searches
     with _config_search_path(args):
         for i, overrides in enumerate(_variants(parsed, fixed)):
             first = i == 0
@@ -85,10 +87,11 @@ def check_overrides(argv: Sequence[str]) -> None:
                         cfg.hydra.sweeper, list(args.overrides), trial_cfg=cfg
                     )
                     probe_storage(settings.storage)
+                    searched = [p.name for p in settings.space.params]
                 with open_dict(cfg):
                     del cfg["hydra"]
                 distributed.check(cfg)
-                prepare(cfg, datasets=datasets, check_store=False)
+                methods.append(prepare(cfg, datasets=datasets, check_store=False).method)
                 stores.add(cfg.store.path)
             except MissingConfigException as e:
                 if e.missing_cfg_file == config_name:
@@ -106,6 +109,8 @@ def check_overrides(argv: Sequence[str]) -> None:
                 fail(_yaml_error(e))
             except (HydraException, OmegaConfBaseException) as e:
                 fail(_first_line(e))
+    if multirun:
+        _refuse_amounts_of_a_method_without_one(parsed, methods, searched)
     try:
         for path in sorted(stores):  # last: a refused command creates nothing
             check_writable(path)
@@ -346,6 +351,38 @@ def _override_syntax(e: Exception) -> str:
             f"(on a shell command line: {key}='\"{value}\"')"
         )
     return message
+
+
+def _refuse_amounts_of_a_method_without_one(
+    parsed: list, methods: Sequence[Any], searched: Sequence[str]
+) -> None:
+    """Refuse a sweep over ``amount`` whose every method is one of the user's whose
+    constructor takes no amount (N:M and ``none`` resolve their amount, so that their repeats
+    are one trial key): each amount would run the same trial under another key."""
+    if not methods or not all(m.cls is not None and not m.takes_amount for m in methods):
+        return
+    if any(m.nm is not None for m in methods):
+        return
+    method = methods[0]
+    what = f"method {method.name} ({method.cls.__qualname__}) takes no amount: it prunes alike"
+    instead = "or a method whose constructor takes amount, such as method=l1_unstructured"
+    if searched:  # an Optuna study: the command line's sweeps joined its parameters
+        if "amount" in searched and not any(p.split(".")[0] == "method" for p in searched):
+            fail(
+                f"{what} at every amount, so an Optuna search over amount "
+                f"(hydra.sweeper.params.amount) runs one trial again and again; accepted: "
+                f"~hydra.sweeper.params.amount to search the other settings, {instead}"
+            )
+        return
+    for o in parsed:
+        if o.key_or_group != "amount" or not (o.is_choice_sweep() or o.is_range_sweep()):
+            continue
+        values = set(o.sweep_string_iterator())
+        if len(values) > 1:
+            fail(
+                f"{what} at every amount, so {o.input_line} runs one trial {len(values)} "
+                f"times; accepted: one amount (sweep another key, such as seed=0,1,2), {instead}"
+            )
 
 
 def _variants(parsed: list, fixed: list[str]) -> list[list[str]]:
