@@ -537,6 +537,22 @@ def test_a_grid_multirun_fuses_its_jobs_in_groups_of_fuse(tmp_path):
     assert rows["trial_key"].tolist() == keys
 
 
+def test_a_rerun_grid_groups_only_the_trials_not_yet_in_the_store(tmp_path):
+    """skip_completed=true: jobs already in the store counted toward a group's size, so that
+    a rerun's new trials, between them, each finetuned alone."""
+    from sweep import load_results
+    from tests.conftest import FAST, run_cli
+
+    first = run_cli("-m", "amount=0.4,0.8", *FAST, cwd=tmp_path)  # one at a time
+    assert first.returncode == 0, first.stderr
+    args = ["-m", "amount=0.2,0.4,0.6,0.8", "fuse=2", "skip_completed=true", *FAST]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = load_results(tmp_path / "results").sort_values("amount")
+    assert rows[["amount", "fused"]].values.tolist() == [[0.2, 2], [0.4, 1], [0.6, 2], [0.8, 1]]
+    assert "already in the store" in result.stdout
+
+
 def test_jobs_that_each_store_in_their_own_folder_run_alone(tmp_path):
     """hydra.job.chdir=true with the relative store.path=results: a group's later jobs were
     written to the first job's folder, k/0/results, where alone each has its own."""

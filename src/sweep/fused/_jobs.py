@@ -146,14 +146,16 @@ def _grid_row(cfg: DictConfig) -> dict[str, Any] | None:
             cfg.store.path,
         )
         return None
-    size = group_size(cfg)
     members = [(number, _trial_config(cfg))]
+    if _in_the_store(members[0][1]):
+        return None  # its own run reads it, and the next job not in the store starts a group
+    size = group_size(cfg)
     config_name = HydraConfig.get().job.config_name
     for later in range(number + 1, len(jobs)):
         if len(members) >= size:
             break
         other = compose(config_name, overrides=list(jobs[later]))
-        if other.fuse != 1 and fusion_key(other)[0] == key:
+        if other.fuse != 1 and fusion_key(other)[0] == key and not _in_the_store(other):
             members.append((later, other))
     if len(members) == 1:
         return None
@@ -162,6 +164,18 @@ def _grid_row(cfg: DictConfig) -> dict[str, Any] | None:
     for (later, _), row in zip(members[1:], rows[1:], strict=True):
         _DONE[("grid", later)] = row
     return rows[0]
+
+
+def _in_the_store(cfg: DictConfig) -> bool:
+    """Whether the grid job ``cfg`` reads its complete row from the store instead of running
+    (``skip_completed=true``): a group counts only the trials it runs."""
+    if not cfg.skip_completed:
+        return False
+    from sweep.store import read_row
+    from sweep.trial import prepare
+
+    done = read_row(cfg.store.path, prepare(cfg, check_store=False).key)
+    return done is not None and done["status"] == "complete"
 
 
 def _trial_config(cfg: DictConfig) -> DictConfig:
