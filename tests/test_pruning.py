@@ -328,6 +328,14 @@ def test_ln_structured_takes_the_norms_torch_computes(n):
     assert [int((t.weight.flatten(1).abs().sum(1) == 0).sum()) for t in targets] == [8, 16, 32]
 
 
+def test_fro_reaches_torch_as_the_2_norm_it_equals():
+    """torch 2.11 takes 'fro' of a Linear's or a Conv2d's slices as a matrix norm and fails
+    ("linalg.matrix_norm: dim must be a 2-tuple"): method.n=fro crashed every trial there."""
+    method = PruningMethod("ln", prune.LnStructured, {"n": "fro", "dim": 0})
+    assert method.arguments(0.5) == {"n": 2, "dim": 0, "amount": 0.5}
+    assert method.kwargs["n"] == "fro"  # the config and the row keep what was asked
+
+
 def test_nuclear_norm_on_3d_weights():
     model = nn.Sequential(nn.Conv1d(2, 8, 3), nn.Flatten(), nn.Linear(8, 2))
     method = PruningMethod("ln", prune.LnStructured, {"n": "nuc", "dim": 0})

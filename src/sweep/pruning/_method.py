@@ -99,6 +99,10 @@ class PruningMethod:
         kwargs = dict(self.kwargs)
         if self.takes_amount:
             kwargs["amount"] = amount
+        if kwargs.get("n") == "fro" and issubclass(self.cls, prune.LnStructured):
+            # the Frobenius norm of a slice is its 2-norm; older torch (2.11) takes 'fro' of
+            # a slice of 1 or 3 dims (a Linear's, a Conv2d's) as a matrix norm, and fails
+            kwargs["n"] = 2
         return kwargs
 
     @classmethod
