@@ -537,6 +537,7 @@ def test_a_grid_multirun_fuses_its_jobs_in_groups_of_fuse(tmp_path):
     assert rows["trial_key"].tolist() == keys
 
 
+@pytest.mark.slow  # about 12 s: the default suite stays under 10 minutes
 def test_a_rerun_grid_groups_only_the_trials_not_yet_in_the_store(tmp_path):
     """skip_completed=true: jobs already in the store counted toward a group's size, so that
     a rerun's new trials, between them, each finetuned alone."""

@@ -203,6 +203,7 @@ def test_a_sweep_runs_the_same_jobs_with_or_without_reusing_composition(tmp_path
         assert kept[0] == kept[1]
 
 
+@pytest.mark.slow  # about 13 s: the default suite stays under 10 minutes
 def test_a_grid_runs_the_same_jobs_as_hydras_basic_sweeper(tmp_path):
     """The grid sweeper (the default) composes each set of group choices once; its jobs, their
     folders, saved configs and rows are those of Hydra's basic sweeper (hydra/sweeper=basic)."""

@@ -55,6 +55,7 @@ def test_grid_multirun_trains_one_baseline_and_one_dense_reference(tmp_path, mon
     assert (df.sparsity == df.amount).all()  # none: nothing pruned, and the row says so
 
 
+@pytest.mark.slow  # about 35 s: the default suite stays under 10 minutes
 def test_optuna_study_rows_resume_and_pareto_table(tmp_path, monkeypatch):
     first = run_cli("-m", "search=tradeoff", "hydra.sweeper.n_trials=4", *OPTUNA_FAST, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -613,6 +614,7 @@ runpy.run_module("sweep", run_name="__main__")
 '''
 
 
+@pytest.mark.slow  # about 20 s (test_search covers the comparison): the default suite stays < 10 min
 def test_a_config_file_edited_between_runs_of_a_study_is_refused(tmp_path):
     """The resume check compared the command line only: a group file of the user's whose
     finetune.weight_decay changed mixed trials of two recipes in one study."""
@@ -989,6 +991,7 @@ def test_a_trial_refused_for_its_combination_says_so_on_the_console(tmp_path):
     assert "Error executing job" not in result.stderr
 
 
+@pytest.mark.slow  # about 13 s: the default suite stays under 10 minutes
 def test_a_grid_sampler_runs_each_point_once_across_runs_and_stops_when_done(tmp_path):
     """Optuna's grid sampler ends a study from after_trial with study.stop(), which raised
     outside Study.optimize: the last point's tell was a traceback and exit 1. And a resumed
