@@ -359,9 +359,7 @@ def _refuse_amounts_of_a_method_without_one(
     """Refuse a sweep over ``amount`` whose every method is one of the user's whose
     constructor takes no amount (N:M and ``none`` resolve their amount, so that their repeats
     are one trial key): each amount would run the same trial under another key."""
-    if not methods or not all(m.cls is not None and not m.takes_amount for m in methods):
-        return
-    if any(m.nm is not None for m in methods):
+    if not methods or not all(m.cls and not m.takes_amount and not m.nm for m in methods):
         return
     method = methods[0]
     what = f"method {method.name} ({method.cls.__qualname__}) takes no amount: it prunes alike"
