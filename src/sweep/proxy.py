@@ -35,11 +35,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     if not 0 < args.port < 65536:
         fail(f"--port={args.port} is out of range; accepted: 1 to 65535")
-    try:
-        import optuna
-        from optuna.storages import run_grpc_proxy_server
-    except ImportError:
-        fail("the gRPC proxy needs Optuna >= 4.2; accepted: pip install 'optuna>=4.2'")
+    import optuna
+    from optuna.storages import run_grpc_proxy_server
+
     try:
         import grpc  # noqa: F401 - Optuna imports it lazily, and fails late
     except ImportError:

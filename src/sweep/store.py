@@ -823,6 +823,10 @@ def _common_type(types: Iterable[pa.DataType]) -> pa.DataType:
     return _TEXT
 
 
+# string_view came with pyarrow 16: an older pyarrow reads no column of that type
+_is_string_view = getattr(pa.types, "is_string_view", lambda t: False)
+
+
 def _plain(t: pa.DataType) -> pa.DataType:
     """``t`` without width or encoding: int32 and int64 agree, as do string and large_string."""
     if pa.types.is_dictionary(t):
@@ -831,7 +835,7 @@ def _plain(t: pa.DataType) -> pa.DataType:
         return _INT
     if pa.types.is_floating(t):
         return _FLOAT
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or _is_string_view(t):
         return _TEXT
     return t
 

@@ -123,7 +123,8 @@ def tradeoff(
         lo, hi = curve[f"{y}_lo"], curve[f"{y}_hi"]
         if y in _FRACTIONS:  # a spread is no reason to draw accuracies above 100%
             lo, hi = lo.clip(0, 1), hi.clip(0, 1)
-        ax.fill_between(xs, lo, hi, color=colors[name], alpha=0.18, linewidth=0)
+        band_xs, lo, hi = (_floats(v) for v in (xs, lo, hi))
+        ax.fill_between(band_xs, lo, hi, color=colors[name], alpha=0.18, linewidth=0)
     if dense:
         _reference_levels(ax, done, y, by)
     if compression:
@@ -509,3 +510,9 @@ def _subject(done: pd.DataFrame) -> str:
             if names:
                 parts.append(", ".join(names))
     return f": {' on '.join(parts)}" if parts else ""
+
+
+def _floats(values: Sequence[float] | pd.Series) -> np.ndarray:
+    """``values`` as float64, a missing value as NaN: matplotlib before 3.8 cannot mask pandas'
+    nullable arrays (``Float64``) in a band, and fails on them."""
+    return pd.Series(values).to_numpy(dtype="float64", na_value=np.nan)

@@ -352,13 +352,8 @@ def grpc_address(url: str) -> tuple[str, int]:
 def _grpc_proxy(url: str, timeout: float = 30.0) -> optuna.storages.BaseStorage:
     """A client of the gRPC storage proxy at ``grpc://host:port``, once the proxy answers."""
     host, port = grpc_address(url)
-    try:
-        from optuna.storages import GrpcStorageProxy
-    except ImportError:  # Optuna < 4.2
-        raise ConfigError(
-            f"hydra.sweeper.storage={url!r} needs Optuna >= 4.2 (this is {optuna.__version__}); "
-            "accepted: pip install 'optuna>=4.2'"
-        ) from None
+    from optuna.storages import GrpcStorageProxy
+
     try:
         with warnings.catch_warnings():  # experimental since Optuna 4.2
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
