@@ -291,10 +291,15 @@ class _Recipe:
                 f"{arch} cuts images into {patch}x{patch} patches and the dataset's are "
                 f"{size}x{size}; accepted: image sizes that are multiples of {patch}"
             )
+        real = False
         smallest = self.smallest_size()
+        if smallest <= size:  # the meta device's shape checks let pass what the kernels refused
+            real = True  # (torch 2.4's pooling): ask the kernels themselves
+            smallest = self.smallest_size(real=True)
         if size < smallest:
             hint = ""
-            if self.small_input is False and replace(self, small_input="auto").works(size):
+            auto = replace(self, small_input="auto")
+            if self.small_input is False and auto.works(size, real=real):
                 hint = " (model.small_input=auto adapts it to smaller ones)"
             return ConfigError(
                 f"{arch} needs images of at least {smallest}x{smallest} px{hint}; the dataset's "
@@ -305,25 +310,27 @@ class _Recipe:
             f"it works on {_WORKING_SIZE}x{_WORKING_SIZE}"
         )
 
-    def smallest_size(self) -> int:
-        """The smallest image size, up to 224, that this recipe works at (bisection)."""
+    def smallest_size(self, *, real: bool = False) -> int:
+        """The smallest image size, up to 224, that this recipe works at (bisection); on the
+        ``meta`` device (shapes only) unless ``real``."""
         low, high = 1, _WORKING_SIZE
         while low < high:
             mid = (low + high) // 2
-            if self.works(mid):
+            if self.works(mid, real=real):
                 high = mid
             else:
                 low = mid + 1
         return low
 
-    def works(self, size: int) -> bool:
-        model = self._try_build(size)
+    def works(self, size: int, *, real: bool = False) -> bool:
+        model = self._try_build(size, real=real)
         return model is not None and self.probe(model, size) is None
 
-    def _try_build(self, size: int) -> nn.Module | None:
+    def _try_build(self, size: int, *, real: bool = False) -> nn.Module | None:
         try:
-            with torch.device("meta"):  # no memory, no initialisation
-                return self.build(size)
+            if not real:
+                with torch.device("meta"):  # no memory, no initialisation
+                    return self.build(size)
         except NotImplementedError:
             pass  # a constructor that computes with tensors (RegNet's widths): build for real
         except Exception:
