@@ -310,11 +310,12 @@ def test_every_arch_builds_at_its_smallest_size(arch):
         assert out.shape == (2, 7)
         assert classifier(model).weight.shape[0] == 7
     if size == smallest(arch) and not arch.startswith("vit"):
-        with (
-            pytest.raises(ConfigError, match=f"needs images of at least {size}x{size} px"),
-            torch.device(device),
-        ):
-            torchvision(7, 1, size - 1, arch=arch)
+        # the meta device checks only the shapes its kernels check: on torch 2.4, ConvNeXt's
+        # pooling passes images too small for it there, and the CPU's kernels refuse them
+        with pytest.raises(ConfigError, match=f"needs images of at least {size}x{size} px"):
+            for where in (device, "cpu"):
+                with torch.device(where):
+                    torchvision(7, 1, size - 1, arch=arch)
 
 
 # The hand-written builders that conf/model/resnet18.yaml and vgg11.yaml named before they

@@ -914,18 +914,22 @@ def test_a_signal_fails_every_trial_of_a_fused_group(tmp_path):
     ("args", "signum", "line"),
     [
         (
-            ["-m", "amount=0.1,0.2,0.3,0.4,0.5,0.6"],
+            ["-m", "finetune.epochs=1,300"],  # a row at once, then a trial to interrupt
             signal.SIGINT,
             "error: interrupted by SIGINT; what finished is in the store: rerun the command to "
             "go on (a grid reruns only what the store lacks with skip_completed=true)",
         ),
         (
-            ["-m", "amount=0.1,0.2,0.3,0.4,0.5,0.6"],
+            ["-m", "finetune.epochs=1,300"],
             signal.SIGTERM,
             "error: interrupted by SIGTERM; what finished is in the store: rerun the command "
             "to go on (a grid reruns only what the store lacks with skip_completed=true)",
         ),
-        ([], signal.SIGINT, "error: interrupted by SIGINT; the trial wrote no row"),
+        (
+            ["finetune.epochs=300"],
+            signal.SIGINT,
+            "error: interrupted by SIGINT; the trial wrote no row",
+        ),
     ],
     ids=["grid-ctrl-c", "grid-sigterm", "trial-ctrl-c"],
 )
@@ -933,8 +937,9 @@ def test_a_signal_fails_every_trial_of_a_fused_group(tmp_path):
 def test_a_signal_stops_a_grid_or_a_trial_in_one_line(tmp_path, args, signum, line):
     """Outside Optuna, Ctrl-C printed a 100-line KeyboardInterrupt traceback, and SIGTERM ended
     a grid with no line at all."""
+    fast = [o for o in FAST if not o.startswith("finetune.epochs=")]  # args set it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sweep", *args, *FAST, "finetune.epochs=300", "progress=false"],
+        [sys.executable, "-m", "sweep", *args[:-1], *fast, args[-1]],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(tmp_path)},
         stdout=subprocess.PIPE,
@@ -946,7 +951,8 @@ def test_a_signal_stops_a_grid_or_a_trial_in_one_line(tmp_path, args, signum, li
     trials = tmp_path / "results" / "trials"
     deadline = time.monotonic() + 120
     # a grid: once its first trial is in the store; a trial: once its baseline is
-    ready = (lambda: any(trials.glob("*.parquet"))) if args else None
+    grid = args[0] == "-m"
+    ready = (lambda: any(trials.glob("*.parquet"))) if grid else None
     ready = ready or (lambda: any((tmp_path / "results" / "baselines").glob("*.pt")))
     while not ready() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -955,7 +961,7 @@ def test_a_signal_stops_a_grid_or_a_trial_in_one_line(tmp_path, args, signum, li
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum
     assert err.splitlines() == [line]
-    assert len(list(trials.glob("*.parquet"))) == (1 if args else 0)
+    assert len(list(trials.glob("*.parquet"))) == (1 if grid else 0)
 
 
 def test_a_trial_refused_for_its_combination_says_so_on_the_console(tmp_path):
