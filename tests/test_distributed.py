@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from sweep import load_layers, load_results
 from sweep.errors import ConfigError
 from sweep.search import SearchSpace, StudySettings
+from sweep.search._study import driver_url
 from tests.conftest import FAST, run_cli
 
 OPTUNA_FAST = [*FAST, "finetune.epochs=1"]
@@ -135,7 +136,7 @@ def test_a_worker_killed_mid_trial_is_recovered_by_one_still_running(tmp_path):
     while killed is None and time.monotonic() < deadline:
         time.sleep(0.05)
         try:
-            study = optuna.load_study(study_name="tradeoff", storage=storage)
+            study = optuna.load_study(study_name="tradeoff", storage=driver_url(storage))
         except Exception:  # the database or the study is not there yet
             continue
         trials = study.get_trials(deepcopy=False)
@@ -155,7 +156,7 @@ def test_a_worker_killed_mid_trial_is_recovered_by_one_still_running(tmp_path):
     _, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err
 
-    study = optuna.load_study(study_name="tradeoff", storage=storage)
+    study = optuna.load_study(study_name="tradeoff", storage=driver_url(storage))
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     dead = study.trials[killed]
@@ -192,7 +193,7 @@ def test_eight_workers_with_separate_disks_share_a_postgresql_study(tmp_path, po
         timeout=1200,
     )
 
-    study = optuna.load_study(study_name="scale", storage=postgres_url)
+    study = optuna.load_study(study_name="scale", storage=driver_url(postgres_url))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 160
     stores = [load_results(tmp_path / f"store-{i}") for i in range(8)]
     assert sum(len(s) > 0 for s in stores) >= 2  # the work was shared
@@ -299,7 +300,7 @@ def test_workers_through_the_grpc_storage_proxy(tmp_path):
 
     from sweep.search._study import over_budget
 
-    study = optuna.load_study(study_name="tradeoff", storage=database)
+    study = optuna.load_study(study_name="tradeoff", storage=driver_url(database))
     ran = [t for t in study.trials if not over_budget(t)]
     assert [t.state for t in ran] == [TrialState.COMPLETE] * 9
     assert all(t.state == TrialState.FAIL for t in study.trials if over_budget(t))

@@ -907,3 +907,20 @@ def test_a_worker_in_another_pid_namespace_of_this_host_is_never_taken_for_dead(
     assert not is_dead({**dead, "host": "elsewhere"})
     legacy = {k: v for k, v in dead.items() if k not in ("boot", "pidns")}
     assert is_dead(legacy)  # recorded before these were: as before
+
+
+def test_a_postgresql_url_opens_with_the_driver_the_postgres_extra_installs():
+    """SQLAlchemy 2.0, the newest on Python 3.10, reads postgresql:// as psycopg2, which the
+    ``postgres`` extra does not install: every PostgreSQL study failed there, 'No module named
+    psycopg2'. SQLAlchemy 2.1 reads it as psycopg 3."""
+    pytest.importorskip("psycopg")
+    import sqlalchemy
+
+    from sweep.search._study import driver_url
+
+    url = "postgresql://user:pass@127.0.0.1:1/db"
+    engine = sqlalchemy.create_engine(driver_url(url))  # imports the driver, connects to nothing
+    assert engine.dialect.driver in ("psycopg", "psycopg2")  # psycopg2: the user installed it
+    assert engine.url.render_as_string(hide_password=False).endswith("://user:pass@127.0.0.1:1/db")
+    for other in ("sqlite:///x.db", "postgresql+psycopg2://u@h/db", "mysql://u@h/db"):
+        assert driver_url(other) == other

@@ -17,15 +17,16 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep import load_results
+from sweep.search._study import driver_url
 from tests.conftest import FAST, row_file_reads, run_cli
 
 OPTUNA_FAST = [*FAST, "finetune.epochs=1"]
 
 
 def study(path, name="tradeoff", storage=None) -> optuna.Study:
-    return optuna.load_study(
-        study_name=name, storage=storage or f"sqlite:///{path}/results/optuna.db"
-    )
+    # postgresql:// with the installed driver, as prune-sweep opens it
+    storage = driver_url(storage) if storage else f"sqlite:///{path}/results/optuna.db"
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def states(s: optuna.Study) -> list[str]:

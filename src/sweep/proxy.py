@@ -42,14 +42,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         import grpc  # noqa: F401 - Optuna imports it lazily, and fails late
     except ImportError:
         fail("the gRPC proxy needs grpcio; accepted: pip install 'prune-sweep[grpc]'")
-    from sweep.search._study import open_storage
+    from sweep.search._study import driver_url, open_storage
 
     try:
         open_storage(args.storage)  # a bad URL fails here with one line, and the schema exists
     except ConfigError as e:
         fail(str(e))
     # Optuna's cached storage, as its proxy documentation asks
-    storage = optuna.storages.get_storage(args.storage)
+    storage = optuna.storages.get_storage(driver_url(args.storage))
     print(
         f"proxy for {mask_password(args.storage)} on {args.host}:{args.port}; workers: "
         f"hydra.sweeper.storage=grpc://{args.host}:{args.port}",

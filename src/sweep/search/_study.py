@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import importlib.util
 import inspect
 import os
 import re
@@ -296,11 +297,27 @@ def open_storage(
                 return _retry_schema_race(
                     lambda: _rdb_storage(url, engine_kwargs=engine_kwargs, **heartbeat)
                 )
+        database_url = driver_url(url)
         return _retry_schema_race(
-            lambda: _rdb_storage(url, engine_kwargs=engine_kwargs, **heartbeat)
+            lambda: _rdb_storage(database_url, engine_kwargs=engine_kwargs, **heartbeat)
         )
     except Exception as e:
         raise ConfigError(_cannot_open(url, e)) from None
+
+
+def driver_url(url: str) -> str:
+    """``url`` with the PostgreSQL driver the ``postgres`` extra installs (psycopg 3) named,
+    where this SQLAlchemy would take ``postgresql://`` for psycopg2 and that is missing:
+    SQLAlchemy 2.0's default (the newest on Python 3.10); 2.1 takes psycopg 3 itself."""
+    scheme = "postgresql://"
+    if not url.startswith(scheme):
+        return url  # another database, or a driver named (postgresql+psycopg2://)
+    from sqlalchemy.dialects import postgresql
+
+    default = postgresql.dialect.driver
+    if importlib.util.find_spec(default) is not None or importlib.util.find_spec("psycopg") is None:
+        return url
+    return "postgresql+psycopg://" + url.removeprefix(scheme)
 
 
 def probe_storage(url: str) -> None:
@@ -316,7 +333,7 @@ def probe_storage(url: str) -> None:
     import sqlalchemy
 
     try:
-        engine = sqlalchemy.create_engine(url)
+        engine = sqlalchemy.create_engine(driver_url(url))
         if not url.startswith("sqlite:"):  # sqlite://x.db: its URL alone is refused
             with engine.connect():
                 pass
