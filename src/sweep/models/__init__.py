@@ -291,10 +291,11 @@ class _Recipe:
                 f"{arch} cuts images into {patch}x{patch} patches and the dataset's are "
                 f"{size}x{size}; accepted: image sizes that are multiples of {patch}"
             )
-        real = False
         smallest = self.smallest_size()
-        if smallest <= size:  # the meta device's shape checks let pass what the kernels refused
-            real = True  # (torch 2.4's pooling): ask the kernels themselves
+        # the meta device's shape checks let pass what the kernels refused (torch 2.4's
+        # pooling): ask the kernels themselves
+        real = smallest <= size
+        if real:
             smallest = self.smallest_size(real=True)
         if size < smallest:
             hint = ""
