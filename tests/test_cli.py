@@ -457,6 +457,65 @@ BAD_INPUT = [
         ["-m", "method=l1_unstructured,ln_structured", "method.dim=0"],
         "method.dim is not a key of method; accepted: _target_, importance, name",
     ),
+    (
+        ["-m", "amount=range(0,1,0)"],
+        "amount=range(0,1,0) cannot be swept (range() arg 3 must not be zero); accepted: "
+        "range(start, stop, step) with a step that is not zero",
+    ),
+    # Each value an Optuna search space may give is checked before the study exists: these
+    # left a study with a trial RUNNING, or rows of failed trials and exit status 0.
+    (
+        [
+            "-m",
+            "search=tradeoff",
+            "hydra.sweeper.params.method={choices:[l1_unstructured,l3]}",
+        ],
+        "hydra.sweeper.params gives trials method='l3': method='l3' is unknown; accepted: "
+        "global_unstructured, l1_unstructured,",
+    ),
+    (
+        ["-m", "search=tradeoff", "amount=interval(0.5,2)"],
+        "hydra.sweeper.params gives trials amount=2.0: amount=2.0 is outside [0, 1)",
+    ),
+    (
+        ["-m", "search=tradeoff", "finetune.lr=interval(-1,0.1)"],
+        "hydra.sweeper.params gives trials amount=0.1, finetune.lr=-1.0: finetune.lr=-1.0 is "
+        "out of range; accepted: a number > 0",
+    ),
+    (
+        ["-m", "search=tradeoff", "hydra.sweeper.params.finetune.lr={low:1e-4,high:0.1}"],
+        "hydra.sweeper.params.finetune.lr={low:1e-4,high:0.1}: Hydra reads the dots of "
+        "finetune.lr as nesting; accepted: finetune.lr=interval(low,high) or "
+        "finetune.lr=choice(a,b) on the command line, or 'finetune.lr': {low: ..., high: ...} "
+        "under hydra.sweeper.params in a config file",
+    ),
+    (
+        ["-m", "search=tradeoff", "+hydra.sweeper.params.finetune.lr={low:1e-4,high:0.1}"],
+        "hydra.sweeper.params.finetune.lr: Hydra reads the dots of finetune.lr as nesting; "
+        "accepted: finetune.lr=interval(low,high)",
+    ),
+    (
+        ["-m", "search=tradeoff", "method=ln_structured", "method.n=choice(2,-1)"],
+        "method.n=-1 is not a norm",  # a choice on the command line: checked as a grid's
+    ),
+    (
+        ["store.baselines=/proc/nowhere"],
+        "store.baselines='/proc/nowhere' is not writable (No such file or directory); accepted: "
+        "a folder you can write to",
+    ),
+    (["store.baselines=/etc/hostname"], "store.baselines='/etc/hostname' is a file; accepted:"),
+    # Hydra answers a config group set to null with a traceback
+    (
+        ["method=null"],
+        "method=null: every trial needs one of method's options; accepted: global_unstructured, "
+        "l1_unstructured, ln_structured, nm, none, random_structured, random_unstructured",
+    ),
+    (["-m", "method=l1_unstructured,null"], "method=l1_unstructured,null: every trial needs one"),
+    (["~model"], "~model: every trial needs one of model's options; accepted: lenet, mlp,"),
+    (
+        ["-m", "search=null"],
+        "search=null: search's option is a name; accepted: ~search (none), accuracy_at_sparsity,",
+    ),
 ]
 
 

@@ -372,6 +372,11 @@ def test_command_prints_table_plot_and_the_command_that_applies_it(measured, tmp
             "no layer can be measured at amounts; accepted: a method whose constructor takes "
             "amount, such as method=l1_unstructured",
         ),
+        # the value the user gave, not the one every trial of the analysis has (amount=0.0)
+        (
+            ["amount=abc"],
+            "error: amount='abc' is not valid; accepted: a number: a float in [0, 1) or an int",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):

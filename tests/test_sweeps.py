@@ -509,21 +509,54 @@ def test_storage_password_is_never_written(tmp_path, postgres_url, secret, form,
 
 
 def test_a_value_only_the_job_can_check_is_a_failed_row(tmp_path):
+    """Each choice passes the checks before the study (ln_structured at the default amount,
+    140 units of l1_unstructured); only the trial that draws both fails, as a row."""
     result = run_cli(
         "-m",
         "search=accuracy_at_sparsity",
-        "hydra.sweeper.n_trials=2",
-        "hydra/sweeper/sampler=random",
-        "amount=interval(1.0,1.5)",  # sampled per trial, so no check before the sweep sees it
+        "hydra.sweeper.n_trials=4",
+        "hydra/sweeper/sampler=grid",
+        "~hydra.sweeper.params",
+        "+hydra.sweeper.params={method: {choices: [l1_unstructured, ln_structured]}, "
+        "amount: {choices: [1, 140]}}",
         *OPTUNA_FAST,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert states(study(tmp_path, "accuracy_at_sparsity")) == ["FAIL", "FAIL"]
+    assert sorted(states(study(tmp_path, "accuracy_at_sparsity"))) == [
+        "COMPLETE",
+        "COMPLETE",
+        "COMPLETE",
+        "FAIL",
+    ]
     df = load_results(tmp_path / "results")
-    assert df.status.tolist() == ["failed", "failed"]
-    assert df.error.str.fullmatch(r"amount=1\.\d+ is outside \[0, 1\); accepted: .*").all()
-    assert sorted(df["optuna.trial"]) == [0, 1]
+    failed = df[df.status == "failed"]
+    assert (failed.method.tolist(), failed.amount.tolist()) == (["ln_structured"], [140])
+    assert failed.error.tolist() == [
+        "amount=140 is larger than layer 'block1.conv' (16 prunable units); accepted: an int "
+        "up to 16 or a float in [0, 1)"
+    ]
+
+
+def test_a_search_range_no_trial_can_take_is_refused_before_the_study(tmp_path):
+    """amount=interval(1.0,1.5) failed every trial after the study existed, and a bad choice
+    of method left a trial RUNNING; both are one line now, and nothing is created."""
+    for bad, message in [
+        (
+            "amount=interval(1.0,1.5)",
+            "error: hydra.sweeper.params gives trials amount=1.0, finetune.lr=0.0001: "
+            "amount=1.0 is outside [0, 1)",
+        ),
+        (
+            "hydra.sweeper.params.method={choices:[l1_unstructured,l3]}",
+            "error: hydra.sweeper.params gives trials method='l3': method='l3' is unknown",
+        ),
+    ]:
+        result = run_cli("-m", "search=accuracy_at_sparsity", bad, *OPTUNA_FAST, cwd=tmp_path)
+        assert result.returncode == 2
+        [line] = result.stderr.splitlines()
+        assert line.startswith(message)
+        assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

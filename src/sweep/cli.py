@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 from hydra import compose
@@ -65,55 +66,135 @@ def check_overrides(argv: Sequence[str]) -> None:
     from sweep.plan import prepare
 
     datasets: dict[str, Any] = {}  # variants of one grid mostly share their dataset
-    stores: set[str] = set()
+    models: dict[str, Any] = {}  # and their model
+    stores: dict[str, str] = {}  # folder: the setting it came from
     config_name = args.config_name or "config"
     hydra_lines = [o.input_line for o in parsed if o.is_hydra_override() and o.input_line in fixed]
     composed: Callable[[list[str]], DictConfig] | None = None
     methods = []  # each variant's pruning method
     searched: list[str] = []  # the parameters an Optuna study searches
-    with _config_search_path(args):
-        for i, overrides in enumerate(_variants(parsed, fixed)):
-            first = i == 0
-            try:
-                composed = composed or _composer(config_name, hydra_lines)
-                cfg = composed(overrides)
-                if first:
-                    _refuse_added_top_level_keys(parsed, cfg)
-                if first and _is_optuna(cfg) and multirun:
-                    from sweep.search import study_settings
-                    from sweep.search._study import probe_storage
+    space = None
 
-                    settings, _ = study_settings(
-                        cfg.hydra.sweeper, list(args.overrides), trial_cfg=cfg
-                    )
-                    probe_storage(settings.storage)
-                    searched = [p.name for p in settings.space.params]
-                with open_dict(cfg):
-                    del cfg["hydra"]
-                distributed.check(cfg)
-                methods.append(prepare(cfg, datasets=datasets, check_store=False).method)
-                stores.add(cfg.store.path)
-            except MissingConfigException as e:
-                if e.missing_cfg_file == config_name:
-                    fail(_missing_primary(args, config_name))
-                group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
-                value = _override_value(overrides, group) or group
-                if e.options:
-                    fail(f"{group}={value!r} is unknown; accepted: {', '.join(sorted(e.options))}")
-                fail(str(e).strip().splitlines()[0])
-            except ConfigCompositionException as e:
-                fail(_composition_error(e, overrides))
-            except ConfigError as e:
-                fail(str(e))
-            except yaml.YAMLError as e:
-                fail(_yaml_error(e))
-            except (HydraException, OmegaConfBaseException) as e:
-                fail(_first_line(e))
+    def check(overrides: list[str], first: bool = False, searching: str = "") -> None:
+        """Compose ``overrides`` and check them as the trial will; ``searching``: the values
+        of a study's search space they stand for, named before a refusal's reason."""
+        nonlocal composed, searched, space
+
+        def refuse(message: str) -> NoReturn:
+            fail(
+                f"hydra.sweeper.params gives trials {searching}: {message}"
+                if searching
+                else message
+            )
+
+        try:
+            composed = composed or _composer(config_name, hydra_lines)
+            cfg = composed(overrides)
+            if first:
+                _refuse_added_top_level_keys(parsed, cfg)
+            if first and _is_optuna(cfg) and multirun:
+                from sweep.search import study_settings
+                from sweep.search._study import probe_storage
+
+                settings, _ = study_settings(cfg.hydra.sweeper, list(args.overrides), trial_cfg=cfg)
+                probe_storage(settings.storage)
+                space = settings.space
+                searched = [p.name for p in space.params]
+            with open_dict(cfg):
+                del cfg["hydra"]
+            distributed.check(cfg)
+            methods.append(prepare(cfg, datasets=datasets, models=models, check_store=False).method)
+            stores[cfg.store.path] = "store.path"
+            if not cfg.model.get("checkpoint"):  # a checkpoint is the baseline: none is cached
+                stores.setdefault(cfg.store.baselines, "store.baselines")
+        except MissingConfigException as e:
+            if e.missing_cfg_file == config_name:
+                refuse(_missing_primary(args, config_name))
+            group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
+            value = _override_value(overrides, group) or group
+            if e.options:
+                refuse(f"{group}={value!r} is unknown; accepted: {', '.join(sorted(e.options))}")
+            refuse(str(e).strip().splitlines()[0])
+        except ConfigCompositionException as e:
+            refuse(_composition_error(e, overrides))
+        except ConfigError as e:
+            refuse(str(e))
+        except yaml.YAMLError as e:
+            refuse(_yaml_error(e))
+        except (HydraException, OmegaConfBaseException) as e:
+            refuse(_first_line(e))
+
+    with _config_search_path(args):
+        _refuse_a_group_set_to_null(parsed)
+        for i, overrides in enumerate(_variants(parsed, fixed)):
+            check(overrides, first=i == 0)
+        if space is not None:
+            # Each value a study may give: a bad one would fail its trials, or leave one
+            # running, after the study exists (a group's option, an amount out of range).
+            from sweep.search._space import overrides as space_overrides
+
+            for values in _space_corners(space):
+                shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                check([*fixed, *space_overrides(values)], searching=shown)
     if multirun:
         _refuse_amounts_of_a_method_without_one(parsed, methods, searched)
+    _check_folders(stores)  # last: a refused command creates nothing
+
+
+def _refuse_a_group_set_to_null(parsed: Sequence[Any]) -> None:
+    """``method=null`` (Hydra raises a ValueError with a traceback for a config group's option
+    that is not a name) and ``~method`` (a trial needs its method, model, dataset...)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    from sweep import config
+
+    loader = GlobalHydra.instance().config_loader()
+    needed = config.keys("") or []
+    for o in parsed:
+        if o.is_hydra_override() or "." in o.key_or_group:
+            continue
+        raw = o.value()
+        values = raw.list if isinstance(raw, ChoiceSweep) else [raw]
+        group = o.key_or_group
+        if o.is_delete():
+            if group not in needed:  # ~search: no search
+                continue
+        elif None not in values:
+            continue
+        options = loader.get_group_options(group)
+        if not options:
+            continue
+        accepted = ", ".join(options)
+        if group in needed:
+            fail(
+                f"{o.input_line}: every trial needs one of {group}'s options; accepted: {accepted}"
+            )
+        fail(f"{o.input_line}: {group}'s option is a name; accepted: ~{group} (none), {accepted}")
+
+
+def _check_folders(folders: Mapping[str, str]) -> None:
+    """Check each folder writable (creating it), by the setting it came from (``store.path``,
+    ``store.baselines``). A baselines folder inside a store (the default) comes after its
+    store, so that a refusal names the value the user gave; one elsewhere comes first, so
+    that its refusal leaves no store behind."""
+    stores = [
+        Path(p).expanduser().absolute() for p, name in folders.items() if name == "store.path"
+    ]
+
+    def order(item: tuple[str, str]) -> int:
+        path, name = item
+        if name == "store.path":
+            return 1
+        inside = any(Path(path).expanduser().absolute().is_relative_to(s) for s in stores)
+        return 2 if inside else 0
+
     try:
-        for path in sorted(stores):  # last: a refused command creates nothing
-            check_writable(path)
+        for path, name in sorted(folders.items(), key=order):
+            if name == "store.baselines":
+                check_writable(path, name=name, folders=())
+            else:
+                check_writable(path, name=name)
     except ConfigError as e:
         fail(str(e))
 
@@ -392,12 +473,17 @@ def _variants(parsed: list, fixed: list[str]) -> list[list[str]]:
 
     for o in parsed:
         o.config_loader = GlobalHydra.instance().config_loader()
-    swept = {
-        o.get_key_element(): list(o.sweep_string_iterator())
-        for o in parsed
-        if o.is_sweep_override() and "/" not in o.key_or_group
-        if o.is_choice_sweep() or o.is_range_sweep()
-    }
+    swept = {}
+    for o in parsed:
+        if "/" in o.key_or_group or not (o.is_choice_sweep() or o.is_range_sweep()):
+            continue
+        try:
+            swept[o.get_key_element()] = list(o.sweep_string_iterator())
+        except ValueError as e:  # range(0,1,0)
+            fail(
+                f"{o.input_line} cannot be swept ({e}); accepted: range(start, stop, step) "
+                "with a step that is not zero, such as range(0.1,0.5,0.1)"
+            )
     for o in parsed:
         if o.get_key_element() in swept and not swept[o.get_key_element()]:
             fail(
@@ -414,6 +500,34 @@ def _variants(parsed: list, fixed: list[str]) -> list[list[str]]:
     return variants
 
 
+def _space_corners(space: Any) -> list[dict[str, Any]]:
+    """The values of an Optuna search space worth checking before its study exists: each
+    choice of each categorical parameter, and the numeric ones all at their lowest, then all
+    at their highest reachable value; a conditional parameter (``when``) alone, with the
+    values it waits for."""
+
+    def waits_for(p: Any) -> dict[str, Any]:
+        return {key: allowed[0] for key, allowed in p.when.items()}
+
+    def highest(p: Any) -> Any:
+        if p.step is None:
+            return p.high
+        return p.grid()[-1]  # low + k * step, the last one within high
+
+    corners = [
+        {**waits_for(p), p.name: c}
+        for p in space.params
+        if p.choices is not None
+        for c in p.choices
+    ]
+    numeric = [p for p in space.params if p.choices is None]
+    for end in (lambda p: p.low, highest):
+        together = {p.name: end(p) for p in numeric if not p.when}
+        corners += [together] if together else []
+        corners += [{**waits_for(p), p.name: end(p)} for p in numeric if p.when]
+    return corners
+
+
 def _composer(config_name: str, hydra_overrides: list[str]) -> Callable[[list[str]], DictConfig]:
     """``compose(config_name, overrides, return_hydra_config=True)``, composed once per set of
     group choices (`sweep._compose`): the points of a grid mostly differ in values only."""
@@ -428,8 +542,13 @@ def _composer(config_name: str, hydra_overrides: list[str]) -> Callable[[list[st
     return Composer.create(loader, config_name, hydra_overrides, whole) or whole
 
 
+def _override_key(override: str) -> str:
+    return override.lstrip("+~").partition("=")[0]
+
+
 def _override_value(overrides: Sequence[str], group: str) -> str | None:
-    for o in overrides:
+    """The value the last override of ``group`` gives it (the one Hydra keeps)."""
+    for o in reversed(overrides):
         key, _, value = o.lstrip("+~").partition("=")
         if key == group:
             return value
@@ -456,6 +575,12 @@ def _composition_error(e: ConfigCompositionException, overrides: Sequence[str]) 
         )
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         space = "hydra.sweeper.params."
+        deeper = next((o for o in overrides if _override_key(o).startswith(f"{full_key}.")), None)
+        if deeper is not None and full_key.startswith(space):
+            from sweep.search._space import _DOTTED
+
+            param = _override_key(deeper).removeprefix(space)
+            return f"{deeper}: {_DOTTED.format(param=param)}"
         if full_key.startswith(space) and "." in full_key.removeprefix(space):
             param = full_key.removeprefix(space).rpartition(".")[0]
             return (

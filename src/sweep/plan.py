@@ -75,7 +75,11 @@ class Plan:
 
 
 def prepare(
-    cfg: DictConfig, *, datasets: dict[str, Dataset] | None = None, check_store: bool = True
+    cfg: DictConfig,
+    *,
+    datasets: dict[str, Dataset] | None = None,
+    models: dict[str, tuple[nn.Module, torch.Tensor]] | None = None,
+    check_store: bool = True,
 ) -> Plan:
     """Check every input of the trial ``cfg`` and build what it needs, on the CPU.
 
@@ -87,6 +91,8 @@ def prepare(
         cfg: A composed ``conf/config.yaml``.
         datasets: Datasets already built, by the hash of their config; filled as they are
             built (checking many variants of one grid builds each dataset once).
+        models: The last model built of ours, by the hash of its build, as `_LAST_MODEL` in a
+            multirun; filled as it is built (a sweep's checks build each model once in a row).
         check_store: Check that the store is writable (creating its folder); a caller that
             checks several configs does it once all of them passed.
 
@@ -143,7 +149,7 @@ def prepare(
         # new baseline and a new row, never a stale one
         resolved["dataset"]["fingerprint"] = data.fingerprint
     key = trial_key(resolved, device)
-    model = _build(resolved["model"], _facts(data), cfg.seed)
+    model = _build(resolved["model"], _facts(data), cfg.seed, models)
     _probe(model, resolved["model"], data)
     rewind_state = None
     if rewind_file:
@@ -343,20 +349,28 @@ def _preset_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
     return max(candidates, key=lambda c: c[:3])[3] if candidates else None
 
 
-def _build(spec: Mapping[str, Any], facts: dict[str, int], seed: int) -> nn.Module:
-    """``build_model(spec, facts)`` after ``torch.manual_seed(seed)``, from `_LAST_MODEL` when
-    it holds the same build: the same weights, and the same random state after it."""
-    cached = _in_multirun() and str(spec.get("_target_", "")).startswith(_OURS)
+def _build(
+    spec: Mapping[str, Any],
+    facts: dict[str, int],
+    seed: int,
+    models: dict[str, tuple[nn.Module, torch.Tensor]] | None = None,
+) -> nn.Module:
+    """``build_model(spec, facts)`` after ``torch.manual_seed(seed)``, from ``models`` (in a
+    multirun, `_LAST_MODEL`) when it holds the same build: the same weights, and the same
+    random state after it."""
+    if models is None and _in_multirun():
+        models = _LAST_MODEL
+    cached = models is not None and str(spec.get("_target_", "")).startswith(_OURS)
     key = config_hash({"model": dict(spec), "facts": facts, "seed": seed}) if cached else ""
-    if key in _LAST_MODEL:
-        model, state = _LAST_MODEL[key]
+    if cached and key in models:
+        model, state = models[key]
         torch.set_rng_state(state)
         return copy.deepcopy(model)
     torch.manual_seed(seed)
     model = build_model(spec, facts)
     if cached:
-        _LAST_MODEL.clear()
-        _LAST_MODEL[key] = (copy.deepcopy(model), torch.get_rng_state())
+        models.clear()
+        models[key] = (copy.deepcopy(model), torch.get_rng_state())
     return model
 
 

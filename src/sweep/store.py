@@ -519,7 +519,12 @@ _STUDY_ROW = re.compile(r"(.+)-[0-9]{5,}")
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")  # mkstemp's 8 random characters
 
 
-def check_writable(path: str | os.PathLike, *, name: str = "store.path") -> None:
+def check_writable(
+    path: str | os.PathLike,
+    *,
+    name: str = "store.path",
+    folders: Sequence[str] = ("trials", "layers"),
+) -> None:
     """Make sure trials can be written under ``path`` before any training starts.
 
     Creates the store folder (with ``trials/`` and ``layers/``) if missing, and writes and
@@ -528,6 +533,8 @@ def check_writable(path: str | os.PathLike, *, name: str = "store.path") -> None
     Args:
         path: The store folder.
         name: The setting ``path`` came from, for the message.
+        folders: The subfolders to create; the probe is written in the first (in ``path``
+            itself when there are none: ``store.baselines``).
 
     Raises:
         ConfigError: ``path`` is a file or inside one, or cannot be written; the message names
@@ -544,9 +551,10 @@ def check_writable(path: str | os.PathLike, *, name: str = "store.path") -> None
         if blocking is not None and not blocking.is_dir():
             where = "is a file" if blocking == root else f"is inside a file ({str(blocking)!r})"
             raise ConfigError(f"{value} {where}; accepted: a folder (created if missing)")
-        for folder in ("trials", "layers"):
+        for folder in folders or ("",):
             (root / folder).mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=root / "trials", prefix=".probe.", suffix=".tmp")
+        probing = root / folders[0] if folders else root
+        fd, probe = tempfile.mkstemp(dir=probing, prefix=".probe.", suffix=".tmp")
         try:
             # a full disk may accept the name and refuse the bytes, or refuse them only on sync
             os.write(fd, b"probe")

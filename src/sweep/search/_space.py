@@ -11,6 +11,12 @@ import optuna
 from sweep.errors import ConfigError
 
 _KEYS = {"choices", "low", "high", "step", "log", "when"}
+# A dotted parameter set under hydra.sweeper.params on the command line, which Hydra nests.
+_DOTTED = (
+    "Hydra reads the dots of {param} as nesting; accepted: {param}=interval(low,high) or "
+    "{param}=choice(a,b) on the command line, or '{param}': {{low: ..., high: ...}} under "
+    "hydra.sweeper.params in a config file"
+)
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,10 @@ def quoted(value: str) -> str:
 def _param(name: str, spec: Mapping[str, Any], earlier: Sequence[str]) -> Param:
     where = f"hydra.sweeper.params.{name}"
     unknown = sorted(set(spec) - _KEYS)
+    if unknown and all(isinstance(spec[k], Mapping) for k in unknown):
+        # +hydra.sweeper.params.finetune.lr={...}: Hydra nests the dotted key
+        param = f"{name}.{unknown[0]}"
+        raise ConfigError(f"{where}.{unknown[0]}: {_DOTTED.format(param=param)}")
     if unknown:
         raise ConfigError(f"{where} has unknown key(s) {unknown}; accepted: {sorted(_KEYS)}")
     when = {}
