@@ -446,6 +446,11 @@ BAD_INPUT = [
         "tag=ünïcode😀 is not an override Hydra can read unquoted; accepted: the value in quotes "
         """(on a shell command line: tag='"ünïcode😀"')""",
     ),
+    (
+        ["tag=ünï cöde"],  # Hydra's message shows the override up to its first space
+        "tag=ünï cöde is not an override Hydra can read unquoted; accepted: the value in quotes "
+        """(on a shell command line: tag='"ünï cöde"')""",
+    ),
     (["--foo"], "--foo is not an option of python -m sweep; accepted: -m/--multirun"),
     (["-m", "amount=0.5,abc"], "amount='abc' is not valid; accepted: a number"),
     (["-m", "amount=0.5,1.5"], "amount=1.5 is outside [0, 1)"),

@@ -53,7 +53,7 @@ def check_overrides(argv: Sequence[str]) -> None:
     try:
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except HydraException as e:
-        fail(_override_syntax(e))
+        fail(_override_syntax(e, args.overrides))
     search = next((o for o in parsed if o.key_or_group == "search"), None)
     if search is not None and not multirun and search.value() not in (None, "null"):
         fail(
@@ -421,10 +421,12 @@ def _yaml_error(e: yaml.YAMLError) -> str:
     )
 
 
-def _override_syntax(e: Exception) -> str:
+def _override_syntax(e: Exception, overrides: Sequence[str]) -> str:
     """An override Hydra's grammar cannot read; a value outside it reads once quoted."""
     message = _first_line(e).partition(" See https://")[0]
     line = message.split(": ", 1)[-1].split(" ", 1)[0]
+    # the message shows the override up to its first space: the whole one, as it was given
+    line = next((o for o in overrides if o.startswith(line)), line)
     key, eq, value = line.partition("=")
     if eq and "Lexer" in message and not value.startswith(("'", '"')):
         return (
