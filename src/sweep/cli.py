@@ -572,7 +572,7 @@ def _composition_error(e: ConfigCompositionException, overrides: Sequence[str]) 
     value = _override_value(overrides, full_key)
     if value is None:  # a key inside the value of an override: params={amount: {...}}
         given = next(
-            (o for o in overrides if full_key.startswith(f"{o.lstrip('+~').partition('=')[0]}.")),
+            (o for o in overrides if full_key.startswith(f"{_override_key(o)}.")),
             full_key,
         )
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
@@ -605,7 +605,7 @@ def _composition_error(e: ConfigCompositionException, overrides: Sequence[str]) 
 
 def _present_keys(overrides: Sequence[str], bad_key: str, node: str) -> list[str]:
     # an open node (model, dataset, method): the keys its chosen option has
-    rest = [o for o in overrides if o.lstrip("+~").partition("=")[0] != bad_key]
+    rest = [o for o in overrides if _override_key(o) != bad_key]
     cfg = compose("config", overrides=rest, return_hydra_config=node.startswith("hydra"))
     found = OmegaConf.select(cfg, node)
     return sorted(str(k) for k in found) if isinstance(found, DictConfig) else []

@@ -551,8 +551,9 @@ def check_writable(
         if blocking is not None and not blocking.is_dir():
             where = "is a file" if blocking == root else f"is inside a file ({str(blocking)!r})"
             raise ConfigError(f"{value} {where}; accepted: a folder (created if missing)")
-        for folder in folders or ("",):
-            (root / folder).mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        for folder in folders:
+            (root / folder).mkdir(exist_ok=True)
         probing = root / folders[0] if folders else root
         fd, probe = tempfile.mkstemp(dir=probing, prefix=".probe.", suffix=".tmp")
         try:
