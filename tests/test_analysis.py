@@ -1010,6 +1010,19 @@ def test_a_report_folder_it_cannot_write_is_one_line(store, tmp_path, monkeypatc
     ]
 
 
+def test_a_report_folder_that_cannot_be_made_is_bad_input(store, capsys):
+    """Refused before anything is written, as input (exit 2), not as a failed write (1)."""
+    from sweep import report
+
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--store", str(store), "--out", "/proc/nowhere/report"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --out='/proc/nowhere/report' is not writable (No such file or directory); "
+        "accepted: a folder you can write to"
+    ]
+
+
 def test_report_names_an_unreadable_row_file_once(store, tmp_path, caplog):
     from sweep import report
 

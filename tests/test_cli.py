@@ -521,6 +521,40 @@ BAD_INPUT = [
         ["-m", "search=null"],
         "search=null: search's option is a name; accepted: ~search (none), accuracy_at_sparsity,",
     ),
+    # Hydra creates its output folder before the first job: a traceback where it cannot
+    (
+        ["hydra.run.dir=/proc/nowhere"],
+        "hydra.run.dir='/proc/nowhere' cannot be created in '/proc' (No such file or directory); "
+        "accepted: a folder path where you can write",
+    ),
+    (
+        ["-m", "hydra.sweep.dir=/dev/null/${now:%H}", "amount=0.1,0.2"],
+        "hydra.sweep.dir='/dev/null/${now:%H}' is inside a file ('/dev/null'); accepted: a folder",
+    ),
+    # OmegaConf reads any int but 0, and words such as yes, as true
+    (["skip_completed=2"], "skip_completed=2 is not valid; accepted: true or false"),
+    (["compact=yes"], "compact='yes' is not valid; accepted: true or false"),
+    (["-m", "channels_last=false,5"], "channels_last=5 is not valid; accepted: true or false"),
+    # a null read as the default, under a trial key of its own
+    (["latency.measure=null"], "latency.measure=null is not valid; accepted: auto | true | false"),
+    (
+        ["method.importance=null"],
+        "method.importance=null is not a criterion; accepted: magnitude | taylor | apoz | wanda",
+    ),
+    (["device=null"], "device='null' is not valid; accepted: auto | cpu | cuda | cuda:N"),
+    (["hydra.job.chdir=maybe"], "hydra.job.chdir='maybe' is not valid; accepted: true or false"),
+    # Hydra's grammar: its messages name no override, or no key
+    (
+        ["-m", "amount=choice()"],
+        "amount=choice() cannot be read (empty choice is not legal); accepted: key=value, "
+        "key=a,b,c, choice(a,b), range(start,stop[,step]), interval(low,high)",
+    ),
+    (
+        ["amount=[1"],
+        "amount=[1 cannot be read (no viable alternative at input '[1'); accepted: key=value,",
+    ),
+    (["tag='a b"], "tag='a b cannot be read (a quote is not closed); accepted: key=value,"),
+    (["=3"], "=3 names no key; accepted: key=value, such as amount=0.5"),
 ]
 
 

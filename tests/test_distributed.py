@@ -337,6 +337,21 @@ def test_proxy_refuses_what_is_not_a_database(tmp_path):
     assert not (tmp_path / "journal.log").exists()
 
 
+def test_proxy_names_the_url_it_was_given(tmp_path):
+    """Not hydra.sweeper.storage, which the proxy's user never passed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.proxy", "foo://x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: storage='foo://x' cannot be opened (Can't load plugin: sqlalchemy.dialects:foo); "
+        "accepted: postgresql://user:pass@host/db, mysql://..., sqlite:///file.db"
+    ]
+
+
 @pytest.mark.parametrize(
     "device, worker, gpus, pinned",
     [

@@ -24,6 +24,8 @@ CONFIG_MODULE = "sweep.conf"
 # Hydra's flags that print something instead of running a trial: checked by Hydra itself.
 _PRINTING = ("help", "hydra_help", "version", "cfg", "info", "shell_completion")
 _PRINTING += ("experimental_rerun",)
+# Hydra's override grammar for a value or a sweep of values
+_SWEEP_SYNTAX = "key=value, key=a,b,c, choice(a,b), range(start,stop[,step]), interval(low,high)"
 
 
 def check_overrides(argv: Sequence[str]) -> None:
@@ -54,6 +56,9 @@ def check_overrides(argv: Sequence[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except HydraException as e:
         fail(_override_syntax(e, args.overrides))
+    nameless = next((o for o in parsed if not o.key_or_group), None)
+    if nameless is not None:  # =3: Hydra's grammar reads an empty key, and fails on it later
+        fail(f"{nameless.input_line} names no key; accepted: key=value, such as amount=0.5")
     search = next((o for o in parsed if o.key_or_group == "search"), None)
     if search is not None and not multirun and search.value() not in (None, "null"):
         fail(
@@ -61,6 +66,7 @@ def check_overrides(argv: Sequence[str]) -> None:
             f"accepted: python -m sweep -m search={search.value()} ..."
         )
     _refuse_added_keys(parsed)
+    _refuse_loose_bools(parsed)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     from sweep import distributed
     from sweep.plan import prepare
@@ -92,6 +98,7 @@ def check_overrides(argv: Sequence[str]) -> None:
             cfg = composed(overrides)
             if first:
                 _refuse_added_top_level_keys(parsed, cfg)
+                _check_output_dir(cfg, multirun)
             if first and _is_optuna(cfg) and multirun:
                 from sweep.search import study_settings
                 from sweep.search._study import probe_storage
@@ -214,6 +221,50 @@ def _refuse_added_keys(parsed: Sequence[Any]) -> None:
             valid = config.keys(node)
             if valid and leaf not in valid:
                 fail(f"{node}.{leaf} is not a key of {node}; accepted: {', '.join(valid)}")
+
+
+def _refuse_loose_bools(parsed: Sequence[Any]) -> None:
+    """``compact=5``, ``skip_completed=yes``: OmegaConf reads any int but 0, and words such as
+    yes and on, as true; a true-or-false key of the schema takes true or false only."""
+    from sweep import config
+
+    for o in parsed:
+        if o.is_hydra_override() or o.is_delete() or not config.is_bool(o.key_or_group):
+            continue
+        raw = o.value()
+        values = raw.list if o.is_choice_sweep() else [raw]
+        bad = next((v for v in values if not isinstance(v, bool)), None)
+        if bad is not None or not isinstance(values, list):
+            shown = f"{o.key_or_group}={bad!r}" if bad is not None else o.input_line
+            fail(f"{shown} is not valid; accepted: true or false")
+
+
+def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
+    """``hydra.run.dir`` (``hydra.sweep.dir`` in a multirun) can be created: Hydra creates it
+    before the first job and fails with a traceback where it cannot. Checked on the part
+    before its first interpolation (``outputs/`` of ``outputs/${now:...}``), creating
+    nothing: the folder Hydra names by the time would not be this one."""
+    import tempfile
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    node = OmegaConf.select(cfg, key.rpartition(".")[0])
+    raw = OmegaConf.to_container(node, resolve=False).get("dir") if node is not None else None
+    if not isinstance(raw, str):
+        return
+    literal = raw.split("${", 1)[0]
+    path = Path(literal or ".").expanduser()
+    if "${" in raw and not literal.endswith("/"):
+        path = path.parent  # outputs-${now:...}: the folder it goes in
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        fail(f"{key}={raw!r} is inside a file ({str(existing)!r}); accepted: a folder path")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".probe."))
+    except OSError as e:
+        fail(
+            f"{key}={raw!r} cannot be created in {str(existing)!r} ({e.strerror}); accepted: "
+            "a folder path where you can write"
+        )
 
 
 def _refuse_added_top_level_keys(parsed: Sequence[Any], cfg: DictConfig) -> None:
@@ -422,18 +473,35 @@ def _yaml_error(e: yaml.YAMLError) -> str:
 
 
 def _override_syntax(e: Exception, overrides: Sequence[str]) -> str:
-    """An override Hydra's grammar cannot read; a value outside it reads once quoted."""
-    message = _first_line(e).partition(" See https://")[0]
-    line = message.split(": ", 1)[-1].split(" ", 1)[0]
-    # the message shows the override up to its first space: the whole one, as it was given
-    line = next((o for o in overrides if o.startswith(line)), line)
+    """An override Hydra's grammar cannot read, named whole (Hydra's message names none, or
+    cuts it at its first space); a plain value outside the grammar reads once quoted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for line in overrides:  # the first that fails alone, and why
+        try:
+            parser.parse_overrides([line])
+        except HydraException as alone:
+            e = alone
+            break
+    else:
+        return _first_line(e).partition(" See https://")[0]
+    message = str(e).partition("\nSee https://")[0]
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Error parsing override"):
+        lines = lines[1:]
+    reason = " ".join(lines).rpartition("': ")[2] if "while evaluating" in message else ""
+    reason = reason or (lines[0] if lines else type(e).__name__)
     key, eq, value = line.partition("=")
-    if eq and "Lexer" in message and not value.startswith(("'", '"')):
+    quoted = value.startswith(("'", '"'))
+    if eq and not quoted and not any(c in value for c in "()[]{}"):
         return (
             f"{line} is not an override Hydra can read unquoted; accepted: the value in quotes "
             f"(on a shell command line: {key}='\"{value}\"')"
         )
-    return message
+    if "LexerNoViableAlt" in reason:
+        reason = "a quote is not closed" if quoted else "a character outside Hydra's grammar"
+    return f"{line} cannot be read ({reason}); accepted: {_SWEEP_SYNTAX}"
 
 
 def _refuse_amounts_of_a_method_without_one(
@@ -599,8 +667,32 @@ def _composition_error(e: ConfigCompositionException, overrides: Sequence[str]) 
         if node == "hydra.sweeper" and "n_trials" not in valid:
             line += " (the keys of an Optuna search, n_trials, storage..., need -m search=NAME)"
         return line
-    accepted = config.accepted(full_key) or "a value of the declared type"
+    accepted = config.accepted(full_key) or _declared(cause) or "a value of the declared type"
     return f"{full_key}={value!r} is not valid; accepted: {accepted}"
+
+
+def _declared(cause: BaseException) -> str | None:
+    """What a typed node outside the schema (Hydra's ``hydra.job.chdir``) accepts."""
+    import dataclasses
+    import types
+    import typing
+
+    from sweep import config
+
+    owner = getattr(cause, "object_type", None)
+    if not dataclasses.is_dataclass(owner):
+        return None
+    try:
+        kind = typing.get_type_hints(owner).get(getattr(cause, "key", None))
+    except (NameError, TypeError):
+        return None
+    if kind is None:
+        return None
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = args[0] if len(args) == 1 else kind
+    described = config.describe(kind)
+    return described if described != str(kind) else None
 
 
 def _present_keys(overrides: Sequence[str], bad_key: str, node: str) -> list[str]:

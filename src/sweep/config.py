@@ -23,7 +23,7 @@ from omegaconf import MISSING, DictConfig, ListConfig
 from sweep._console import PROGRESS
 from sweep.errors import ConfigError
 
-__all__ = ["Config", "accepted", "check_values", "keys", "register"]
+__all__ = ["Config", "accepted", "check_values", "describe", "is_bool", "keys", "register"]
 
 
 def _field(accepted: str, valid: Callable[[Any], bool]) -> Any:
@@ -31,7 +31,8 @@ def _field(accepted: str, valid: Callable[[Any], bool]) -> Any:
     return field(default=MISSING, metadata={"accepted": accepted, "valid": valid})
 
 
-_NOT_NULL = {"fuse"}  # checked even when null: nothing reads a null there
+# checked even when null: nothing reads a null there (a null measure would read as auto)
+_NOT_NULL = {"fuse", "measure", "progress"}
 
 
 def _fuse_setting(v: Any) -> bool:
@@ -137,7 +138,8 @@ class Config:
     # torch.manual_seed wraps a negative seed to 2**64 + seed (two keys, one stream), and the
     # store's int64 column ends at 2**63
     seed: int = _field("an int in [0, 2**63)", lambda v: 0 <= v < 2**63)
-    device: str = MISSING
+    # resolved by sweep.devices.resolve_device, which checks it
+    device: str = field(default=MISSING, metadata={"accepted": "auto | cpu | cuda | cuda:N"})
     channels_last: bool = MISSING
     # Any: an int or the word auto (OmegaConf 2.3 types no union of int and str)
     fuse: Any = _field("1 (off) | an int K >= 2 | auto", _fuse_setting)  # noqa: RUF009
@@ -183,7 +185,14 @@ def accepted(key: str) -> str | None:
     """What the schema accepts for the dotted ``key`` (``finetune.lr``), or ``None`` if unknown."""
     node_key, _, name = key.rpartition(".")
     f = _fields(node_key).get(name)
-    return None if f is None else f.metadata.get("accepted") or _describe(f.type)
+    return None if f is None else f.metadata.get("accepted") or describe(f.type)
+
+
+def is_bool(key: str) -> bool:
+    """Whether the dotted ``key`` is a true-or-false field of the schema (``compact``)."""
+    node_key, _, name = key.rpartition(".")
+    f = _fields(node_key).get(name)
+    return f is not None and f.type is bool
 
 
 def keys(node_key: str) -> list[str] | None:
@@ -214,7 +223,8 @@ def _check(cfg: DictConfig, schema: type, prefix: str) -> None:
             and not f.metadata["valid"](value)
         ):
             raise ConfigError(
-                f"{prefix}{f.name}={value!r} {_what_is_wrong(value)}; "
+                f"{prefix}{f.name}={'null' if value is None else repr(value)} "
+                f"{_what_is_wrong(value)}; "
                 f"accepted: {f.metadata['accepted']}"
             )
 
@@ -226,7 +236,7 @@ def _what_is_wrong(value: Any) -> str:
     return "is out of range" if values and numbers else "is not valid"
 
 
-def _describe(kind: Any) -> str:
+def describe(kind: Any) -> str:
     names = {int: "an int", float: "a number", bool: "true or false", str: "text"}
     if kind in names:
         return names[kind]

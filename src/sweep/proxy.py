@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from sweep.errors import ConfigError, fail
 from sweep.hashing import mask_password
 
+_DATABASES = "accepted: postgresql://user:pass@host/db, mysql://..., sqlite:///file.db"
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
@@ -29,10 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=13000)
     args = parser.parse_args(argv)
     if "://" not in args.storage or args.storage.startswith("grpc://"):
-        fail(
-            f"storage={mask_password(args.storage)!r} is not a database URL; accepted: "
-            "postgresql://user:pass@host/db, mysql://..., sqlite:///file.db"
-        )
+        fail(f"storage={mask_password(args.storage)!r} is not a database URL; {_DATABASES}")
     if not 0 < args.port < 65536:
         fail(f"--port={args.port} is out of range; accepted: 1 to 65535")
     import optuna
@@ -44,10 +43,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail("the gRPC proxy needs grpcio; accepted: pip install 'prune-sweep[grpc]'")
     from sweep.search._study import driver_url, open_storage
 
-    try:
-        open_storage(args.storage)  # a bad URL fails here with one line, and the schema exists
+    try:  # a bad URL fails here with one line, and the schema exists
+        open_storage(args.storage, setting="storage")
     except ConfigError as e:
-        fail(str(e))
+        fail(f"{str(e).partition('; accepted:')[0]}; {_DATABASES}")
     # Optuna's cached storage, as its proxy documentation asks
     storage = optuna.storages.get_storage(driver_url(args.storage))
     print(

@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from sweep import analysis
 from sweep.errors import ConfigError, fail
-from sweep.store import load_layers, load_results
+from sweep.store import check_writable, load_layers, load_results
 
 PARETO = {"acc_finetuned": "max", "sparsity": "max"}
 
@@ -62,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         df, layers = _read(args.store)
     finally:
         store_log.removeFilter(once)
+    try:
+        check_writable(args.out, name="--out", folders=())  # /proc/x: input, not a failed write
+    except ConfigError as e:
+        fail(str(e))
     try:
         written = write_report(df, layers, Path(args.out), tolerance, args.store)
     except OSError as e:  # a read-only folder, a full disk

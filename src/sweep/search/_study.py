@@ -258,6 +258,7 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     on_stale: Any = None,
+    setting: str = "hydra.sweeper.storage",
 ) -> optuna.storages.BaseStorage:
     """An Optuna storage from a database URL (``sqlite:///...``, ``postgresql://...``,
     ``mysql://...``), Optuna's gRPC storage proxy (``grpc://host:port``, see `sweep.proxy`) or,
@@ -265,7 +266,8 @@ def open_storage(
 
     On a database, ``heartbeat_interval`` turns on Optuna's heartbeat: a trial with no heartbeat
     for ``grace_period`` seconds is stale, and `optuna.storages.fail_stale_trials` fails it and
-    calls ``on_stale(study, frozen_trial)``. Journal files have no heartbeat."""
+    calls ``on_stale(study, frozen_trial)``. Journal files have no heartbeat. ``setting``: where
+    the URL came from, for the message of one that cannot be opened."""
     url = _home_expanded(url)
     heartbeat = {}
     if heartbeat_interval is not None:
@@ -302,7 +304,7 @@ def open_storage(
             lambda: _rdb_storage(database_url, engine_kwargs=engine_kwargs, **heartbeat)
         )
     except Exception as e:
-        raise ConfigError(_cannot_open(url, e)) from None
+        raise ConfigError(_cannot_open(url, e, setting)) from None
 
 
 def driver_url(url: str) -> str:
@@ -342,10 +344,10 @@ def probe_storage(url: str) -> None:
         raise ConfigError(_cannot_open(url, e)) from None
 
 
-def _cannot_open(url: str, e: Exception) -> str:
+def _cannot_open(url: str, e: Exception, setting: str = "hydra.sweeper.storage") -> str:
     reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return (
-        f"hydra.sweeper.storage={mask_password(url)!r} cannot be opened ({reason}); accepted: "
+        f"{setting}={mask_password(url)!r} cannot be opened ({reason}); accepted: "
         "sqlite:///file.db, postgresql://user:pass@host/db, mysql://..., grpc://host:port, or "
         "a journal file path"
     )
