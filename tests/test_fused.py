@@ -490,7 +490,7 @@ def test_a_bad_fuse_is_one_line_and_writes_nothing(tmp_path, value):
     from sweep.errors import ConfigError
     from sweep.trial import prepare
 
-    shown = {"x": "'x'", "true": "True", "null": "None"}.get(value, value)
+    shown = {"x": "'x'"}.get(value, value)  # null, true: as the command line writes them
     wrong = "is out of range" if value in ("0", "-2", "2.5") else "is not valid"
     message = f"fuse={shown} {wrong}; accepted: 1 (off) | an int K >= 2 | auto"
     with pytest.raises(ConfigError) as e:

@@ -223,10 +223,16 @@ def _check(cfg: DictConfig, schema: type, prefix: str) -> None:
             and not f.metadata["valid"](value)
         ):
             raise ConfigError(
-                f"{prefix}{f.name}={'null' if value is None else repr(value)} "
-                f"{_what_is_wrong(value)}; "
+                f"{prefix}{f.name}={_shown(value)} {_what_is_wrong(value)}; "
                 f"accepted: {f.metadata['accepted']}"
             )
+
+
+def _shown(value: Any) -> str:
+    """A value as the command line writes it: null, true and false, not None, True, False."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
 
 
 def _what_is_wrong(value: Any) -> str:

@@ -204,6 +204,23 @@ def _sharded_backward(
     return total
 
 
+def import_optimizer_modules() -> None:
+    """Build and drop a throwaway optimizer, once per process, before a trial's clocks start.
+
+    torch.optim's first optimizer imports ``torch._dynamo`` (its methods are wrapped by
+    ``torch._disable_dynamo``, which imports it on the first call): about 1.2 s on 2 CPU
+    cores, which landed in the first trial's ``time_finetune_s`` and made it read 5-8x its
+    neighbours'. A trial that builds no optimizer (``finetune.epochs=0``) need not call this.
+    """
+    global _OPTIMIZER_MODULES_IMPORTED
+    if not _OPTIMIZER_MODULES_IMPORTED:
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        _OPTIMIZER_MODULES_IMPORTED = True
+
+
+_OPTIMIZER_MODULES_IMPORTED = False
+
+
 def make_optimizer(
     model: nn.Module | list[dict[str, Any]], settings: Mapping[str, Any]
 ) -> torch.optim.Optimizer:

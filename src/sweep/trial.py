@@ -66,7 +66,7 @@ from sweep.pruning import (
 from sweep.recalibrate import recalibrate_batchnorm
 from sweep.rewind import rewind
 from sweep.store import RowCallback, read_row, row_id, write_trial
-from sweep.training import EpochCallback, evaluate, train
+from sweep.training import EpochCallback, evaluate, import_optimizer_modules, train
 
 __all__ = ["Plan", "prepare", "resolve_device", "run_trial", "trial_key"]
 
@@ -112,6 +112,8 @@ def run_trial(
             f"cfg={shown} is not a composed config ({type(cfg).__name__}); accepted: the "
             "DictConfig of hydra.compose('config', overrides), as in run_trial's example"
         )
+    if cfg.finetune.epochs > 0:
+        import_optimizer_modules()  # once per process, not in the first trial's figures
     started_at = dt.datetime.now(dt.timezone.utc)
     start = time.perf_counter()
     distributed.check(cfg)

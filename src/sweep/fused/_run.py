@@ -26,7 +26,7 @@ from sweep.fused._engine import evaluate_fused, finetune_fused
 from sweep.fused._key import fusion_key
 from sweep.plan import Plan, prepare
 from sweep.store import RowCallback, row_id, write_trial
-from sweep.training import EpochCallback
+from sweep.training import EpochCallback, import_optimizer_modules
 
 __all__ = ["run_fused"]
 
@@ -117,6 +117,8 @@ class _Member:
 def _run_group(members: Sequence[_Member]) -> list[dict[str, Any]]:
     """Each member loaded and pruned as alone; one batched finetuning and test evaluation of
     those that got there; each member measured, kept and written as alone."""
+    if members[0].cfg.finetune.epochs > 0:  # the group's key: every member's epochs
+        import_optimizer_modules()
     started_at = dt.datetime.now(dt.timezone.utc)
     start = time.perf_counter()
     todo = []
