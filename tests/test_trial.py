@@ -337,46 +337,32 @@ def test_a_baseline_read_before_comes_from_memory_until_its_file_changes(
     assert all(torch.equal(v, state[k]) for k, v in changed.items())
 
 
-def test_a_trial_without_finetuning_never_imports_the_compiler(cfg_factory, tmp_path):
+@pytest.mark.parametrize(("epochs", "imported"), [(0, ["False", "False"]), (1, ["True", "True"])])
+def test_the_compiler_is_imported_only_by_finetuning_and_before_it_starts(
+    cfg_factory, tmp_path, epochs, imported
+):
     """A proxy search's trials (``finetune.epochs=0``) take no optimizer step, count FLOPs and
     seed the CPU: none of it needs ``torch._dynamo``, whose import took about a second of each
     search process before (``FlopCounterMode``'s dispatch, ``torch.manual_seed`` and an unused
-    optimizer each imported it)."""
-    run_trial(cfg_factory("finetune.epochs=0"))  # the baseline, pretrained and cached
-    code = (
-        "import sys\n"
-        "from tests.conftest import make_cfg\n"
-        "from sweep.trial import run_trial\n"
-        f"row = run_trial(make_cfg({str(tmp_path / 'results')!r}, 'finetune.epochs=0', "
-        "'amount=0.3'))\n"
-        "print(row['status'], row['baseline_trained'], 'torch._dynamo' in sys.modules)\n"
-    )
-    root = Path(__file__).parents[1]
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
-    )
-    assert out.stdout.split()[-3:] == ["complete", "False", "False"]
-
-
-def test_a_finetuning_trial_imports_the_compiler_before_it_starts(cfg_factory, tmp_path):
-    """torch.optim's first optimizer imports ``torch._dynamo``: done before the trial starts,
-    it no longer lands in the first trial of each process's ``time_finetune_s`` (about 1.2 s
-    on 2 cores, where a trial's finetuning took 0.2 s)."""
+    optimizer each imported it). A trial that finetunes needs it (torch.optim's first optimizer
+    imports it): imported before the trial starts, it no longer lands in the first trial of
+    each process's ``time_finetune_s`` (1.2 s on 2 cores, where a trial's took 0.2 s)."""
     run_trial(cfg_factory("finetune.epochs=0"))  # the baseline, pretrained and cached
     code = (
         "import sys\n"
         "from tests.conftest import make_cfg\n"
         "from sweep.trial import run_trial\n"
         "seen = []\n"
-        f"run_trial(make_cfg({str(tmp_path / 'results')!r}, 'finetune.epochs=1', "
-        "'amount=0.3'), on_start=lambda key: seen.append('torch._dynamo' in sys.modules))\n"
-        "print(seen)\n"
+        f"cfg = make_cfg({str(tmp_path / 'results')!r}, 'finetune.epochs={epochs}', "
+        "'amount=0.3')\n"
+        "row = run_trial(cfg, on_start=lambda key: seen.append('torch._dynamo' in sys.modules))\n"
+        "print(row['status'], row['baseline_trained'], *seen, 'torch._dynamo' in sys.modules)\n"
     )
     root = Path(__file__).parents[1]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
-    assert out.stdout.split()[-1] == "[True]"
+    assert out.stdout.split()[-4:] == ["complete", "False", *imported]
 
 
 def test_an_untrained_baseline_is_named_once(cfg_factory, caplog):
