@@ -73,7 +73,8 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--store", help="keep the stores here (default: a temporary folder)")
     args = parser.parse_args()
-    root = Path(args.store or tempfile.mkdtemp(prefix="layerwise-"))
+    root = Path(args.store or tempfile.mkdtemp(prefix="layerwise-")).absolute()
+    root.mkdir(parents=True, exist_ok=True)
     print(f"{args.trials} trials per study, sampler seeds {args.seeds}, stores under {root}")
     objectives = {"acc_finetuned": "maximize", "sparsity": "maximize"}
     for subject in args.subjects:
@@ -92,7 +93,9 @@ def main() -> None:
                     *extra,
                 ]
                 start = time.perf_counter()
-                run = subprocess.run([sys.executable, "-m", "sweep", *command], capture_output=True)
+                run = subprocess.run(  # Hydra's multirun/ folders beside the stores, not here
+                    [sys.executable, "-m", "sweep", *command], capture_output=True, cwd=root
+                )
                 if run.returncode != 0:
                     sys.exit(f"{subject} {study} failed:\n{run.stderr.decode()[-2000:]}")
                 elapsed = time.perf_counter() - start
