@@ -539,7 +539,7 @@ BAD_INPUT = [
     (["latency.measure=null"], "latency.measure=null is not valid; accepted: auto | true | false"),
     (
         ["method.importance=null"],
-        "method.importance=null is not a criterion; accepted: magnitude | taylor | apoz | wanda",
+        "method.importance=null is unknown; accepted: magnitude | taylor | apoz | wanda",
     ),
     (["device=null"], "device='null' is not valid; accepted: auto | cpu | cuda | cuda:N"),
     (["hydra.job.chdir=maybe"], "hydra.job.chdir='maybe' is not valid; accepted: true or false"),

@@ -58,7 +58,8 @@ def check_importance(method: PruningMethod, targets: Sequence[Target], model: nn
     criterion = method.importance
     if criterion not in IMPORTANCE:
         raise ConfigError(
-            f"method.importance={criterion!r} is unknown; accepted: {' | '.join(IMPORTANCE)}"
+            f"method.importance={'null' if criterion is None else repr(criterion)} is unknown; "
+            f"accepted: {' | '.join(IMPORTANCE)}"
         )
     if criterion == "magnitude" or method.cls is None:
         return
