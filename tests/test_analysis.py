@@ -1023,6 +1023,17 @@ def test_a_report_folder_that_cannot_be_made_is_bad_input(store, capsys):
     ]
 
 
+def test_a_report_folder_under_home_is_written_where_it_was_checked(store, tmp_path, monkeypatch):
+    """``--out=~/report``: no shell expands ``~`` after ``=``; the report does, as its check."""
+    from sweep import report
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    report.main(["--store", str(store), "--out=~/report"])
+    assert (tmp_path / "home" / "report" / "summary.md").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 def test_report_names_an_unreadable_row_file_once(store, tmp_path, caplog):
     from sweep import report
 

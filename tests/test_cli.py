@@ -535,24 +535,31 @@ BAD_INPUT = [
     (["skip_completed=2"], "skip_completed=2 is not valid; accepted: true or false"),
     (["compact=yes"], "compact='yes' is not valid; accepted: true or false"),
     (["-m", "channels_last=false,5"], "channels_last=5 is not valid; accepted: true or false"),
+    (["compact='true'"], "compact='true' is not valid (quoted, it is text); accepted: true or"),
+    (["compact=null"], "compact=null is not valid; accepted: true or false"),
+    (
+        ["-m", "compact=glob(*)"],
+        "compact=glob(*): compact is true or false; accepted: true, false, or a sweep of both",
+    ),
+    (["-m", "compact=range(0,2)"], "compact=range(0,2): compact is true or false; accepted:"),
+    (
+        ["-m", "search=tradeoff", "+hydra.sweeper.params.compact={choices:[0,1]}"],
+        "hydra.sweeper.params gives trials compact=0: compact=0 is not valid; accepted: true or "
+        "false",
+    ),
     # a null read as the default, under a trial key of its own
     (["latency.measure=null"], "latency.measure=null is not valid; accepted: auto | true | false"),
     (
         ["method.importance=null"],
         "method.importance=null is unknown; accepted: magnitude | taylor | apoz | wanda",
     ),
-    (["device=null"], "device='null' is not valid; accepted: auto | cpu | cuda | cuda:N"),
+    (["device=null"], "device=null is not valid; accepted: auto | cpu | cuda | cuda:N"),
     (["hydra.job.chdir=maybe"], "hydra.job.chdir='maybe' is not valid; accepted: true or false"),
     # Hydra's grammar: its messages name no override, or no key
-    (
-        ["-m", "amount=choice()"],
-        "amount=choice() cannot be read (empty choice is not legal); accepted: key=value, "
-        "key=a,b,c, choice(a,b), range(start,stop[,step]), interval(low,high)",
-    ),
-    (
-        ["amount=[1"],
-        "amount=[1 cannot be read (no viable alternative at input '[1'); accepted: key=value,",
-    ),
+    # (the reason in brackets is Hydra's own)
+    (["-m", "amount=choice()"], "amount=choice() cannot be read ("),
+    (["amount=[1"], "amount=[1 cannot be read ("),
+    (["-m", "amount=0.1,,0.2"], "amount=0.1,,0.2 cannot be read ("),
     (["tag='a b"], "tag='a b cannot be read (a quote is not closed); accepted: key=value,"),
     (["=3"], "=3 names no key; accepted: key=value, such as amount=0.5"),
 ]
@@ -568,6 +575,23 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"error: {message}")
     assert list(tmp_path.iterdir()) == []  # no store, no run folder
+
+
+def test_an_output_folder_is_checked_where_its_interpolations_lead(tmp_path, monkeypatch, capsys):
+    """``${oc.env:...}`` resolves before the check (its literal part is empty); ``~`` is not
+    expanded, as Hydra does not expand it, and ``${hydra:...}`` cannot be resolved here."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OUTPUTS", "/proc/nowhere")
+    with pytest.raises(SystemExit) as exit_:
+        check_overrides(_options_first(*FAST, "hydra.run.dir=${oc.env:OUTPUTS}/run"))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: hydra.run.dir='${oc.env:OUTPUTS}/run' cannot be created in '/proc' (No such "
+        "file or directory); accepted: a folder path where you can write"
+    ]
+    for fine in ("hydra.run.dir='~/x/${now:%H}'", "hydra.run.dir=${hydra:runtime.cwd}/out"):
+        check_overrides(_options_first(*FAST, fine))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no ~, no out
 
 
 def test_a_sweep_over_amounts_of_a_method_that_takes_none_is_refused(tmp_path, monkeypatch, capsys):

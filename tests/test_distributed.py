@@ -346,10 +346,11 @@ def test_proxy_names_the_url_it_was_given(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: storage='foo://x' cannot be opened (Can't load plugin: sqlalchemy.dialects:foo); "
-        "accepted: postgresql://user:pass@host/db, mysql://..., sqlite:///file.db"
-    ]
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: storage='foo://x' cannot be opened (")  # SQLAlchemy's reason
+    assert line.endswith(
+        "; accepted: postgresql://user:pass@host/db, mysql://..., sqlite:///file.db"
+    )
 
 
 @pytest.mark.parametrize(

@@ -138,10 +138,15 @@ def check_overrides(argv: Sequence[str]) -> None:
         if space is not None:
             # Each value a study may give: a bad one would fail its trials, or leave one
             # running, after the study exists (a group's option, an amount out of range).
+            from sweep import config
             from sweep.search._space import overrides as space_overrides
 
             for values in _space_corners(space):
                 shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+                for k, v in values.items():  # {choices: [0, 1]} would compose as false, true
+                    refusal = config.is_bool(k) and _loose_bool(k, v)
+                    if refusal:
+                        fail(f"hydra.sweeper.params gives trials {shown}: {refusal}")
                 check([*fixed, *space_overrides(values)], searching=shown)
     if multirun:
         _refuse_amounts_of_a_method_without_one(parsed, methods, searched)
@@ -226,24 +231,43 @@ def _refuse_added_keys(parsed: Sequence[Any]) -> None:
 def _refuse_loose_bools(parsed: Sequence[Any]) -> None:
     """``compact=5``, ``skip_completed=yes``: OmegaConf reads any int but 0, and words such as
     yes and on, as true; a true-or-false key of the schema takes true or false only."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
     from sweep import config
 
     for o in parsed:
         if o.is_hydra_override() or o.is_delete() or not config.is_bool(o.key_or_group):
             continue
         raw = o.value()
-        values = raw.list if o.is_choice_sweep() else [raw]
-        bad = next((v for v in values if not isinstance(v, bool)), None)
-        if bad is not None or not isinstance(values, list):
-            shown = f"{o.key_or_group}={bad!r}" if bad is not None else o.input_line
-            fail(f"{shown} is not valid; accepted: true or false")
+        if o.is_sweep_override() and not isinstance(raw, ChoiceSweep):
+            fail(f"{o.input_line}: {o.key_or_group} is true or false; accepted: {_BOOL_SWEEP}")
+        for value in raw.list if isinstance(raw, ChoiceSweep) else [raw]:
+            refusal = _loose_bool(o.key_or_group, value)
+            if refusal:
+                fail(refusal)
+
+
+_BOOL_SWEEP = "true, false, or a sweep of both (-m KEY=true,false)"
+
+
+def _loose_bool(key: str, value: Any) -> str | None:
+    """Why ``value`` of the true-or-false key ``key`` is refused; ``None`` for true, false and
+    null (left to the schema, which refuses it where the key takes no null)."""
+    if value is None or isinstance(value, bool):
+        return None
+    quoted = isinstance(value, str) and value.lower() in ("true", "false")
+    return (
+        f"{key}={value!r} is not valid{' (quoted, it is text)' if quoted else ''}; "
+        "accepted: true or false"
+    )
 
 
 def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
     """``hydra.run.dir`` (``hydra.sweep.dir`` in a multirun) can be created: Hydra creates it
-    before the first job and fails with a traceback where it cannot. Checked on the part
-    before its first interpolation (``outputs/`` of ``outputs/${now:...}``), creating
-    nothing: the folder Hydra names by the time would not be this one."""
+    before the first job and fails with a traceback where it cannot. Creates nothing: the
+    nearest folder that exists must be one where a folder can be made. A value that cannot be
+    resolved here (``${hydra:...}``) is checked on its part before the first interpolation,
+    and not at all if that is empty. ``~`` is not expanded: Hydra does not expand it either."""
     import tempfile
 
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -251,10 +275,13 @@ def _check_output_dir(cfg: DictConfig, multirun: bool) -> None:
     raw = OmegaConf.to_container(node, resolve=False).get("dir") if node is not None else None
     if not isinstance(raw, str):
         return
-    literal = raw.split("${", 1)[0]
-    path = Path(literal or ".").expanduser()
-    if "${" in raw and not literal.endswith("/"):
-        path = path.parent  # outputs-${now:...}: the folder it goes in
+    try:
+        path = Path(str(OmegaConf.select(cfg, key)))
+    except OmegaConfBaseException:
+        literal = raw.split("${", 1)[0]
+        if not literal:
+            return
+        path = Path(literal) if literal.endswith("/") else Path(literal).parent
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not existing.is_dir():
         fail(f"{key}={raw!r} is inside a file ({str(existing)!r}); accepted: a folder path")
@@ -494,7 +521,7 @@ def _override_syntax(e: Exception, overrides: Sequence[str]) -> str:
     reason = reason or (lines[0] if lines else type(e).__name__)
     key, eq, value = line.partition("=")
     quoted = value.startswith(("'", '"'))
-    if eq and not quoted and not any(c in value for c in "()[]{}"):
+    if eq and not quoted and "LexerNoViableAlt" in reason:  # a character outside the grammar
         return (
             f"{line} is not an override Hydra can read unquoted; accepted: the value in quotes "
             f"(on a shell command line: {key}='\"{value}\"')"
@@ -668,7 +695,8 @@ def _composition_error(e: ConfigCompositionException, overrides: Sequence[str]) 
             line += " (the keys of an Optuna search, n_trials, storage..., need -m search=NAME)"
         return line
     accepted = config.accepted(full_key) or _declared(cause) or "a value of the declared type"
-    return f"{full_key}={value!r} is not valid; accepted: {accepted}"
+    shown = value if value == "null" else repr(value)
+    return f"{full_key}={shown} is not valid; accepted: {accepted}"
 
 
 def _declared(cause: BaseException) -> str | None:

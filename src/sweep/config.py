@@ -32,6 +32,8 @@ def _field(accepted: str, valid: Callable[[Any], bool]) -> Any:
 
 
 # checked even when null: nothing reads a null there (a null measure would read as auto)
+DEVICES = "auto | cpu | cuda | cuda:N"  # what device= accepts
+
 _NOT_NULL = {"fuse", "measure", "progress"}
 
 
@@ -139,7 +141,7 @@ class Config:
     # store's int64 column ends at 2**63
     seed: int = _field("an int in [0, 2**63)", lambda v: 0 <= v < 2**63)
     # resolved by sweep.devices.resolve_device, which checks it
-    device: str = field(default=MISSING, metadata={"accepted": "auto | cpu | cuda | cuda:N"})
+    device: str = field(default=MISSING, metadata={"accepted": DEVICES})
     channels_last: bool = MISSING
     # Any: an int or the word auto (OmegaConf 2.3 types no union of int and str)
     fuse: Any = _field("1 (off) | an int K >= 2 | auto", _fuse_setting)  # noqa: RUF009

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from sweep.config import DEVICES
 from sweep.errors import ConfigError
 
 __all__ = ["manual_seed", "resolve_device"]
@@ -12,7 +13,7 @@ __all__ = ["manual_seed", "resolve_device"]
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda``/``cuda:N`` only when that GPU exists."""
-    accepted = "auto | cpu | cuda | cuda:N"
+    accepted = DEVICES
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

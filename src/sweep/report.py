@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         tolerance = analysis.check_tolerance(args.tolerance, "--tolerance")
     except ConfigError as e:
         fail(str(e))
-    if Path(args.out).exists() and not Path(args.out).is_dir():
+    out = Path(args.out).expanduser()  # --out=~/report: no shell expands ~ after =
+    if out.exists() and not out.is_dir():
         fail(f"--out={args.out!r} is a file; accepted: a folder (created if missing)")
     # load_layers reads the trial files' keys again: a damaged one is named once, not twice
     store_log = logging.getLogger(load_results.__module__)
@@ -63,14 +64,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         store_log.removeFilter(once)
     try:
-        check_writable(args.out, name="--out", folders=())  # /proc/x: input, not a failed write
+        # a folder that cannot be made or written is input (exit 2), checked before any file
+        check_writable(args.out, name="--out", folders=())
     except ConfigError as e:
         fail(str(e))
     try:
-        written = write_report(df, layers, Path(args.out), tolerance, args.store)
-    except OSError as e:  # a read-only folder, a full disk
-        fail(f"cannot write {e.filename or args.out}: {e.strerror or e}", code=1)
-    print(f"wrote {', '.join(p.name for p in written)} to {Path(args.out)}/")
+        written = write_report(df, layers, out, tolerance, args.store)
+    except OSError as e:  # a full disk, a file in the folder that cannot be replaced
+        fail(f"cannot write {e.filename or out}: {e.strerror or e}", code=1)
+    print(f"wrote {', '.join(p.name for p in written)} to {out}/")
 
 
 def _read(store: str) -> tuple[pd.DataFrame, pd.DataFrame]:
