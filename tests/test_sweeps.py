@@ -879,6 +879,7 @@ class DeafNet(nn.Module):
     def forward(self, x):
         if os.environ.get("SWEEP_WORKER"):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            open(os.environ["DEAF_SINCE"], "a").close()  # the test signals from now on
         return self.classifier(self.conv(x).relu().mean((2, 3)))
 """
 
@@ -889,8 +890,13 @@ def test_a_helper_that_does_not_stop_is_killed_and_its_trial_requeued(tmp_path):
     ever: after SWEEP_STOP_GRACE_S it is killed, and its trial failed and queued at once."""
     (tmp_path / "deaf.py").write_text(DEAF_NET)
     model = ["model._target_=deaf.DeafNet", "model.name=deaf_net", "~model.width"]
-    proc, helper = _two_workers_mid_trial(tmp_path, *model, env={"SWEEP_STOP_GRACE_S": "3"})
-    time.sleep(1)  # into the helper's forward passes
+    deaf = tmp_path / "deaf.since"
+    env = {"SWEEP_STOP_GRACE_S": "3", "DEAF_SINCE": str(deaf)}
+    proc, helper = _two_workers_mid_trial(tmp_path, *model, env=env)
+    deadline = time.monotonic() + 120  # into the helper's forward passes, however slow
+    while not deaf.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert deaf.exists(), "the helper never ran a forward pass"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
