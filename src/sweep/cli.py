@@ -646,9 +646,8 @@ def _override_key(override: str) -> str:
 def _override_value(overrides: Sequence[str], group: str) -> str | None:
     """The value the last override of ``group`` gives it (the one Hydra keeps)."""
     for o in reversed(overrides):
-        key, _, value = o.lstrip("+~").partition("=")
-        if key == group:
-            return value
+        if _override_key(o) == group:
+            return o.partition("=")[2]
     return None
 
 

@@ -23,7 +23,7 @@ from omegaconf import MISSING, DictConfig, ListConfig
 from sweep._console import PROGRESS
 from sweep.errors import ConfigError
 
-__all__ = ["Config", "accepted", "check_values", "describe", "is_bool", "keys", "register"]
+__all__ = ["Config", "accepted", "check_values", "describe", "is_bool", "keys", "register", "shown"]
 
 
 def _field(accepted: str, valid: Callable[[Any], bool]) -> Any:
@@ -31,9 +31,9 @@ def _field(accepted: str, valid: Callable[[Any], bool]) -> Any:
     return field(default=MISSING, metadata={"accepted": accepted, "valid": valid})
 
 
-# checked even when null: nothing reads a null there (a null measure would read as auto)
 DEVICES = "auto | cpu | cuda | cuda:N"  # what device= accepts
 
+# checked even when null: nothing reads a null there (a null measure would read as auto)
 _NOT_NULL = {"fuse", "measure", "progress"}
 
 
@@ -225,12 +225,12 @@ def _check(cfg: DictConfig, schema: type, prefix: str) -> None:
             and not f.metadata["valid"](value)
         ):
             raise ConfigError(
-                f"{prefix}{f.name}={_shown(value)} {_what_is_wrong(value)}; "
+                f"{prefix}{f.name}={shown(value)} {_what_is_wrong(value)}; "
                 f"accepted: {f.metadata['accepted']}"
             )
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """A value as the command line writes it: null, true and false, not None, True, False."""
     if value is None or isinstance(value, bool):
         return {None: "null", True: "true", False: "false"}[value]

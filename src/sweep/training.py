@@ -8,6 +8,7 @@ combined over the ranks (`sweep.distributed`), so that a step is the one of the 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -204,6 +205,7 @@ def _sharded_backward(
     return total
 
 
+@functools.cache
 def import_optimizer_modules() -> None:
     """Build and drop a throwaway optimizer, once per process, before a trial's clocks start.
 
@@ -212,13 +214,7 @@ def import_optimizer_modules() -> None:
     cores, which landed in the first trial's ``time_finetune_s`` and made it read 5-8x its
     neighbours'. A trial that builds no optimizer (``finetune.epochs=0``) need not call this.
     """
-    global _OPTIMIZER_MODULES_IMPORTED
-    if not _OPTIMIZER_MODULES_IMPORTED:
-        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-        _OPTIMIZER_MODULES_IMPORTED = True
-
-
-_OPTIMIZER_MODULES_IMPORTED = False
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
 
 def make_optimizer(

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import prune
 
+from sweep.config import shown
 from sweep.errors import ConfigError
 from sweep.pruning._target import Scores, Target
 
@@ -58,8 +59,7 @@ def check_importance(method: PruningMethod, targets: Sequence[Target], model: nn
     criterion = method.importance
     if criterion not in IMPORTANCE:
         raise ConfigError(
-            f"method.importance={'null' if criterion is None else repr(criterion)} is unknown; "
-            f"accepted: {' | '.join(IMPORTANCE)}"
+            f"method.importance={shown(criterion)} is unknown; accepted: {' | '.join(IMPORTANCE)}"
         )
     if criterion == "magnitude" or method.cls is None:
         return
